@@ -1,0 +1,64 @@
+"""Makes Chainer 7.8.1 import and run on today's Python and NumPy, and picks the device.
+
+Import this module before ``chainer`` (every script here does). Chainer 7.8.1 is the
+last release and predates NumPy 2 and Python 3.12; it needs three small shims:
+
+* ``numpy.sctypes`` (removed in NumPy 2) is read at import time by
+  ``chainer/functions/array/as_strided.py``;
+* ``numpy.float`` (removed in NumPy 1.24) is used by ``F.resize_images``;
+* ``numpy.distutils`` (gone in Python 3.12) is imported by
+  ``chainer/_environment_check.py``, which only uses it on macOS.
+
+Each shim is added only when the name is missing, so nothing changes on old versions.
+"""
+import sys
+import types
+import warnings
+
+import numpy
+
+if 'sctypes' not in vars(numpy):
+    numpy.sctypes = {
+        'int': [numpy.int8, numpy.int16, numpy.int32, numpy.int64],
+        'uint': [numpy.uint8, numpy.uint16, numpy.uint32, numpy.uint64],
+        'float': [numpy.float16, numpy.float32, numpy.float64],
+        'complex': [numpy.complex64, numpy.complex128],
+        'others': [bool, object, bytes, str, numpy.void],
+    }
+if 'float' not in vars(numpy):
+    numpy.float = float
+
+try:
+    import numpy.distutils.system_info  # noqa: F401
+except ImportError:
+    _distutils = types.ModuleType('numpy.distutils')
+    _system_info = types.ModuleType('numpy.distutils.system_info')
+    _system_info.get_info = lambda name, notfound_action=0: {}
+    _distutils.system_info = _system_info
+    sys.modules['numpy.distutils'] = _distutils
+    sys.modules['numpy.distutils.system_info'] = _system_info
+
+# Chainer asks for cupy<8 by name; CuPy 13/14 work with it (REFERENCE §3), so the
+# version warning it prints for cupy-cuda12x would only be noise.
+warnings.filterwarnings('ignore', message=r'(?s).*may not be compatible with this version of Chainer')
+
+import chainer  # noqa: E402  (must come after the shims)
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (no CuPy, or no such GPU)."""
+
+
+def get_device(gpu):
+    """Returns the chainer device for ``-g``: a negative id is the CPU (NumPy)."""
+    if gpu is None or gpu < 0:
+        return chainer.get_device('@numpy')
+    if not chainer.backends.cuda.available:
+        raise DeviceError('-g {} asks for a GPU, but CuPy is not usable here: '
+                          'pip install cupy-cuda12x (see README "GPU")'.format(gpu))
+    try:
+        device = chainer.get_device('@cupy:{}'.format(gpu))
+        device.use()
+    except Exception as error:  # CuPy raises its own CUDA errors for a bad id
+        raise DeviceError('GPU {} cannot be used: {}'.format(gpu, error)) from None
+    return device
