@@ -1,0 +1,147 @@
+"""Turns an image's text tags into the fourth input plane: tags -> vector -> plane.
+
+The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector over a
+256x256 plane beside the drawing. Here, in one place:
+
+1. Vectors: a gensim ``Word2Vec`` trained on the training set's tag lists (one list per
+   image; a whole tag is one word, and a tag of several words also contributes its
+   janome tokens), or pretrained vectors in word2vec text/binary format (``--vectors``).
+2. A tag set's vector: the mean of its tags' vectors. A tag missing from the vocabulary
+   falls back to the mean of its known janome tokens; a tag with none is left out with
+   an ``UnknownTagWarning`` naming it. No tags at all gives the zero vector: the
+   conventional pix2pix of the post's Fig. 5.
+3. Standardising: minus the vocabulary's mean vector, divided by three times its
+   per-dimension standard deviation, clipped to [-1, 1]. Word2vec vectors of one corpus
+   share a large common component (twins such as 響 and 暁 have cosine near 1 raw,
+   REFERENCE §6); removing it leaves what tells tags apart, at the scale of the image.
+4. The plane: the vector laid out row by row on the smallest square grid that holds it
+   (zero-padded), enlarged by nearest neighbour to the image size. 16 values give a
+   4x4 grid of 64x64-pixel cells at 256x256.
+"""
+import math
+import warnings
+import zlib
+
+import numpy as np
+
+DEFAULT_DIM = 16
+
+
+class UnknownTagWarning(UserWarning):
+    """A tag (and every word of it) is missing from the vectors' vocabulary."""
+
+
+def _stable_hash(text):
+    # gensim seeds each word's initial vector with hash(word + seed); Python's str hash
+    # changes per process, which would make training non-reproducible.
+    return zlib.crc32(text.encode('utf-8'))
+
+
+_tokenizer = None
+
+
+def tokens_of(text):
+    """The content words of a tag (or free text) by janome: nouns, verbs, adjectives..."""
+    global _tokenizer
+    if _tokenizer is None:
+        from janome.tokenizer import Tokenizer
+        _tokenizer = Tokenizer()
+    skipped = ('記号', '助詞', '助動詞')
+    return [t.surface for t in _tokenizer.tokenize(text)
+            if t.part_of_speech.split(',')[0] not in skipped]
+
+
+def sentence_of(tags):
+    """One training sentence for word2vec: the tags, plus the words of multi-word tags."""
+    words = list(tags)
+    for tag in tags:
+        parts = tokens_of(tag)
+        if len(parts) > 1 or (parts and parts[0] != tag):
+            words.extend(parts)
+    return words
+
+
+class TagVectorizer:
+    """Maps tag lists to standardised vectors and to tag planes."""
+
+    def __init__(self, keyed_vectors):
+        self.kv = keyed_vectors
+        all_vectors = keyed_vectors.vectors.astype(np.float64)
+        self.mean = all_vectors.mean(axis=0)
+        std = all_vectors.std(axis=0)
+        self.scale = 3.0 * np.where(std > 0, std, 1.0)
+        self._tag_cache = {}
+
+    @property
+    def dim(self):
+        return self.kv.vector_size
+
+    @classmethod
+    def train(cls, tag_lists, dim=DEFAULT_DIM, epochs=100, seed=0):
+        """Trains word2vec (skip-gram, window over the whole list) on one list per image."""
+        from gensim.models import Word2Vec
+        sentences = [sentence_of(tags) for tags in tag_lists if tags]
+        if not sentences:
+            raise ValueError('no tags to train word vectors on')
+        # Tags are an unordered set: a window as long as the longest list makes every tag
+        # of an image the context of every other.
+        window = max(len(s) for s in sentences)
+        model = Word2Vec(sentences, vector_size=dim, window=window, min_count=1, sg=1,
+                         negative=5, epochs=epochs, seed=seed, workers=1,
+                         hashfxn=_stable_hash, shrink_windows=False)
+        return cls(model.wv)
+
+    @classmethod
+    def load(cls, path):
+        """Loads vectors in word2vec format: binary if the file says so, else text."""
+        from gensim.models import KeyedVectors
+        try:
+            kv = KeyedVectors.load_word2vec_format(str(path), binary=False)
+        except (UnicodeDecodeError, ValueError):
+            kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
+        return cls(kv)
+
+    def save(self, path):
+        """Saves the vectors in word2vec text format (loadable again with --vectors)."""
+        self.kv.save_word2vec_format(str(path), binary=False)
+
+    def tag_vector(self, tag):
+        """The raw vector of one tag, its janome words' mean as a fallback, or None."""
+        if tag not in self._tag_cache:
+            if tag in self.kv.key_to_index:
+                vector = self.kv[tag]
+            else:
+                known = [w for w in tokens_of(tag) if w in self.kv.key_to_index]
+                vector = np.mean([self.kv[w] for w in known], axis=0) if known else None
+            self._tag_cache[tag] = vector
+        return self._tag_cache[tag]
+
+    def unknown(self, tags):
+        """The tags that have no vector at all, even through their words."""
+        return [tag for tag in tags if self.tag_vector(tag) is None]
+
+    def vector(self, tags):
+        """The standardised vector of a tag set, in [-1, 1]; zeros for no (known) tag."""
+        vectors = []
+        for tag in tags:
+            vector = self.tag_vector(tag)
+            if vector is None:
+                warnings.warn('unknown tag {!r}: neither it nor any of its words is in the '
+                              'vocabulary; it is left out'.format(tag), UnknownTagWarning)
+            else:
+                vectors.append(vector)
+        if not vectors:
+            return np.zeros(self.dim, np.float32)
+        standard = (np.mean(vectors, axis=0) - self.mean) / self.scale
+        return np.clip(standard, -1.0, 1.0).astype(np.float32)
+
+
+def plane(vector, size):
+    """Lays a vector out on a square grid and enlarges it (nearest) to a size x size plane."""
+    vector = np.asarray(vector, np.float32)
+    grid = max(1, math.ceil(math.sqrt(vector.size)))
+    cells = np.zeros(grid * grid, np.float32)
+    cells[:vector.size] = vector
+    cells = cells.reshape(grid, grid)
+    index = np.arange(size) * grid // size
+    return cells[index][:, index]

@@ -1,0 +1,132 @@
+"""Reading tagged images and making (input, target) pairs."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dataset
+from dataset import TaggedImageDataset
+from tag_vectorizer import TagVectorizer
+
+
+def colour_image(seed=0, size=(80, 60)):
+    rng = np.random.RandomState(seed)
+    pixels = np.full((size[1], size[0], 3), 255, np.uint8)
+    pixels[10:40, 10:50] = rng.randint(0, 255, 3)
+    return Image.fromarray(pixels)
+
+
+def write(folder, name, tags=None, mode='RGB', fmt='PNG'):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    colour_image().convert(mode).save(path, fmt)
+    if tags is not None:
+        (folder / (path.stem + '.txt')).write_text(tags, encoding='utf-8')
+    return path
+
+
+def test_scaling_round_trip():
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    unit = dataset.to_unit(pixels)
+    assert unit.shape == (1, 16, 16) and unit.min() == -1.0 and unit.max() < 1.0
+    np.testing.assert_array_equal(dataset.to_uint8(unit)[:, :, 0], pixels)
+
+
+def test_tags_from_sidecar_tsv_and_json(tmp_path):
+    write(tmp_path / 'a', 'one.png', tags='響, 艦これ,銀髪\n')
+    write(tmp_path / 'a', 'two.png', tags='暁 艦これ')
+    write(tmp_path, 'three.jpg', fmt='JPEG')
+    write(tmp_path, 'four.webp', fmt='WEBP')
+    write(tmp_path, 'five.png')
+    (tmp_path / 'tags.tsv').write_text('three.jpg\t初音ミク,ボーカロイド\nfour\t博麗霊夢\n', encoding='utf-8')
+    (tmp_path / 'tags.json').write_text(json.dumps({'five.png': ['霧雨魔理沙', '東方']}), encoding='utf-8')
+    data = TaggedImageDataset(str(tmp_path), size=128)
+    tags = {p.split('/')[-1]: t for p, t in zip(data.paths, data.tags)}
+    assert tags == {'one.png': ['響', '艦これ', '銀髪'], 'two.png': ['暁', '艦これ'],
+                    'three.jpg': ['初音ミク', 'ボーカロイド'], 'four.webp': ['博麗霊夢'],
+                    'five.png': ['霧雨魔理沙', '東方']}
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'RGBA', 'LA', 'P', 'L', 'CMYK', 'I;16'])
+def test_every_mode_loads_as_rgb(tmp_path, mode):
+    path = tmp_path / 'x.png'
+    image = colour_image()
+    if mode == 'I;16':
+        image = Image.fromarray(np.asarray(image.convert('L'), np.uint16) * 257)
+        assert image.mode == 'I;16'
+        fmt = 'PNG'
+    elif mode == 'CMYK':
+        path, fmt = tmp_path / 'x.jpg', 'JPEG'
+        image = image.convert(mode)
+    else:
+        image, fmt = image.convert(mode), 'PNG'
+    image.save(path, fmt)
+    loaded = dataset.load_image(path)
+    assert loaded.mode == 'RGB' and loaded.size == (80, 60)
+    grey = np.asarray(loaded.convert('L'), np.int16)
+    assert abs(int(grey[0, 0]) - 255) <= 3       # white stays white (16 bits scaled, not clipped)
+    assert grey[20, 20] < 250 or mode in ('RGBA', 'LA')  # the square is there
+
+
+def test_transparency_is_laid_on_white(tmp_path):
+    Image.new('RGBA', (8, 8), (255, 0, 0, 0)).save(tmp_path / 't.png')
+    assert np.asarray(dataset.load_image(tmp_path / 't.png')).min() == 255
+
+
+def test_unreadable_images_raise_one_line_errors(tmp_path):
+    (tmp_path / 'bad.png').write_bytes(b'not an image')
+    with pytest.raises(dataset.ImageError, match='bad.png: not a readable image') as info:
+        dataset.load_image(tmp_path / 'bad.png')
+    assert '\n' not in str(info.value)
+    with pytest.raises(dataset.ImageError, match='no such file'):
+        dataset.load_image(tmp_path / 'missing.png')
+
+
+def test_examples_have_drawing_tag_plane_and_target(tmp_path):
+    write(tmp_path, 'one.png', tags='響,艦これ')
+    write(tmp_path, 'two.png', tags='暁,艦これ')
+    vectorizer = TagVectorizer.train([['響', '艦これ'], ['暁', '艦これ']] * 5, dim=16, epochs=5)
+    data = TaggedImageDataset(str(tmp_path), vectorizer, size=128, augment=True, flip=True)
+    x_in, t_out = data[0]
+    assert x_in.shape == (4, 128, 128) and t_out.shape == (3, 128, 128)
+    assert x_in.dtype == t_out.dtype == np.float32
+    assert -1 <= x_in.min() and x_in.max() < 1
+    np.testing.assert_array_equal(x_in[0], x_in[1])  # grey drawing in three planes
+    assert x_in[3].any()
+    assert not np.array_equal(data[0][0][3], data[1][0][3])  # 響 vs 暁
+    no_tag = TaggedImageDataset(str(tmp_path), None, size=128)
+    assert not no_tag[0][0][3].any()
+
+
+def test_paired_line_folder_is_used(tmp_path):
+    write(tmp_path / 'color', 'one.png', tags='響')
+    line = np.full((60, 80), 255, np.uint8)
+    line[5, :] = 0
+    (tmp_path / 'line').mkdir()
+    Image.fromarray(line, 'L').save(tmp_path / 'line' / 'one.png')
+    data = TaggedImageDataset(str(tmp_path), size=128, augment=False)
+    assert len(data) == 1
+    np.testing.assert_array_equal(np.asarray(data.drawing_of(0)), line)
+
+
+def test_line_art_from_colour_marks_edges_only():
+    drawing = np.asarray(dataset.make_drawing(colour_image(), 'line'))
+    assert drawing[0, 0] == 255 and drawing[25, 30] == 255  # flat areas are white
+    assert drawing[9:11, 20].min() < 128                    # the square's edge is a line
+
+
+def test_tag_dropout_samples_subsets(tmp_path):
+    write(tmp_path, 'one.png', tags='a,b,c,d,e,f')
+    data = TaggedImageDataset(str(tmp_path), size=128, tag_dropout=0.5)
+    counts = {len(data.sampled_tags(0)) for _ in range(50)}
+    assert len(counts) > 2
+    data.augment = False
+    assert data.sampled_tags(0) == list('abcdef')
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        TaggedImageDataset(str(tmp_path / 'nope'))
+    with pytest.raises(ValueError, match='no images'):
+        TaggedImageDataset(str(tmp_path))
