@@ -1,0 +1,65 @@
+"""Training end to end: outputs, snapshots that resume to the same state, bad input."""
+import json
+import os
+
+import numpy as np
+
+import compat  # noqa: F401
+import chainer
+
+import train_facade_text
+
+
+def test_training_writes_model_snapshots_previews_and_log(tiny_model):
+    files = set(os.listdir(tiny_model))
+    assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'log',
+            'snapshot_iter_3.npz', 'snapshot_iter_6.npz'} <= files
+    assert os.path.exists(tiny_model / 'preview' / 'iter_6.png')
+    settings = json.loads((tiny_model / 'model.json').read_text(encoding='utf-8'))
+    assert settings['width'] == 8 and settings['size'] == 128 and settings['drawing'] == 'paired'
+    log = json.loads((tiny_model / 'log').read_text())
+    assert log[-1]['iteration'] == 6 and 'dec/l1' in log[-1] and 'dis/loss' in log[-1]
+
+
+def run_to(out, data, iteration, resume=None):
+    argv = ['-i', str(data), '-o', str(out), '--width', '8', '--size', '128', '--iteration', str(iteration),
+            '--snapshot_interval', '2', '--display_interval', '2', '--lr', '2e-4', '--seed', '1']
+    if resume:
+        argv += ['-r', resume]
+    assert train_facade_text.main(argv) == 0
+
+
+def weights(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_snapshot_resumes_to_the_same_state(small_data, tmp_path):
+    run_to(tmp_path / 'straight', small_data, 4)
+    run_to(tmp_path / 'resumed', small_data, 2)
+    run_to(tmp_path / 'resumed', small_data, 4, resume='latest')
+    a = weights(tmp_path / 'straight' / 'snapshot_iter_4.npz')
+    b = weights(tmp_path / 'resumed' / 'snapshot_iter_4.npz')
+    assert a.keys() == b.keys()
+    compared = [k for k in a if k.startswith('updater/')   # networks, optimizers, iterator
+                and '/avg_' not in k and not k.endswith('/N')]  # batch-norm running averages, never read
+    assert any('/optimizer:enc/' in k for k in compared) and any('/model:dec/' in k for k in compared)
+    for key in compared:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_missing_snapshot_and_data_are_one_line_errors(small_data, tmp_path, capsys):
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path), '--width', '8', '--size', '128',
+                                   '--iteration', '1', '-r', str(tmp_path / 'nope.npz')]) == 1
+    assert train_facade_text.main(['-i', str(tmp_path / 'no-data'), '-o', str(tmp_path)]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith('error: ') for e in errors)
+    assert 'nope.npz' in errors[0] and 'no-data' in errors[1]
+
+
+def test_size_must_fit_the_encoder(capsys):
+    try:
+        train_facade_text.main(['--size', '200'])
+    except SystemExit as exit:
+        assert exit.code == 2
+    assert 'multiple of 128' in capsys.readouterr().err
