@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
+#   ./run.sh test    set up and run the tests
+#   ./run.sh setup   only set up (.venv with the pinned dependencies)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=.venv/bin/python
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    python3 -m venv .venv
+  fi
+  "$PY" -m pip install -q --upgrade 'pip>=23' 'setuptools<81' wheel
+  "$PY" -m pip install -q --no-build-isolation -r requirements.txt
+  # Japanese labels in the figures need a CJK font; without one they fall back to code points.
+  if ! ls /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc \
+      >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -q fonts-ipafont-gothic >/dev/null 2>&1 ||
+     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-ipafont-gothic >/dev/null 2>&1)) ||
+      echo "note: could not install fonts-ipafont-gothic; figure labels will show code points"
+  fi
+}
+
+demo() {
+  setup
+  "$PY" make_default_data.py --out data/default
+  # The tag model and the --no-tag baseline train side by side, one core each.
+  export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+  "$PY" train_facade_text.py --demo -o result/demo > result-demo-train.log 2>&1 &
+  tag=$!
+  "$PY" train_facade_text.py --demo --no-tag -o result/demo-notag
+  wait "$tag" || { tail -n 20 result-demo-train.log; exit 1; }
+  unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS
+  mkdir -p result/figures
+  "$PY" colorize.py --model result/demo -i data/default/test/line/hibiki_0000.png -t 響 -t 暁 \
+    -o result/figures/hibiki_akatsuki.png
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo) demo ;;
+  test) setup; shift; exec "$PY" -m pytest -q "$@" ;;
+  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+esac
