@@ -41,6 +41,8 @@ except ImportError:
 # Chainer asks for cupy<8 by name; CuPy 13/14 work with it (REFERENCE §3), so the
 # version warning it prints for cupy-cuda12x would only be noise.
 warnings.filterwarnings('ignore', message=r'(?s).*may not be compatible with this version of Chainer')
+# Chainer imports pkg_resources, which newer setuptools (<81) marks as deprecated.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import chainer  # noqa: E402  (must come after the shims)
 

@@ -2,6 +2,7 @@
 # One entry point for a fresh machine:
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
 #   ./run.sh test    set up and run the tests
+#   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
 #   ./run.sh setup   only set up (.venv with the pinned dependencies)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,6 +20,16 @@ setup() {
     (apt-get install -y -q fonts-ipafont-gothic >/dev/null 2>&1 ||
      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-ipafont-gothic >/dev/null 2>&1)) ||
       echo "note: could not install fonts-ipafont-gothic; figure labels will show code points"
+  fi
+}
+
+test_setup() {
+  setup
+  # tests/test_browser.py drives Debian's headless Chromium (it skips without it).
+  if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) ||
+      echo "note: could not install chromium; the browser test will be skipped"
   fi
 }
 
@@ -40,6 +51,7 @@ demo() {
 case "${1:-}" in
   setup) setup ;;
   demo) demo ;;
-  test) setup; shift; exec "$PY" -m pytest -q "$@" ;;
-  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+  test) test_setup; shift; exec "$PY" -m pytest -q "$@" ;;
+  serve) setup; shift; exec "$PY" server.py "$@" ;;
+  *) echo "usage: $0 demo|test|serve|setup" >&2; exit 2 ;;
 esac

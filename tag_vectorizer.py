@@ -10,10 +10,13 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
    falls back to the mean of its known janome tokens; a tag with none is left out with
    an ``UnknownTagWarning`` naming it. No tags at all gives the zero vector: the
    conventional pix2pix of the post's Fig. 5.
-3. Standardising: minus the vocabulary's mean vector, divided by three times its
-   per-dimension standard deviation, clipped to [-1, 1]. Word2vec vectors of one corpus
-   share a large common component (twins such as 響 and 暁 have cosine near 1 raw,
-   REFERENCE §6); removing it leaves what tells tags apart, at the scale of the image.
+3. Standardising: the vector minus the vocabulary's mean, whitened (ZCA) with the
+   vocabulary's covariance, divided by its own root mean square and clipped to [-1, 1].
+   Word2vec vectors of one corpus share a large common component and correlated axes
+   (twins that share every neighbour come out alike); whitening leaves what tells tags
+   apart, and the RMS scaling gives one tag and a set of ten the same
+   full-range plane. On the default data (16 values, 300 epochs) cosine(響, 暁) is 0.60
+   raw and 0.19 after this; at 20 epochs, raw, it is 0.985 (REFERENCE §6).
 4. The plane: the vector laid out row by row on the smallest square grid that holds it
    (zero-padded), enlarged by nearest neighbour to the image size. 16 values give a
    4x4 grid of 64x64-pixel cells at 256x256.
@@ -66,10 +69,7 @@ class TagVectorizer:
 
     def __init__(self, keyed_vectors):
         self.kv = keyed_vectors
-        all_vectors = keyed_vectors.vectors.astype(np.float64)
-        self.mean = all_vectors.mean(axis=0)
-        std = all_vectors.std(axis=0)
-        self.scale = 3.0 * np.where(std > 0, std, 1.0)
+        self.mean, self.whitening = whitening_of(keyed_vectors.vectors)
         self._tag_cache = {}
 
     @property
@@ -77,7 +77,7 @@ class TagVectorizer:
         return self.kv.vector_size
 
     @classmethod
-    def train(cls, tag_lists, dim=DEFAULT_DIM, epochs=100, seed=0):
+    def train(cls, tag_lists, dim=DEFAULT_DIM, epochs=300, seed=0):
         """Trains word2vec (skip-gram, window over the whole list) on one list per image."""
         from gensim.models import Word2Vec
         sentences = [sentence_of(tags) for tags in tag_lists if tags]
@@ -107,14 +107,16 @@ class TagVectorizer:
 
     def tag_vector(self, tag):
         """The raw vector of one tag, its janome words' mean as a fallback, or None."""
-        if tag not in self._tag_cache:
-            if tag in self.kv.key_to_index:
-                vector = self.kv[tag]
-            else:
-                known = [w for w in tokens_of(tag) if w in self.kv.key_to_index]
-                vector = np.mean([self.kv[w] for w in known], axis=0) if known else None
+        if tag in self._tag_cache:
+            return self._tag_cache[tag]
+        if tag in self.kv.key_to_index:
+            vector = self.kv[tag]
+        else:
+            known = [w for w in tokens_of(tag) if w in self.kv.key_to_index]
+            vector = np.mean([self.kv[w] for w in known], axis=0) if known else None
+        if vector is not None:  # unknown tags are not kept: a server meets endless new ones
             self._tag_cache[tag] = vector
-        return self._tag_cache[tag]
+        return vector
 
     def unknown(self, tags):
         """The tags that have no vector at all, even through their words."""
@@ -132,8 +134,23 @@ class TagVectorizer:
                 vectors.append(vector)
         if not vectors:
             return np.zeros(self.dim, np.float32)
-        standard = (np.mean(vectors, axis=0) - self.mean) / self.scale
-        return np.clip(standard, -1.0, 1.0).astype(np.float32)
+        white = (np.mean(vectors, axis=0) - self.mean) @ self.whitening
+        rms = np.sqrt(np.mean(white ** 2))
+        if rms == 0:  # the set's mean is the vocabulary's mean
+            return np.zeros(self.dim, np.float32)
+        return np.clip(white / rms, -1.0, 1.0).astype(np.float32)
+
+
+def whitening_of(vectors):
+    """The vocabulary's mean and ZCA whitening matrix. Directions with under 1/1000 of
+    the largest variance are not blown up (they hold noise, or nothing for tiny vocabularies)."""
+    vectors = np.asarray(vectors, np.float64)
+    mean = vectors.mean(axis=0)
+    if len(vectors) < 2:
+        return mean, np.eye(vectors.shape[1])
+    variances, axes = np.linalg.eigh(np.cov(vectors - mean, rowvar=False))
+    floor = max(variances.max(), 1e-12) * 1e-3
+    return mean, axes @ np.diag(1.0 / np.sqrt(np.maximum(variances, floor))) @ axes.T
 
 
 def plane(vector, size):

@@ -1,0 +1,218 @@
+"""Bounded load test of server.py on this machine: N colour requests, C at a time.
+
+    python load_test.py                                # starts the server here with result/demo
+    python load_test.py -n 200 -c 8 --model result/demo
+    python load_test.py --url http://127.0.0.1:8000/   # a server.py already running
+
+Each request is a POST /api/colorize of one drawing with one tag set (cycling through the
+tag sets); a request counts as ok only when it answers 200 with a PNG of the drawing's
+size. Prints the counts and a latency table (p50/p95/p99) and exits 1 on any error. The
+drawing and the tag sets default to the server's first sample drawing (GET /api/samples)
+and its first pair of twin tags (GET /api/tags). Only loopback addresses are accepted:
+this is a check of a server on this machine, not a tool to load anyone else's.
+"""
+import argparse
+import concurrent.futures
+import contextlib
+import io
+import ipaddress
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+from PIL import Image
+
+import compat
+import colorize
+import server
+
+
+class LoadTestError(RuntimeError):
+    """The test cannot start; the message is one line."""
+
+
+def is_loopback(url):
+    host = urllib.parse.urlsplit(url).hostname or ''
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def get_json(base, path, timeout):
+    with urllib.request.urlopen(urllib.parse.urljoin(base, path), timeout=timeout) as response:
+        return json.load(response)
+
+
+def get_bytes(base, path, timeout):
+    with urllib.request.urlopen(urllib.parse.urljoin(base, path), timeout=timeout) as response:
+        return response.read()
+
+
+def multipart(fields, image_bytes):
+    """A multipart/form-data body with the image and (name, value) text fields."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields:
+        parts.append('--{}\r\nContent-Disposition: form-data; name="{}"\r\n\r\n{}\r\n'.format(
+            boundary, name, value).encode('utf-8'))
+    parts.append('--{}\r\nContent-Disposition: form-data; name="image"; filename="drawing.png"\r\n'
+                 'Content-Type: application/octet-stream\r\n\r\n'.format(boundary).encode('ascii'))
+    parts.append(image_bytes)
+    parts.append('\r\n--{}--\r\n'.format(boundary).encode('ascii'))
+    return b''.join(parts), 'multipart/form-data; boundary=' + boundary
+
+
+def one_request(url, body, content_type, expected_size, timeout):
+    """-> (outcome, seconds): 'ok', an HTTP status such as '503', or an error's name."""
+    request = urllib.request.Request(url, data=body, method='POST', headers={'Content-Type': content_type})
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+            kind = response.headers.get_content_type()
+        elapsed = time.perf_counter() - start
+        if kind != 'image/png':
+            return 'not a PNG', elapsed
+        with Image.open(io.BytesIO(data)) as image:
+            return ('ok' if image.size == expected_size else 'wrong size'), elapsed
+    except urllib.error.HTTPError as error:
+        return str(error.code), time.perf_counter() - start
+    except (OSError, ValueError) as error:
+        return type(error).__name__, time.perf_counter() - start
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float('nan')
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def run(base, requests, concurrency, image_bytes=None, tag_sets=None, timeout=60.0):
+    """Sends the requests; returns a summary dict (counts, latencies in seconds)."""
+    if image_bytes is None:
+        samples = get_json(base, 'api/samples', timeout)['samples']
+        if not samples:
+            raise LoadTestError('the server has no sample drawings: pass --image')
+        image_bytes = get_bytes(base, samples[0]['url'].lstrip('/'), timeout)
+    if tag_sets is None:
+        vocabulary = get_json(base, 'api/tags', timeout)
+        pairs = vocabulary.get('pairs') or []
+        tag_sets = list(pairs[0]) if pairs else ['']
+    with Image.open(io.BytesIO(image_bytes)) as image:
+        expected_size = image.size
+    bodies = []
+    for tags in tag_sets:
+        bodies.append(multipart([('tags', tags)] if tags else [], image_bytes))
+    url = urllib.parse.urljoin(base, 'api/colorize')
+
+    def send(i):
+        body, content_type = bodies[i % len(bodies)]
+        return one_request(url, body, content_type, expected_size, timeout)
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(send, range(requests)))
+    wall = time.perf_counter() - start
+    outcomes = {}
+    for outcome, _ in results:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    latencies = sorted(seconds for outcome, seconds in results if outcome == 'ok')
+    return {'requests': requests, 'concurrency': concurrency, 'tag_sets': tag_sets,
+            'ok': outcomes.get('ok', 0), 'errors': requests - outcomes.get('ok', 0),
+            'outcomes': outcomes, 'wall': wall, 'latencies': latencies, 'image_size': expected_size}
+
+
+def report(summary):
+    latencies = summary['latencies']
+    ms = lambda q: '{:.0f}'.format(1000 * percentile(latencies, q)) if latencies else '-'
+    lines = [
+        'tag sets: {}   image: {}x{}'.format(
+            ' | '.join(t or '(no tag)' for t in summary['tag_sets']), *summary['image_size']),
+        '',
+        '| requests | at a time | ok | errors | wall s | req/s | p50 ms | p95 ms | p99 ms | max ms |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+        '| {} | {} | {} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} |'.format(
+            summary['requests'], summary['concurrency'], summary['ok'], summary['errors'], summary['wall'],
+            summary['requests'] / summary['wall'], ms(50), ms(95), ms(99), ms(100)),
+    ]
+    if summary['errors']:
+        lines.append('')
+        lines.append('errors: ' + ', '.join('{} x{}'.format(k, v) for k, v in sorted(summary['outcomes'].items())
+                                            if k != 'ok'))
+    return '\n'.join(lines)
+
+
+@contextlib.contextmanager
+def local_server(model_dir, gpu, max_waiting):
+    """server.py's app on 127.0.0.1 (a free port) in this process; yields its URL."""
+    model = colorize.ColorModel(model_dir, compat.get_device(gpu))
+    logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no access log line per request
+    app = server.create_app(model, max_waiting=max_waiting)
+    httpd = server.serve(app, '127.0.0.1', 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield 'http://127.0.0.1:{}/'.format(httpd.port)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        app.extensions['colorizer'].close()
+        thread.join()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Bounded load test of server.py on this machine')
+    parser.add_argument('--url', default=None, help='a running server (loopback only); default: start one here')
+    parser.add_argument('--model', default=os.path.join('result', 'demo'), help='model folder (without --url)')
+    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (without --url; negative: CPU)')
+    parser.add_argument('--requests', '-n', type=int, default=200, help='number of requests')
+    parser.add_argument('--concurrency', '-c', type=int, default=8, help='requests in flight at a time')
+    parser.add_argument('--image', default=None, help='drawing to send (default: the server\'s first sample)')
+    parser.add_argument('--tags', action='append', default=None,
+                        help='a comma-separated tag set; repeat to cycle (default: the first twin pair)')
+    parser.add_argument('--timeout', type=float, default=60, help='seconds one request may take')
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= 100000 or not 1 <= args.concurrency <= 64:
+        parser.error('--requests must be 1..100000 and --concurrency 1..64')
+    if args.url and not is_loopback(args.url):
+        parser.error('--url must be a loopback address (127.0.0.1, localhost or [::1])')
+    image_bytes = None
+    if args.image:
+        try:
+            with open(args.image, 'rb') as f:
+                image_bytes = f.read()
+        except OSError as error:
+            print('error: {}'.format(error), file=sys.stderr)
+            return 1
+    try:
+        with contextlib.ExitStack() as stack:
+            base = args.url or stack.enter_context(local_server(args.model, args.gpu, args.concurrency))
+            base = base if base.endswith('/') else base + '/'
+            summary = run(base, args.requests, args.concurrency, image_bytes, args.tags, args.timeout)
+    except LoadTestError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    except (colorize.ModelError, compat.DeviceError) as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print('error: cannot reach the server: {}'.format(error), file=sys.stderr)
+        return 1
+    print(report(summary))
+    return 1 if summary['errors'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Serves a web page that colours line art and switches its tags live, and its JSON/HTTP API.
+
+    python server.py                       # result/demo on the CPU, http://127.0.0.1:8000
+    python server.py --model result/demo -g 0 --port 8080
+
+The post's own next step, "switch any word over the web to make any image". The page
+(static/) sends one request per tag set, so several tag sets appear side by side and each
+can be downloaded. The API:
+
+    POST /api/colorize   multipart: ``image`` (PNG, JPEG or WebP; checked by decoding),
+                         ``tags`` (one comma-separated tag set; repeat the field for several;
+                         none or empty = no tag), optional ``drawing`` (asis | line | grey).
+                         -> image/png at the input's size; several ``tags`` fields -> one
+                         sheet (input + one labelled column per tag set).
+                         Errors -> JSON {"error": "..."} with a 4xx status; unknown tags ->
+                         422 with {"unknown": [...]}; a full waiting line or a timeout -> 503.
+    GET  /api/tags       -> {"tags": [vocabulary], "pairs": [[tag, twin], ...]}
+    GET  /api/samples    -> test drawings of the model's dataset, if it is on this machine
+    GET  /healthz        -> {"status": "ok", ...}
+
+Nothing is written to disk: uploads are read into memory (capped by --max-upload-mb) and
+the only files served are static/ and the sample drawings listed at start-up.
+"""
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import socket
+import sys
+import threading
+import warnings
+
+from PIL import Image
+from flask import Flask, Request, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import WSGIRequestHandler, make_server, select_address_family
+
+import compat
+import colorize
+import dataset
+import tag_vectorizer
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
+IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP')
+MAX_TAG_SETS = 8
+MAX_TAGS_PER_SET = 16
+MAX_TAG_CHARS = 64
+MAX_SAMPLES = 12
+SHEET_CELL = 512
+SOCKET_TIMEOUT = 30
+
+
+class ApiError(Exception):
+    """An error answered as JSON: {"error": message, **extra} with an HTTP status."""
+
+    def __init__(self, status, message, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+class InMemoryRequest(Request):
+    """Werkzeug spools uploads over 500 kB to a temporary file; keep them in memory
+    (their size is bounded by MAX_CONTENT_LENGTH) so the server writes nothing."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+class TimedRequestHandler(WSGIRequestHandler):
+    """Drops a connection that sends nothing for SOCKET_TIMEOUT seconds (a stalled or
+    slow client), so it does not hold its thread for ever."""
+    timeout = SOCKET_TIMEOUT
+
+
+class Upload(io.BytesIO):
+    """Upload bytes that name themselves 'upload' in dataset.load_image's messages."""
+
+    def __str__(self):
+        return 'upload'
+
+    __repr__ = __str__
+
+
+def decode_drawing(data, max_pixels, drawing='asis'):
+    """Upload bytes -> the 'L' drawing the network reads. The size in the header is checked
+    before any pixel is decoded, so a decompression bomb costs nothing."""
+    if not data:
+        raise ApiError(400, 'the image field is empty')
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as header:
+            width, height = header.size
+    except Image.DecompressionBombError as error:
+        raise ApiError(413, str(error)) from None
+    except Image.UnidentifiedImageError:
+        raise ApiError(415, 'the upload is not a PNG, JPEG or WebP image') from None
+    except (OSError, ValueError) as error:
+        raise ApiError(415, 'the upload is not a PNG, JPEG or WebP image ({})'.format(error)) from None
+    if width * height > max_pixels:
+        raise ApiError(413, 'the image is {}x{} pixels; at most {} pixels are accepted'.format(
+            width, height, max_pixels))
+    try:
+        image = dataset.load_image(Upload(data))
+    except dataset.ImageError as error:
+        raise ApiError(415, str(error)) from None
+    return image.convert('L') if drawing == 'asis' else dataset.make_drawing(image, drawing)
+
+
+def parse_tag_sets(fields):
+    """The ``tags`` fields -> tag sets (lists); no field gives one empty set (no tag)."""
+    if len(fields) > MAX_TAG_SETS:
+        raise ApiError(400, 'at most {} tag sets per request, got {}'.format(MAX_TAG_SETS, len(fields)))
+    tag_sets = [dataset.parse_tags(field.replace('、', ',')) for field in fields] or [[]]
+    for tags in tag_sets:
+        if len(tags) > MAX_TAGS_PER_SET:
+            raise ApiError(400, 'at most {} tags per tag set, got {}'.format(MAX_TAGS_PER_SET, len(tags)))
+        long_tags = [t for t in tags if len(t) > MAX_TAG_CHARS]
+        if long_tags:
+            raise ApiError(400, 'a tag is at most {} characters long'.format(MAX_TAG_CHARS))
+    return tag_sets
+
+
+def find_samples(model, limit=MAX_SAMPLES):
+    """A few test drawings of the model's dataset (one per character), as
+    [{"name", "path", "tags"}]; none when the dataset is not on this machine."""
+    root = model.settings.get('dataset')
+    line_dir = os.path.join(root, 'test', 'line') if root else None
+    if not line_dir or not os.path.isdir(line_dir):
+        return []
+    samples, seen = [], set()
+    for path in dataset.find_images(line_dir):
+        name = os.path.splitext(os.path.basename(path))[0]
+        character = name.rsplit('_', 1)[0]
+        if character in seen:
+            continue
+        seen.add(character)
+        sidecar = os.path.join(root, 'test', 'color', name + '.txt')
+        tags = []
+        if os.path.exists(sidecar):
+            with open(sidecar, encoding='utf-8') as f:
+                tags = dataset.parse_tags(f.read())
+        samples.append({'name': name, 'path': path, 'tags': tags})
+        if len(samples) == limit:
+            break
+    return samples
+
+
+def find_pairs(model, vocabulary):
+    """Twin characters (same drawing, different colours) from the dataset's
+    characters.json, for the page's one-click comparisons."""
+    root = model.settings.get('dataset')
+    path = os.path.join(root, 'characters.json') if root else None
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding='utf-8') as f:
+        characters = json.load(f).get('characters', [])
+    known = set(vocabulary)
+    pairs = []
+    for character in characters:
+        pair = [character.get('tag'), character.get('twin')]
+        if all(tag in known for tag in pair) and sorted(pair) not in [sorted(p) for p in pairs]:
+            pairs.append(pair)
+    return pairs
+
+
+class Colorizer:
+    """Runs every model call on one worker thread behind a bounded waiting line.
+
+    One worker, not a pool or a lock per request: the networks are shared, and
+    net.generating() runs batch norm in train mode, which updates the running averages
+    in place, so two forward passes at once would race on those arrays; the tag
+    vectorizer (its cache, janome's tokenizer) is touched only here too. More workers
+    would not add throughput either: on the CPU NumPy's BLAS already spreads one image
+    over the cores, and a GPU runs one stream. Waiting requests hold a slot; when all
+    slots are taken a request is answered 503 at once, and one that waits longer than
+    ``timeout`` seconds is answered 503 (and dropped if it has not started).
+    """
+
+    def __init__(self, model, max_waiting=16, timeout=60.0):
+        self.model = model
+        self.timeout = timeout
+        self.capacity = max_waiting + 1
+        self._slots = threading.BoundedSemaphore(self.capacity)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        # The worker makes the model's device current in its own thread (CuPy's current
+        # device is per thread).
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix='colorizer', initializer=self._use_device)
+
+    def _use_device(self):
+        use = getattr(self.model.device, 'use', None)
+        if use is not None:
+            use()
+
+    @property
+    def busy(self):
+        return self._busy
+
+    def _release(self, _future=None):
+        with self._busy_lock:
+            self._busy -= 1
+        self._slots.release()
+
+    def run(self, prepare, tag_sets):
+        """prepare() (the upload's decoding, in the caller's thread once a slot is held)
+        -> the drawing; returns it and one PIL image per tag set, or raises ApiError."""
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(503, 'the server is busy ({} requests in progress); try again shortly'.format(
+                self.capacity), retry_after=1)
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            drawing = prepare()
+            future = self._worker.submit(self._colorize, drawing, tag_sets)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(self._release)
+        try:
+            outcome = future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ApiError(503, 'colouring took longer than {:g} s; try again shortly'.format(
+                self.timeout), retry_after=2) from None
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return drawing, outcome
+
+    def _colorize(self, drawing, tag_sets):
+        model = self.model
+        if model.vectorizer is None:
+            if any(tag_sets):
+                return ApiError(422, 'this model was trained without tags (--no-tag); send no tags',
+                                unknown=sorted({t for tags in tag_sets for t in tags}))
+        else:
+            unknown = []
+            for tags in tag_sets:
+                unknown.extend(t for t in model.unknown_tags(tags) if t not in unknown)
+            if unknown:
+                return ApiError(422, 'unknown tag {} (not in the model\'s vocabulary, nor any of its '
+                                'words)'.format(', '.join(unknown)), unknown=unknown)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+            return [model.colorize(drawing, tags) for tags in tag_sets]
+
+    def close(self):
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, 'PNG')
+    return buffer.getvalue()
+
+
+def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, timeout=60.0):
+    """The Flask app around a loaded colorize.ColorModel."""
+    app = Flask(__name__, static_folder=STATIC_DIR, static_url_path='/static')
+    app.request_class = InMemoryRequest
+    app.config['MAX_CONTENT_LENGTH'] = int(max_upload_mb * 1024 * 1024)
+    app.config['MAX_FORM_PARTS'] = 4 + MAX_TAG_SETS
+    app.json.ensure_ascii = False
+    colorizer = Colorizer(model, max_waiting=max_waiting, timeout=timeout)
+    app.extensions['colorizer'] = colorizer
+    vocabulary = list(model.vectorizer.kv.index_to_key) if model.vectorizer is not None else []
+    pairs = find_pairs(model, vocabulary)
+    samples = find_samples(model)
+
+    @app.errorhandler(ApiError)
+    def api_error(error):
+        response = jsonify(error=error.message, **{k: v for k, v in error.extra.items() if k != 'retry_after'})
+        response.status_code = error.status
+        if 'retry_after' in error.extra:
+            response.headers['Retry-After'] = str(error.extra['retry_after'])
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        message = {413: 'the request is too large (at most {:g} MB and {} form fields)'.format(
+            max_upload_mb, app.config['MAX_FORM_PARTS'])}.get(error.code, error.description)
+        response = jsonify(error=message)
+        response.status_code = error.code
+        return response
+
+    @app.after_request
+    def security_headers(response):
+        # Everything the page needs is served from here: no CDN, no inline script.
+        response.headers['Content-Security-Policy'] = (
+            "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        response.headers['X-Content-Type-Options'] = 'nosniff'
+        response.headers['Referrer-Policy'] = 'no-referrer'
+        return response
+
+    @app.get('/')
+    def index():
+        return send_from_directory(STATIC_DIR, 'index.html')
+
+    @app.get('/healthz')
+    def healthz():
+        return jsonify(status='ok', size=model.size, tags=model.vectorizer is not None,
+                       vocabulary=len(vocabulary), busy=colorizer.busy, capacity=colorizer.capacity)
+
+    @app.get('/api/tags')
+    def tags():
+        return jsonify(tags=vocabulary if model.vectorizer is not None else None, pairs=pairs)
+
+    @app.get('/api/samples')
+    def sample_list():
+        return jsonify(samples=[{'name': s['name'], 'url': '/samples/{}'.format(i), 'tags': s['tags']}
+                                for i, s in enumerate(samples)])
+
+    @app.get('/samples/<int:index>')
+    def sample(index):
+        # Only the drawings listed at start-up, by their index: no request text becomes a path.
+        if index >= len(samples):
+            raise ApiError(404, 'no sample {}'.format(index))
+        path = samples[index]['path']
+        return send_from_directory(os.path.dirname(path), os.path.basename(path), max_age=3600)
+
+    @app.post('/api/colorize')
+    def colorize_route():
+        upload = request.files.get('image')
+        if upload is None:
+            raise ApiError(400, 'send the drawing as a multipart/form-data file part named "image"')
+        drawing_kind = request.form.get('drawing', 'asis')
+        if drawing_kind not in ('asis',) + dataset.DRAWINGS:
+            raise ApiError(400, 'drawing must be one of asis, {}'.format(', '.join(dataset.DRAWINGS)))
+        tag_sets = parse_tag_sets(request.form.getlist('tags'))
+        data = upload.read()
+        drawing, results = colorizer.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets)
+        if len(results) == 1:
+            body = png_bytes(results[0])
+        else:
+            labels = ['input'] + [','.join(tags) or '(no tag)' for tags in tag_sets]
+            cell = min(SHEET_CELL, max(drawing.size))
+            body = png_bytes(colorize.sheet([[drawing] + results], labels, cell=cell))
+        return app.response_class(body, mimetype='image/png', headers={'Cache-Control': 'no-store'})
+
+    return app
+
+
+def serve(app, host, port):
+    """A threaded server (one thread per connection, so a slow client holds only its own).
+    The socket is bound here so that a port in use is an OSError, not Werkzeug's exit."""
+    family = select_address_family(host, port)
+    with socket.create_server((host, port), family=family) as listening:
+        return make_server(host, port, app, threaded=True, request_handler=TimedRequestHandler,
+                           fd=listening.fileno())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Web page and API to colour line art with tags')
+    parser.add_argument('--model', default=colorize.DEFAULT_MODEL, help='model folder written by training')
+    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative: CPU)')
+    parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
+    parser.add_argument('--port', type=int, default=8000, help='port to listen on (0: any free port)')
+    parser.add_argument('--max-upload-mb', type=float, default=10, help='largest upload in MB')
+    parser.add_argument('--max-pixels', type=int, default=4096 * 4096, help='largest image in pixels')
+    parser.add_argument('--max-waiting', type=int, default=16,
+                        help='requests that may wait for the model; more are answered 503')
+    parser.add_argument('--timeout', type=float, default=60, help='seconds a request may wait and run')
+    args = parser.parse_args(argv)
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_waiting < 0 or args.timeout <= 0:
+        parser.error('--max-upload-mb, --max-pixels and --timeout must be positive, --max-waiting >= 0')
+    # The header check in decode_drawing comes first; this is Pillow's own backstop.
+    Image.MAX_IMAGE_PIXELS = args.max_pixels
+    try:
+        model = colorize.ColorModel(args.model, compat.get_device(args.gpu))
+        app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout)
+        server = serve(app, args.host, args.port)
+    except (colorize.ModelError, compat.DeviceError) as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    except OSError as error:
+        print('error: cannot listen on {}:{}: {}'.format(args.host, args.port, error.strerror or error),
+              file=sys.stderr)
+        return 1
+    shown_host = '[{}]'.format(args.host) if ':' in args.host else args.host
+    print('serving {} on http://{}:{}/ (Ctrl+C to stop)'.format(args.model, shown_host, server.port), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.extensions['colorizer'].close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

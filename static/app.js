@@ -1,0 +1,296 @@
+// The page of server.py: one drawing, several tag sets, one POST /api/colorize per tag set
+// (so each result shows up as soon as it is ready and can be downloaded on its own).
+'use strict';
+
+const MAX_RETRIES = 5;
+
+const state = {
+  drawing: null,        // Blob of the drawing being coloured
+  drawingName: 'drawing',
+  vocabulary: null,     // null: the model has no tags (--no-tag)
+  known: new Set(),
+  cards: [],
+};
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+function splitTags(text) {
+  // As the server's dataset.parse_tags: commas (or 、) win, else whitespace.
+  const normal = text.replace(/、/g, ',');
+  const parts = normal.includes(',') ? normal.split(',') : normal.split(/\s+/);
+  return parts.map((t) => t.trim()).filter(Boolean);
+}
+
+function safeName(text) {
+  return text.replace(/[\\/:*?"<>|\s]+/g, '_').slice(0, 60) || 'notag';
+}
+
+// ---- tag sets (cards) ----
+
+function addCard(tags = []) {
+  const node = $('#card-template').content.firstElementChild.cloneNode(true);
+  const card = { node, tags: [], controller: null, url: null, unknown: [] };
+  const input = $('.tag-input', node);
+  input.disabled = state.vocabulary === null;  // a --no-tag model, or no server
+  input.addEventListener('keydown', (event) => {
+    if (event.isComposing) return;  // an IME is still composing (Japanese input)
+    if (event.key === 'Enter' || event.key === ',' || event.key === '、') {
+      event.preventDefault();
+      commitInput(card);
+    } else if (event.key === 'Backspace' && input.value === '' && card.tags.length) {
+      setTags(card, card.tags.slice(0, -1));
+    }
+  });
+  input.addEventListener('input', (event) => {
+    // A pick from the suggestion list arrives without an inputType (or as a replacement).
+    const picked = !event.inputType || event.inputType === 'insertReplacementText';
+    if (picked && state.known.has(input.value.trim())) commitInput(card);
+  });
+  input.addEventListener('blur', () => { if (input.value.trim()) commitInput(card); });
+  $('.remove', node).addEventListener('click', () => removeCard(card));
+  $('#cards').appendChild(node);
+  state.cards.push(card);
+  setTags(card, tags);
+  updateRemoveButtons();
+  return card;
+}
+
+function removeCard(card) {
+  if (state.cards.length <= 1) return;
+  if (card.controller) card.controller.abort();
+  if (card.url) URL.revokeObjectURL(card.url);
+  card.node.remove();
+  state.cards = state.cards.filter((c) => c !== card);
+  updateRemoveButtons();
+}
+
+function updateRemoveButtons() {
+  for (const card of state.cards) $('.remove', card.node).hidden = state.cards.length <= 1;
+}
+
+function commitInput(card) {
+  const input = $('.tag-input', card.node);
+  const fresh = splitTags(input.value).filter((t) => !card.tags.includes(t));
+  input.value = '';
+  if (fresh.length) setTags(card, card.tags.concat(fresh));
+}
+
+function setTags(card, tags) {
+  card.tags = tags;
+  card.unknown = [];
+  renderChips(card);
+  $('.label', card.node).textContent = tags.length ? tags.join(', ') : 'no tag';
+  colorizeCard(card);
+}
+
+function renderChips(card) {
+  const list = $('.chips', card.node);
+  list.replaceChildren();
+  card.tags.forEach((tag, index) => {
+    const chip = document.createElement('li');
+    chip.className = 'chip' + (card.unknown.includes(tag) ? ' unknown' : '');
+    chip.textContent = tag;
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.textContent = '×';
+    remove.title = 'remove ' + tag;
+    remove.addEventListener('click', () => setTags(card, card.tags.filter((_, i) => i !== index)));
+    chip.appendChild(remove);
+    list.appendChild(chip);
+  });
+}
+
+function setCardState(card, name, error = '') {
+  card.node.dataset.state = name;
+  const message = $('.error', card.node);
+  message.textContent = error;
+  message.hidden = !error;
+}
+
+// ---- colouring ----
+
+async function colorizeCard(card, attempt = 0) {
+  if (card.controller) card.controller.abort();
+  if (!state.drawing) { setCardState(card, 'empty'); return; }
+  const controller = new AbortController();
+  card.controller = controller;
+  setCardState(card, 'loading');
+  const form = new FormData();
+  form.append('image', state.drawing, state.drawingName);
+  if (card.tags.length) form.append('tags', card.tags.join(','));
+  form.append('drawing', $('#drawing-kind').value);
+  let response;
+  try {
+    response = await fetch('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
+  } catch (error) {
+    if (error.name !== 'AbortError') setCardState(card, 'error', 'The server cannot be reached.');
+    return;
+  }
+  if (card.controller !== controller) return;  // a newer request replaced this one
+  if (response.status === 503 && attempt < MAX_RETRIES) {
+    const wait = 1000 * (Number(response.headers.get('Retry-After')) || 1);
+    setTimeout(() => { if (card.controller === controller) colorizeCard(card, attempt + 1); }, wait);
+    return;
+  }
+  if (!response.ok) {
+    let body = {};
+    try { body = await response.json(); } catch (_) { /* not JSON */ }
+    card.unknown = body.unknown || [];
+    renderChips(card);
+    // The old picture stays, greyed, but is no longer offered for download.
+    $('.download', card.node).setAttribute('aria-disabled', 'true');
+    setCardState(card, 'error', body.error || ('The server answered ' + response.status + '.'));
+    return;
+  }
+  const blob = await response.blob();
+  if (card.controller !== controller) return;
+  if (card.url) URL.revokeObjectURL(card.url);
+  card.url = URL.createObjectURL(blob);
+  const image = $('.result-image', card.node);
+  image.onload = () => { if (card.controller === controller) setCardState(card, 'done'); };
+  image.src = card.url;
+  image.alt = 'coloured with ' + (card.tags.join(', ') || 'no tag');
+  image.hidden = false;
+  const download = $('.download', card.node);
+  download.href = card.url;
+  download.download = safeName(state.drawingName.replace(/\.[^.]*$/, '')) + '_' +
+    safeName(card.tags.join('+')) + '.png';
+  download.removeAttribute('aria-disabled');
+}
+
+function colorizeAll() {
+  for (const card of state.cards) colorizeCard(card);
+}
+
+function setDrawing(blob, name) {
+  if (!blob) return;
+  state.drawing = blob;
+  state.drawingName = name || 'drawing.png';
+  const preview = $('#drawing-preview');
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(blob);
+  preview.hidden = false;
+  $('#dropzone').classList.add('has-image');
+  colorizeAll();
+}
+
+// ---- drawing input: file, drop, paste, samples ----
+
+function setupDrawingInput() {
+  const zone = $('#dropzone');
+  $('#file').addEventListener('change', (event) => {
+    const file = event.target.files[0];
+    if (file) { setDrawing(file, file.name); showSampleTags(null); }
+  });
+  zone.addEventListener('dragover', (event) => { event.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    zone.classList.remove('over');
+    const file = [...event.dataTransfer.files].find((f) => f.type.startsWith('image/'));
+    if (file) { setDrawing(file, file.name); showSampleTags(null); }
+  });
+  document.addEventListener('paste', (event) => {
+    const item = [...event.clipboardData.items].find((i) => i.type.startsWith('image/'));
+    if (item) { setDrawing(item.getAsFile(), 'pasted.png'); showSampleTags(null); }
+  });
+  $('#drawing-kind').addEventListener('change', colorizeAll);
+}
+
+async function loadSamples() {
+  const response = await fetch('/api/samples');
+  const { samples } = await response.json();
+  if (!samples.length) return;
+  $('#samples-block').hidden = false;
+  for (const sample of samples) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'sample';
+    button.title = sample.name;
+    button.dataset.name = sample.name;
+    const thumb = document.createElement('img');
+    thumb.src = sample.url;
+    thumb.alt = sample.name;
+    button.appendChild(thumb);
+    button.addEventListener('click', async () => {
+      const blob = await (await fetch(sample.url)).blob();
+      for (const other of document.querySelectorAll('.sample')) other.classList.remove('selected');
+      button.classList.add('selected');
+      setDrawing(blob, sample.name + '.png');
+      showSampleTags(sample);
+    });
+    $('#samples').appendChild(button);
+  }
+}
+
+function showSampleTags(sample) {
+  const hint = $('#sample-tags');
+  const known = sample && state.vocabulary ? sample.tags.filter((t) => state.known.has(t)) : [];
+  hint.hidden = !known.length;
+  if (!known.length) return;
+  hint.replaceChildren('Its tags in the data: ' + known.join(' · ') + ' ');
+  const use = document.createElement('button');
+  use.type = 'button';
+  use.className = 'link';
+  use.textContent = 'use them';
+  use.addEventListener('click', () => setTags(state.cards[0], known));
+  hint.appendChild(use);
+}
+
+// ---- vocabulary and one-click comparisons ----
+
+function compare(tagSets) {
+  while (state.cards.length < tagSets.length) addCard();
+  while (state.cards.length > tagSets.length) removeCard(state.cards[state.cards.length - 1]);
+  tagSets.forEach((tags, i) => setTags(state.cards[i], tags));
+}
+
+async function loadVocabulary() {
+  const [tagsResponse, health] = await Promise.all([fetch('/api/tags'), fetch('/healthz')]);
+  const { tags, pairs } = await tagsResponse.json();
+  const info = await health.json();
+  state.vocabulary = tags;
+  state.known = new Set(tags || []);
+  $('#model-info').textContent = tags === null
+    ? 'model ' + info.size + ' px · no tags'
+    : 'model ' + info.size + ' px · ' + tags.length + ' words';
+  if (tags === null) {
+    $('#no-tag-note').hidden = false;
+    $('#add-set').hidden = true;
+    return;
+  }
+  const list = $('#vocabulary');
+  for (const tag of tags) {
+    const option = document.createElement('option');
+    option.value = tag;
+    list.appendChild(option);
+  }
+  if (pairs.length) {
+    const box = $('#pairs');
+    box.hidden = false;
+    box.appendChild(document.createTextNode('Compare in one click:'));
+    for (const [a, b] of pairs) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'button small pair';
+      button.textContent = a + ' ⇄ ' + b;
+      button.title = 'colour the drawing with ' + a + ' and with ' + b + ', side by side';
+      button.addEventListener('click', () => compare([[a], [b]]));
+      box.appendChild(button);
+    }
+  }
+}
+
+async function start() {
+  setupDrawingInput();
+  $('#add-set').addEventListener('click', () => $('.tag-input', addCard().node).focus());
+  try {
+    await loadVocabulary();
+  } catch (error) {
+    $('#model-info').textContent = 'server not reachable';
+  }
+  addCard();
+  loadSamples().catch(() => {});
+}
+
+start();

@@ -1,0 +1,69 @@
+"""colorize.py end to end on a tiny trained model, and its one-line errors."""
+import numpy as np
+from PIL import Image
+
+import compat
+import colorize
+
+
+def drawing_path(small_data):
+    return str(next((small_data / 'test' / 'line').glob('hibiki_*.png')))
+
+
+def test_colours_at_the_input_size_and_mode(tiny_model, tmp_path):
+    for mode, size in (('RGBA', (150, 90)), ('P', (64, 200)), ('LA', (129, 129))):
+        source = Image.new('RGB', size, 'white')
+        source.paste((0, 0, 0), (10, 10, 20, 60))
+        path = tmp_path / 'in_{}.png'.format(mode)
+        source.convert(mode).save(path)
+        out = tmp_path / 'out_{}.png'.format(mode)
+        assert colorize.main(['-i', str(path), '--model', str(tiny_model), '-o', str(out), '-t', '響']) == 0
+        result = Image.open(out)
+        assert result.size == size and result.mode == 'RGB'
+
+
+def test_several_tags_give_one_image_each_and_a_sheet(tiny_model, small_data, tmp_path, capsys):
+    out = tmp_path / 'swap.png'
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
+                          '-t', '響', '-t', '暁', '-t', '響,艦これ']) == 0
+    written = capsys.readouterr().out.split()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ['swap_1_響.png', 'swap_2_暁.png', 'swap_3_響_艦これ.png', 'swap_sheet.png']
+    assert str(tmp_path / 'swap_sheet.png') in written
+    hibiki = np.asarray(Image.open(tmp_path / 'swap_1_響.png'), np.int16)
+    akatsuki = np.asarray(Image.open(tmp_path / 'swap_2_暁.png'), np.int16)
+    assert np.abs(hibiki - akatsuki).max() > 0  # the tag reaches the output
+
+
+def test_model_colours_deterministically(tiny_model, small_data):
+    model = colorize.ColorModel(str(tiny_model), compat.get_device(-1))
+    drawing = Image.open(drawing_path(small_data)).convert('L')
+    a = np.asarray(model.colorize(drawing, ['響']))
+    b = np.asarray(model.colorize(drawing, ['響']))
+    np.testing.assert_array_equal(a, b)
+
+
+def run_error(argv, capsys):
+    code = colorize.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_bad_inputs_are_one_line_errors(tiny_model, small_data, tmp_path, capsys):
+    bad = tmp_path / 'bad.png'
+    bad.write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    code, err = run_error(['-i', str(bad), '--model', str(tiny_model), '-o', str(tmp_path / 'x.png')], capsys)
+    assert code == 1 and len(err) == 1 and err[0].startswith('error: ') and 'bad.png' in err[0]
+
+    code, err = run_error(['-i', str(tmp_path / 'missing.png'), '--model', str(tiny_model)], capsys)
+    assert code == 1 and len(err) == 1 and 'no such file' in err[0]
+
+    code, err = run_error(['-i', drawing_path(small_data), '--model', str(tmp_path / 'no-model')], capsys)
+    assert code == 1 and len(err) == 1 and 'no trained model' in err[0]
+
+    out = tmp_path / 'u.png'
+    code, err = run_error(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
+                           '-t', '響', '-t', 'ぜったいないタグ'], capsys)
+    assert code == 1 and len(err) == 1 and 'ぜったいないタグ' in err[0]
+    assert (tmp_path / 'u_1_響.png').exists()  # what could be made was made
+    assert not (tmp_path / 'u_2_ぜったいないタグ.png').exists()

@@ -1,0 +1,276 @@
+"""server.py's API through Flask's test client, its guards against bad input and overload,
+and a small run of load_test.py against a real threaded server."""
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import compat
+import colorize
+import load_test
+import server
+
+
+@pytest.fixture(scope='module')
+def model(tiny_model):
+    return colorize.ColorModel(str(tiny_model), compat.get_device(-1))
+
+
+@pytest.fixture(scope='module')
+def app(model):
+    app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
+    yield app
+    app.extensions['colorizer'].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def png(size=(100, 60), mode='L', fmt='PNG'):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
+    image = Image.fromarray(pixels, 'L').convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width, height):
+    """A PNG whose header claims width x height and whose pixels are missing: a bomb's shape."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + \
+        chunk(b'IEND', b'')
+
+
+def post(client, image=None, tags=(), filename='drawing.png', **fields):
+    data = dict(fields)
+    if image is not None:
+        data['image'] = (io.BytesIO(image), filename)
+    if tags:
+        data['tags'] = list(tags)
+    return client.post('/api/colorize', data=data, content_type='multipart/form-data')
+
+
+def decoded(response):
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == 'image/png'
+    return Image.open(io.BytesIO(response.data))
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == 'application/json'
+    body = response.get_json()
+    assert isinstance(body['error'], str) and body['error'] and '\n' not in body['error']
+    return body
+
+
+# ---- good requests ----
+
+def test_colours_a_drawing_at_its_own_size(client):
+    image = decoded(post(client, png((100, 60)), ['響']))
+    assert image.size == (100, 60) and image.mode == 'RGB'
+    assert np.asarray(image).std() > 0
+
+
+def test_no_tag_and_any_image_mode_are_accepted(client):
+    assert decoded(post(client, png((64, 64), 'RGBA'))).size == (64, 64)
+    assert decoded(post(client, png((64, 64), 'RGB', 'JPEG'))).size == (64, 64)
+    assert decoded(post(client, png((64, 64), 'P', 'WEBP'))).size == (64, 64)
+
+
+def test_content_is_checked_by_decoding_not_by_name(client):
+    assert decoded(post(client, png(), ['響'], filename='notes.txt')).size == (100, 60)
+    error_of(post(client, b'not an image at all', filename='drawing.png'), 415)
+
+
+def test_several_tag_sets_give_one_labelled_sheet(client):
+    single = decoded(post(client, png((128, 128)), ['響']))
+    sheet = decoded(post(client, png((128, 128)), ['響', '暁', '']))
+    label_height = sheet.size[1] - 128
+    assert sheet.size[0] == 4 * 128 and label_height > 0
+    first_result = np.asarray(sheet)[label_height:, 128:256]
+    assert np.array_equal(first_result, np.asarray(single))
+
+
+def test_tags_in_one_field_are_one_set(client, model):
+    together = decoded(post(client, png((128, 128)), ['響,艦これ']))
+    assert together.size == (128, 128)
+    with_comma_ja = decoded(post(client, png((128, 128)), ['響、艦これ']))
+    assert np.array_equal(np.asarray(together), np.asarray(with_comma_ja))
+
+
+def test_line_and_grey_drawings_from_a_colour_picture(client):
+    for kind in ('line', 'grey'):
+        assert decoded(post(client, png((80, 80), 'RGB'), ['響'], drawing=kind)).size == (80, 80)
+    error_of(post(client, png(), drawing='../etc'), 400)
+
+
+# ---- bad input ----
+
+def test_unknown_tags_are_named_not_ignored(client):
+    body = error_of(post(client, png(), ['響,no-such-tag', 'another-unknown']), 422)
+    assert body['unknown'] == ['no-such-tag', 'another-unknown']
+    assert 'no-such-tag' in body['error']
+
+
+def test_missing_or_empty_image(client):
+    assert 'image' in error_of(post(client, None, ['響']), 400)['error']
+    error_of(post(client, b''), 400)
+
+
+def test_truncated_and_unsupported_images(client):
+    error_of(post(client, png((200, 200))[:300]), 415)
+    for fmt in ('GIF', 'BMP', 'TIFF'):
+        error_of(post(client, png((32, 32), 'RGB', fmt)), 415)
+
+
+def test_upload_size_cap(client):
+    error_of(post(client, b'\x89PNG' + b'\0' * (1024 * 1024 + 10)), 413)
+
+
+def test_pixel_cap_and_decompression_bomb_are_refused_before_decoding(client):
+    assert 'pixels' in error_of(post(client, png((700, 700))), 413)['error']
+    error_of(post(client, png_header_only(100000, 100000)), 413)
+
+
+def test_tag_limits(client):
+    error_of(post(client, png(), ['響'] * (server.MAX_TAG_SETS + 1)), 400)
+    error_of(post(client, png(), [','.join('t{}'.format(i) for i in range(server.MAX_TAGS_PER_SET + 1))]), 400)
+    error_of(post(client, png(), ['x' * (server.MAX_TAG_CHARS + 1)]), 400)
+
+
+def test_uploads_are_never_spooled_to_disk(client, monkeypatch):
+    # Werkzeug spools file parts over 500 kB through SpooledTemporaryFile; it must not be used.
+    import werkzeug.formparser
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('an upload was spooled to a temporary file')
+    monkeypatch.setattr(werkzeug.formparser, 'SpooledTemporaryFile', refuse)
+    monkeypatch.setattr(werkzeug.formparser, 'default_stream_factory', refuse)
+    big = png((550, 550), 'RGB')  # random pixels: about 900 kB
+    assert len(big) > 600 * 1024
+    assert decoded(post(client, big, ['響'])).size == (550, 550)
+
+
+# ---- the other routes ----
+
+def test_tags_health_and_samples(client):
+    tags = client.get('/api/tags').get_json()
+    assert '響' in tags['tags'] and '暁' in tags['tags']
+    assert ['響', '暁'] in tags['pairs'] or ['暁', '響'] in tags['pairs']
+    health = client.get('/healthz').get_json()
+    assert health['status'] == 'ok' and health['tags'] is True and health['size'] == 128
+    samples = client.get('/api/samples').get_json()['samples']
+    assert samples and all(s['url'].startswith('/samples/') for s in samples)
+    assert any(s['name'].startswith('hibiki') and '響' in s['tags'] for s in samples)
+    assert decoded(client.get(samples[0]['url'])).size[0] > 0
+    error_of(client.get('/samples/{}'.format(len(samples))), 404)
+    assert client.get('/samples/..%2Fserver.py').status_code == 404
+    assert client.get('/static/../server.py').status_code == 404
+
+
+def test_page_and_its_files_are_local(client):
+    page = client.get('/')
+    assert page.status_code == 200 and b'/static/app.js' in page.data
+    assert "default-src 'self'" in page.headers['Content-Security-Policy']
+    for name in ('app.js', 'style.css'):
+        text = client.get('/static/' + name).get_data(as_text=True)
+        assert 'http://' not in text and 'https://' not in text
+    assert b'http' not in page.data.replace(b'http-equiv', b'')
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    error_of(client.get('/api/nothing'), 404)
+    error_of(client.get('/api/colorize'), 405)
+
+
+# ---- overload: one worker, a bounded waiting line, a timeout ----
+
+class BlockingModel:
+    """A stand-in model whose colouring waits for the test to let it finish."""
+    size = 64
+    vectorizer = None
+    settings = {}
+    device = None
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def unknown_tags(self, tags):
+        return []
+
+    def colorize(self, drawing, tags, size=None):
+        self.started.set()
+        self.release.wait(30)
+        return drawing.convert('RGB')
+
+
+def test_full_waiting_line_and_timeout_answer_503():
+    blocking = BlockingModel()
+    app = server.create_app(blocking, max_waiting=0, timeout=0.5)
+    first = {}
+    thread = threading.Thread(target=lambda: first.setdefault('response', post(app.test_client(), png())))
+    thread.start()
+    try:
+        assert blocking.started.wait(30)
+        busy = post(app.test_client(), png())
+        error_of(busy, 503)
+        assert busy.headers['Retry-After']
+        thread.join(30)
+        assert 'took longer' in error_of(first['response'], 503)['error']
+        # The timed-out job still holds the only slot until the model returns...
+        error_of(post(app.test_client(), png()), 503)
+    finally:
+        blocking.release.set()
+        thread.join(30)
+    # ...and then the server answers again.
+    for _ in range(3000):
+        if app.test_client().get('/healthz').get_json()['busy'] == 0:
+            break
+        time.sleep(0.01)
+    assert decoded(post(app.test_client(), png((40, 30)))).size == (40, 30)
+    app.extensions['colorizer'].close()
+
+
+def test_a_model_without_tags_refuses_tags():
+    released = BlockingModel()
+    released.release.set()
+    app = server.create_app(released)
+    body = error_of(post(app.test_client(), png(), ['響']), 422)
+    assert body['unknown'] == ['響'] and 'without tags' in body['error']
+    assert app.test_client().get('/api/tags').get_json()['tags'] is None
+    assert decoded(post(app.test_client(), png((20, 20)))).size == (20, 20)
+    app.extensions['colorizer'].close()
+
+
+# ---- command lines ----
+
+def test_server_without_a_model_says_so(tmp_path, capsys):
+    assert server.main(['--model', str(tmp_path / 'none'), '--port', '0']) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('error: ') and 'model.json' in error and '\n' not in error
+
+
+def test_load_test_refuses_other_hosts(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_test.main(['--url', 'http://192.0.2.1:8000/', '-n', '1'])
+    assert exit_info.value.code == 2
+    assert 'loopback' in capsys.readouterr().err
+
+
+def test_load_test_small_run_has_no_errors(tiny_model, capsys):
+    assert load_test.main(['--model', str(tiny_model), '-n', '40', '-c', '4']) == 0
+    out = capsys.readouterr().out
+    assert '| 40 | 4 | 40 | 0 |' in out and 'p95 ms' in out
