@@ -5,7 +5,8 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
 
 1. Vectors: a gensim ``Word2Vec`` trained on the training set's tag lists (one list per
    image; a whole tag is one word, and a tag of several words also contributes its
-   janome tokens), or pretrained vectors in word2vec text/binary format (``--vectors``).
+   janome tokens), or pretrained vectors in word2vec text/binary format (``--vectors``),
+   or, as an ablation, one-hot vectors (one axis per tag).
 2. A tag set's vector: the mean of its tags' vectors. A tag missing from the vocabulary
    falls back to the mean of its known janome tokens; a tag with none is left out with
    an ``UnknownTagWarning`` naming it. No tags at all gives the zero vector: the
@@ -21,6 +22,7 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
    (zero-padded), enlarged by nearest neighbour to the image size. 16 values give a
    4x4 grid of 64x64-pixel cells at 256x256.
 """
+import collections
 import math
 import warnings
 import zlib
@@ -90,6 +92,19 @@ class TagVectorizer:
                          negative=5, epochs=epochs, seed=seed, workers=1,
                          hashfxn=_stable_hash, shrink_windows=False)
         return cls(model.wv)
+
+    @classmethod
+    def one_hot(cls, tag_lists, max_tags=256):
+        """The ablation of the word2vec encoding: one axis per tag (the max_tags most
+        frequent), so every two tags are equally far apart, whatever their neighbours."""
+        from gensim.models import KeyedVectors
+        counts = collections.Counter(tag for tags in tag_lists for tag in tags)
+        if not counts:
+            raise ValueError('no tags to build a one-hot vocabulary from')
+        vocabulary = sorted(counts, key=lambda tag: (-counts[tag], tag))[:max_tags]
+        kv = KeyedVectors(len(vocabulary))
+        kv.add_vectors(vocabulary, np.eye(len(vocabulary), dtype=np.float32))
+        return cls(kv)
 
     @classmethod
     def load(cls, path):

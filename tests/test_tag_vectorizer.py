@@ -83,3 +83,12 @@ def test_save_and_load_round_trip(vectorizer, tmp_path):
     loaded = TagVectorizer.load(tmp_path / 'tag_vectors.txt')
     assert len(loaded.kv) == len(vectorizer.kv)
     np.testing.assert_allclose(loaded.vector(['暁']), vectorizer.vector(['暁']), atol=1e-5)
+
+
+def test_one_hot_keeps_every_tag_apart(tmp_path):
+    onehot = TagVectorizer.one_hot(TAG_LISTS)
+    assert onehot.dim == len({t for tags in TAG_LISTS for t in tags})
+    hibiki, akatsuki = onehot.vector(['響']), onehot.vector(['暁'])
+    assert np.argmax(hibiki) != np.argmax(akatsuki) and hibiki.max() == 1.0
+    onehot.save(tmp_path / 'v.txt')
+    np.testing.assert_allclose(TagVectorizer.load(tmp_path / 'v.txt').vector(['響']), hibiki, atol=1e-5)
