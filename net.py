@@ -6,6 +6,9 @@ example line by line; ``width`` is the example's 64 (the first encoder map's
 channels) and scales every layer, so ``width=16`` gives a small model for the CPU
 demo and the tests. The only input change of the port is ``in_ch=4``: the drawing's
 three planes plus the tag plane (see tag_vectorizer.py).
+
+The (de)convolution links and leaky ReLU come from fast_conv.py: Chainer's links and
+function computed faster on the CPU, with the same parameters and results.
 """
 import contextlib
 import warnings
@@ -14,6 +17,8 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
+
+from fast_conv import Convolution2D, Deconvolution2D, leaky_relu
 
 # Dropout can be switched off while batch norm still uses batch statistics; see
 # generating() below. Chainer keeps user settings in its config under a user_ name.
@@ -36,9 +41,9 @@ class ConvBNR(chainer.Chain):
         w = chainer.initializers.Normal(0.02)
         with self.init_scope():
             if sample == 'down':
-                self.c = L.Convolution2D(ch0, ch1, 4, 2, 1, initialW=w)
+                self.c = Convolution2D(ch0, ch1, 4, 2, 1, initialW=w)
             else:
-                self.c = L.Deconvolution2D(ch0, ch1, 4, 2, 1, initialW=w)
+                self.c = Deconvolution2D(ch0, ch1, 4, 2, 1, initialW=w)
             if use_bn:
                 self.bn = L.BatchNormalization(ch1)
 
@@ -66,13 +71,13 @@ class Encoder(chainer.Chain):
         ch = encoder_channels(width)
         w = chainer.initializers.Normal(0.02)
         with self.init_scope():
-            self.c0 = L.Convolution2D(in_ch, ch[0], 3, 1, 1, initialW=w)
+            self.c0 = Convolution2D(in_ch, ch[0], 3, 1, 1, initialW=w)
             for i in range(1, 8):
                 setattr(self, 'c%d' % i, ConvBNR(ch[i - 1], ch[i], use_bn=True, sample='down',
-                                                 activation=F.leaky_relu, dropout=False))
+                                                 activation=leaky_relu, dropout=False))
 
     def forward(self, x):
-        hs = [F.leaky_relu(self.c0(x))]
+        hs = [leaky_relu(self.c0(x))]
         for i in range(1, 8):
             hs.append(self['c%d' % i](hs[i - 1]))
         return hs
@@ -93,7 +98,7 @@ class Decoder(chainer.Chain):
                 in_ch = enc[7] if i == 0 else out[i - 1] + enc[7 - i]
                 setattr(self, 'c%d' % i, ConvBNR(in_ch, out[i], use_bn=True, sample='up',
                                                  activation=F.relu, dropout=i < 3))
-            self.c7 = L.Convolution2D(out[6] + enc[0], out_ch, 3, 1, 1, initialW=w)
+            self.c7 = Convolution2D(out[6] + enc[0], out_ch, 3, 1, 1, initialW=w)
 
     def forward(self, hs):
         h = self.c0(hs[-1])
@@ -113,16 +118,16 @@ class Discriminator(chainer.Chain):
         half = width // 2
         with self.init_scope():
             self.c0_0 = ConvBNR(in_ch, half, use_bn=False, sample='down',
-                                activation=F.leaky_relu, dropout=False)
+                                activation=leaky_relu, dropout=False)
             self.c0_1 = ConvBNR(out_ch, half, use_bn=False, sample='down',
-                                activation=F.leaky_relu, dropout=False)
+                                activation=leaky_relu, dropout=False)
             self.c1 = ConvBNR(half * 2, width * 2, use_bn=True, sample='down',
-                              activation=F.leaky_relu, dropout=False)
+                              activation=leaky_relu, dropout=False)
             self.c2 = ConvBNR(width * 2, width * 4, use_bn=True, sample='down',
-                              activation=F.leaky_relu, dropout=False)
+                              activation=leaky_relu, dropout=False)
             self.c3 = ConvBNR(width * 4, width * 8, use_bn=True, sample='down',
-                              activation=F.leaky_relu, dropout=False)
-            self.c4 = L.Convolution2D(width * 8, 1, 3, 1, 1, initialW=w)
+                              activation=leaky_relu, dropout=False)
+            self.c4 = Convolution2D(width * 8, 1, 3, 1, 1, initialW=w)
 
     def forward(self, x_in, x_out):
         h = F.concat([self.c0_0(x_in), self.c0_1(x_out)])

@@ -1,0 +1,579 @@
+"""Times the training step and colourisation of the port, against PyTorch in the same run.
+
+    python bench.py                                    # CPU: 256 px, width 64, batch 1
+    python bench.py --size 128 --width 16 --task train  # the CPU demo's network
+    python bench.py -g 0 --batch 1 8 --json             # GPU, one JSON line per result
+    CUPY_TF32=1 python bench.py -g 0 --precision tf32   # CuPy reads CUPY_TF32 at import
+    python bench.py -g 0 --check                        # the faster paths against Chainer's
+    python bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
+
+What is timed is the project's own code: a training step is
+``TextPix2pixUpdater.update()`` with the networks of net.py and the optimizers of
+train_facade_text.make_optimizer, on a fixed in-memory batch (the converter still sends
+it to the device every step, as in training); colourisation is one
+``net.generating()`` forward at batch 1, from a host array to a host array. The
+implementations:
+
+* ``chainer``: the port as it trains (fast_conv.py's faster paths as ``--fast`` says);
+* ``chainer-plain``: the same with ``user_fast_paths='off'``: Chainer's own functions
+  and full backward passes, i.e. the port before the speed-ups;
+* ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
+  (only when PyTorch is installed: requirements-bench.txt).
+
+Each configuration runs the implementations interleaved: warm-up steps, then
+``--repeats`` rounds of ``--steps`` timed steps, one implementation after another in
+every round, so that load from other processes hits all of them alike. The step time is
+the median over the rounds (each round's total over its steps, with the device
+synchronised before the clock is read). ``ratio_vs_torch`` is images/s over PyTorch's.
+``peak_mem_mb``: the growth over the implementation's set-up and warm-up of, on a GPU,
+the memory its allocator held (CuPy's pool, PyTorch's reserved memory), on the CPU, the
+process's peak resident size.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+PRECISIONS = ('fp32', 'tf32', 'mixed16')
+IMPLS = ('chainer', 'chainer-plain', 'torch')
+LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description='Training and colourisation speed: Chainer port vs PyTorch')
+    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative value indicates CPU)')
+    parser.add_argument('--task', nargs='+', choices=('train', 'colorize'), default=['train', 'colorize'])
+    parser.add_argument('--size', type=int, nargs='+', default=[256], help='Image side in pixels')
+    parser.add_argument('--width', type=int, nargs='+', default=[64], help='Network width (the example: 64)')
+    parser.add_argument('--batch', type=int, nargs='+', default=[1], help='Training batch sizes')
+    parser.add_argument('--precision', nargs='+', choices=PRECISIONS, default=['fp32'])
+    parser.add_argument('--impl', nargs='+', choices=IMPLS, default=None,
+                        help='Default: chainer, and torch when PyTorch is installed')
+    parser.add_argument('--fast', choices=('off', 'cpu', 'all'), default=None,
+                        help="fast_conv.py's user_fast_paths for the chainer implementation "
+                             "(default: fast_conv.py's, 'cpu')")
+    parser.add_argument('--loss-scale', type=float, default=LOSS_SCALE,
+                        help='Static loss scale of the mixed16 runs (1024 overflows float16 gradients '
+                             'of this network)')
+    parser.add_argument('--warmup', type=int, default=2, help='Untimed steps first')
+    parser.add_argument('--steps', type=int, default=5, help='Timed steps per round')
+    parser.add_argument('--repeats', type=int, default=3, help='Rounds; the median is reported')
+    parser.add_argument('--threads', type=int, default=None,
+                        help="PyTorch's CPU threads (default: all cores). NumPy's BLAS threads "
+                             'follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, set before start')
+    parser.add_argument('--json', action='store_true', help='Also print one JSON object per result')
+    parser.add_argument('--check', action='store_true',
+                        help='Only check that the faster paths compute what Chainer computes, on -g')
+    parser.add_argument('--profile', action='store_true',
+                        help="Only print where the chainer implementations' time goes "
+                             "(chainer.function_hooks.TimerHook, ms per step)")
+    parser.add_argument('--quality', type=int, metavar='STEPS', default=0,
+                        help='Only train STEPS steps on a fixed batch per precision and print the L1')
+    args = parser.parse_args(argv)
+    for name in ('size', 'width', 'batch'):
+        if min(getattr(args, name)) <= 0:
+            parser.error('--{} must be positive'.format(name))
+    if any(s % 128 for s in args.size):
+        parser.error('--size must be a multiple of 128 (the encoder halves it 7 times)')
+    if any(w % 2 for w in args.width):
+        parser.error('--width must be even (the discriminator splits it in two)')
+    if args.steps <= 0 or args.repeats <= 0 or args.warmup < 0:
+        parser.error('--steps and --repeats must be positive, --warmup not negative')
+    if args.gpu < 0 and set(args.precision) - {'fp32', 'mixed16'}:
+        parser.error('--precision tf32 needs a GPU (-g)')
+    tf32_env = os.environ.get('CUPY_TF32') == '1'
+    if args.gpu >= 0 and tf32_env != ('tf32' in args.precision):
+        parser.error('CuPy reads CUPY_TF32 when it is imported: run tf32 alone with CUPY_TF32=1 in '
+                     'the environment, and fp32/mixed16 without it')
+    if 'tf32' in args.precision and len(args.precision) > 1:
+        parser.error('run --precision tf32 on its own (with CUPY_TF32=1)')
+    return args
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fixed_mmap_threshold():
+    """glibc keeps freed large blocks for reuse once its mmap threshold has grown, so a run
+    that reuses an earlier run's memory shows no growth of the resident size. A fixed
+    threshold (this call) maps every block over 128 KiB anew and unmaps it when freed."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class Clock:
+    """Wall time with the device synchronised first, and the peak memory of a run."""
+
+    def __init__(self, device):
+        self.device = device
+        self.gpu = device.xp is not np
+        if not self.gpu:
+            fixed_mmap_threshold()
+
+    def sync(self, torch_device=None):
+        if self.gpu:
+            import cupy
+            cupy.cuda.Device().synchronize()
+            if torch_device is not None:
+                import torch
+                torch.cuda.synchronize(torch_device)
+
+    def now(self, torch_device=None):
+        self.sync(torch_device)
+        return time.perf_counter()
+
+    def start_memory(self, impl):
+        """What is held now (earlier implementations' models stay alive), in bytes."""
+        if self.gpu:
+            if impl == 'torch':
+                import torch
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                return torch.cuda.memory_reserved()
+            import cupy
+            pool = cupy.get_default_memory_pool()
+            pool.free_all_blocks()
+            return pool.total_bytes()
+        try:  # Linux: reset the peak resident size to the current one
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+        except OSError:
+            pass
+        rss = resident_kb('VmRSS')
+        return None if rss is None else rss * 1024
+
+    def peak_memory_mb(self, impl, start):
+        """Growth over ``start`` of what the allocator held (GPU) or of the peak resident
+        size (CPU): CuPy's pool never gives memory back unless asked, so what it holds
+        after the warm-up is its peak."""
+        if self.gpu:
+            if impl == 'torch':
+                import torch
+                peak = torch.cuda.max_memory_reserved()
+            else:
+                import cupy
+                peak = cupy.get_default_memory_pool().total_bytes()
+        else:
+            peak_kb = resident_kb('VmHWM')
+            peak = None if peak_kb is None else peak_kb * 1024
+        return None if peak is None or start is None else (peak - start) / 2 ** 20
+
+
+def resident_kb(field):
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def fixed_batch(batch, size, seed=0):
+    """A drawing-like input (3 planes + tag plane) and a target derived from it."""
+    rng = np.random.RandomState(seed)
+    x = rng.uniform(-1, 1, (batch, 4, size, size)).astype(np.float32)
+    t = np.tanh(x[:, :3] * 2 + x[:, 3:]).astype(np.float32)
+    return x, t
+
+
+# ---------------------------------------------------------------- Chainer
+
+
+class ChainerRunner:
+    """The port's own networks, optimizers and updater on one device."""
+
+    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE):
+        import chainer
+        from chainer.dataset import concat_examples
+        import net
+        from train_facade_text import make_optimizer
+        from updater import TextPix2pixUpdater
+        self.chainer, self.net, self.fast = chainer, net, fast
+        self.dtype = {'mixed16': np.float16, 'fp64': np.float64}.get(precision, np.float32)
+        with self.config():
+            np.random.seed(seed)
+            self.enc = net.Encoder(4, width=width)
+            self.dec = net.Decoder(3, width=width)
+            self.dis = net.Discriminator(4, 3, width=width)
+        for link in (self.enc, self.dec, self.dis):
+            link.to_device(device)
+        optimizers = {}
+        for name, link in (('enc', self.enc), ('dec', self.dec), ('dis', self.dis)):
+            optimizers[name] = make_optimizer(link, 2e-4)
+            if precision == 'mixed16':
+                optimizers[name].use_fp32_update()
+        x, t = fixed_batch(batch, size, seed)
+        examples = [(x[i], t[i]) for i in range(batch)]
+        iterator = chainer.iterators.SerialIterator(examples, batch, shuffle=False)
+        dtype = self.dtype
+
+        def converter(batch, device):
+            return tuple(device.send(a.astype(dtype, copy=False)) for a in concat_examples(batch))
+
+        self.updater = TextPix2pixUpdater(
+            models=(self.enc, self.dec, self.dis), iterator={'main': iterator}, optimizer=optimizers,
+            converter=converter, device=device,
+            loss_scale=loss_scale if precision == 'mixed16' else None)
+        self.device = device
+        self.colorize_input = x[:1].astype(self.dtype)
+
+    def config(self):
+        import contextlib
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.chainer.using_config('user_fast_paths', self.fast))
+        if self.dtype != np.float32:
+            stack.enter_context(self.chainer.using_config(
+                'dtype', self.chainer.mixed16 if self.dtype == np.float16 else self.dtype))
+        return stack
+
+    def train_step(self):
+        with self.config():
+            self.updater.update()
+
+    def colorize(self):
+        with self.config(), self.net.generating():
+            y = self.dec(self.enc(self.device.send(self.colorize_input)))
+        return self.chainer.backend.CpuDevice().send(y.array)
+
+    def l1(self):
+        """L1 of the generator (as colorize.py runs it) on the training batch."""
+        import chainer.functions as F
+        x, t = self.updater.converter([self.updater.get_iterator('main').dataset[i]
+                                       for i in range(len(self.updater.get_iterator('main').dataset))],
+                                      self.device)
+        with self.config(), self.net.generating():
+            y = self.dec(self.enc(x))
+            return float(F.mean_absolute_error(F.cast(y, np.float32), F.cast(t, np.float32)).array)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+class TorchRunner:
+    def __init__(self, gpu, width, batch, size, precision, seed=0, loss_scale=LOSS_SCALE):
+        import torch
+        import bench_torch
+        self.torch = torch
+        self.device = torch.device('cuda:%d' % gpu if gpu >= 0 else 'cpu')
+        if self.device.type == 'cuda':
+            tf32 = precision == 'tf32'
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        autocast = torch.float16 if precision == 'mixed16' else None
+        torch.manual_seed(seed)
+        self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
+                                           autocast_dtype=autocast, loss_scale=loss_scale if autocast else None)
+        self.x, self.t = fixed_batch(batch, size, seed)
+        self.colorize_input = self.x[:1]
+
+    def train_step(self):
+        send = lambda a: self.torch.from_numpy(a).to(self.device)
+        self.trainer.step(send(self.x), send(self.t))
+
+    def colorize(self):
+        y = self.trainer.colorize(self.torch.from_numpy(self.colorize_input).to(self.device))
+        return y.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------- timing
+
+
+def make_runner(impl, args, device, width, batch, size, precision):
+    if impl == 'torch':
+        return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale)
+    fast = 'off' if impl == 'chainer-plain' else (args.fast or default_fast())
+    return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale)
+
+
+def default_fast():
+    import chainer
+    import net  # noqa: F401  (sets the default)
+    return chainer.global_config.user_fast_paths
+
+
+def time_config(args, device, impls, task, size, width, batch, precision):
+    """Results (dicts) of every implementation for one configuration, interleaved."""
+    clock = Clock(device)
+    steps, peaks = {}, {}
+    runners = []
+    for impl in impls:
+        # Peak memory is read over the warm-up, before the next implementation starts.
+        start = clock.start_memory(impl)
+        runner = make_runner(impl, args, device, width, batch if task == 'train' else 1, size, precision)
+        steps[impl] = runner.train_step if task == 'train' else runner.colorize
+        for _ in range(max(1, args.warmup)):
+            steps[impl]()
+        clock.sync(getattr(runner, 'device', None) if impl == 'torch' else None)
+        peaks[impl] = clock.peak_memory_mb(impl, start)
+        runners.append(runner)
+    torch_device = next((r.device for r in runners if isinstance(r, TorchRunner)), None)
+    times = {impl: [] for impl in impls}
+    for _ in range(args.repeats):
+        for impl in impls:
+            begin = clock.now(torch_device)
+            for _ in range(args.steps):
+                steps[impl]()
+            times[impl].append((clock.now(torch_device) - begin) / args.steps)
+    images = batch if task == 'train' else 1
+    results = []
+    for impl in impls:
+        step_s = statistics.median(times[impl])
+        results.append(dict(task=task, impl=impl, device=describe_device(device, args.gpu), size=size,
+                            width=width, batch=images, precision=precision,
+                            images_per_s=images / step_s, step_ms=step_s * 1000,
+                            step_ms_rounds=[round(t * 1000, 2) for t in times[impl]],
+                            peak_mem_mb=peaks[impl]))
+    if 'torch' in times:
+        torch_rate = next(r['images_per_s'] for r in results if r['impl'] == 'torch')
+        for r in results:
+            r['ratio_vs_torch'] = r['images_per_s'] / torch_rate
+    return results
+
+
+def describe_device(device, gpu):
+    if gpu >= 0:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(gpu)
+        name = props['name'].decode() if isinstance(props['name'], bytes) else props['name']
+        return 'GPU {} ({})'.format(gpu, name)
+    return 'CPU ({} cores, {})'.format(os.cpu_count(), cpu_name())
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def versions():
+    import chainer
+    found = {'python': platform.python_version(), 'numpy': np.__version__, 'chainer': chainer.__version__}
+    try:
+        import cupy
+        found['cupy'] = cupy.__version__
+    except ImportError:
+        pass
+    if torch_available():
+        import torch
+        found['torch'] = torch.__version__
+    return found
+
+
+def print_table(results):
+    columns = ['task', 'impl', 'size', 'width', 'batch', 'precision', 'step_ms', 'images_per_s',
+               'ratio_vs_torch', 'peak_mem_mb']
+    cell = lambda v: '' if v is None else ('%.3g' % v if isinstance(v, float) and v < 10 else
+                                           '%.1f' % v if isinstance(v, float) else str(v))
+    rows = [[cell(r.get(c)) for c in columns] for r in results]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    print('| ' + ' | '.join(c.ljust(w) for c, w in zip(columns, widths)) + ' |')
+    print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    for row in rows:
+        print('| ' + ' | '.join(v.ljust(w) for v, w in zip(row, widths)) + ' |')
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_fast_paths(device, fast, width=16, size=128, batch=2, rtol=1e-8):
+    """The faster paths against Chainer's own on ``device``, from the same parameters:
+    the outputs of the three networks and every parameter's gradient for a loss on all of
+    them, then one updater step each (same dropout masks): its losses and the gradients it
+    updated with. In float64: in float32 the networks' batch norms over one or two values
+    (the deepest maps) turn rounding differences of 1e-7 into differences of 1e-3, which
+    would hide a real error; in float64 the two agree to 1e-12. Gradients are compared
+    against the largest of their network, since some are pure rounding noise (the biases
+    of convolutions that batch norm follows). Returns a list of failure messages."""
+    import chainer
+    import chainer.functions as F
+    runs = {'fast': ChainerRunner(device, width, batch, size, 'fp64', fast),
+            'plain': ChainerRunner(device, width, batch, size, 'fp64', 'off')}
+    for name in ('enc', 'dec', 'dis'):
+        getattr(runs['plain'], name).copyparams(getattr(runs['fast'], name))
+    x = device.send(fixed_batch(batch, size, seed=1)[0].astype(np.float64))
+    got = {}
+    for label, run in runs.items():
+        with run.config(), chainer.using_config('user_dropout', False):
+            hs = run.enc(x)
+            y = run.dec(hs)
+            d = run.dis(x, y)
+            for link in (run.enc, run.dec, run.dis):
+                link.cleargrads()
+            (F.sum(d * d) + F.sum(y * y) + sum(F.sum(h * h) for h in hs)).backward()
+        got[label] = {'enc out': hs[-1].array, 'dec out': y.array, 'dis out': d.array,
+                      'grads': grads(run)}
+        device.xp.random.seed(7)
+        np.random.seed(7)
+        observation = {}
+        reporter = chainer.Reporter()
+        reporter.add_observer('enc', run.enc)
+        reporter.add_observer('dec', run.dec)
+        reporter.add_observer('dis', run.dis)
+        with reporter.scope(observation):
+            run.train_step()
+        got[label].update({key: value.array for key, value in observation.items()})
+        got[label]['step grads'] = grads(run)
+    fast, plain = got['fast'], got['plain']
+    failures = []
+    for key in fast:
+        if key.endswith('grads'):
+            for link_name in fast[key]:
+                scale = max(float(abs(g).max()) for g in to_numpy(plain[key][link_name]).values())
+                for name, value in fast[key][link_name].items():
+                    failures += compare('{} {}{}'.format(key, link_name, name), value,
+                                        plain[key][link_name][name], rtol, scale)
+        else:
+            failures += compare(key, fast[key], plain[key], rtol)
+    return failures
+
+
+def grads(run):
+    return {name: {p: param.grad.copy() for p, param in getattr(run, name).namedparams()}
+            for name in ('enc', 'dec', 'dis')}
+
+
+def to_numpy(values):
+    return {k: np.asarray(v.get() if hasattr(v, 'get') else v) for k, v in values.items()}
+
+
+def compare(name, got, want, rtol, scale=None):
+    got, want = (np.asarray(a.get() if hasattr(a, 'get') else a, np.float64) for a in (got, want))
+    if got.shape != want.shape:
+        return ['{}: shape {} != {}'.format(name, got.shape, want.shape)]
+    scale = max(scale or np.abs(want).max(), 1e-12)
+    error = np.abs(got - want).max()
+    if error <= rtol * scale:
+        return []
+    return ['{}: max difference {:.2e}, {:.1e} of the scale {:.2e} (tolerance {:.0e})'.format(
+        name, error, error / scale, scale, rtol)]
+
+
+def quality(args, device):
+    """L1 on a fixed batch after ``args.quality`` steps, per precision, from the same start."""
+    results = []
+    width, size, batch = args.width[0], args.size[0], args.batch[0]
+    for precision in args.precision:
+        run = ChainerRunner(device, width, batch, size, precision, args.fast or default_fast(),
+                            loss_scale=args.loss_scale)
+        device.xp.random.seed(0)
+        before = run.l1()
+        for _ in range(args.quality):
+            run.train_step()
+        results.append(dict(task='quality', impl='chainer', device=describe_device(device, args.gpu),
+                            size=size, width=width, batch=batch, precision=precision,
+                            steps=args.quality, l1_start=before, l1=run.l1()))
+    return results
+
+
+def profile(args, device, impls):
+    """TimerHook's account of the chainer implementations' steps: ms per step per function
+    (forward and backward functions apart), largest first."""
+    from chainer.function_hooks import TimerHook
+    clock = Clock(device)
+    for task in args.task:
+        for impl in [i for i in impls if i != 'torch']:
+            for width in args.width:
+                for size in args.size:
+                    for batch in (args.batch if task == 'train' else [1]):
+                        runner = make_runner(impl, args, device, width, batch, size, args.precision[0])
+                        step = runner.train_step if task == 'train' else runner.colorize
+                        for _ in range(max(1, args.warmup)):
+                            step()
+                        hook = TimerHook()
+                        begin = clock.now()
+                        with hook:
+                            for _ in range(args.steps):
+                                step()
+                        total = (clock.now() - begin) / args.steps * 1000
+                        summary = sorted(hook.summary().items(), key=lambda kv: -kv[1]['elapsed_time'])
+                        in_functions = sum(v['elapsed_time'] for _, v in summary) / args.steps * 1000
+                        print('{} {} size {} width {} batch {}: {:.1f} ms per step, {:.1f} in functions'.format(
+                            task, impl, size, width, batch, total, in_functions))
+                        for name, v in summary[:12]:
+                            print('  {:<28} {:8.1f} ms  x{}'.format(name, v['elapsed_time'] / args.steps * 1000,
+                                                                   v['occurrence'] // args.steps))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import compat
+    try:
+        device = compat.get_device(args.gpu)
+    except compat.DeviceError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    import chainer
+    import net  # noqa: F401  (user_fast_paths)
+    chainer.global_config.cudnn_deterministic = True
+    if args.threads and torch_available():
+        import torch
+        torch.set_num_threads(args.threads)
+    info = versions()
+    print('# device: {}; {}'.format(describe_device(device, args.gpu),
+                                   ', '.join('{} {}'.format(k, v) for k, v in info.items())))
+    if args.check:
+        fast = args.fast or ('all' if args.gpu >= 0 else 'cpu')
+        failures = check_fast_paths(device, fast)
+        for failure in failures:
+            print('FAIL ' + failure)
+        print('check of user_fast_paths={!r} against Chainer\'s functions on {}: {}'.format(
+            fast, describe_device(device, args.gpu), 'FAIL' if failures else 'PASS'))
+        return 1 if failures else 0
+    impls = args.impl or (['chainer', 'torch'] if torch_available() else ['chainer'])
+    if args.profile:
+        profile(args, device, impls)
+        return 0
+    if args.quality:
+        results = quality(args, device)
+        for r in results:
+            print('quality: {precision} after {steps} steps: L1 {l1_start:.4f} -> {l1:.4f}'.format(**r))
+            if args.json:
+                print(json.dumps(dict(r, versions=info)))
+        return 0
+    if 'torch' in impls and not torch_available():
+        print('error: --impl torch needs PyTorch: pip install -r requirements-bench.txt', file=sys.stderr)
+        return 1
+    print('# {} warm-up steps, {} rounds of {} steps, median; threads: torch {}, OMP_NUM_THREADS={}'.format(
+        args.warmup, args.repeats, args.steps,
+        __import__('torch').get_num_threads() if 'torch' in impls else '-', os.environ.get('OMP_NUM_THREADS', '-')))
+    results = []
+    for task in args.task:
+        for precision in args.precision:
+            for width in args.width:
+                for size in args.size:
+                    for batch in (args.batch if task == 'train' else [1]):
+                        config = time_config(args, device, impls, task, size, width, batch, precision)
+                        results += config
+                        print_table(config)
+                        if args.json:  # now, so that a run cut short keeps what it measured
+                            for r in config:
+                                print(json.dumps(dict(r, versions=info)))
+                        sys.stdout.flush()
+    if len(results) > len(impls):
+        print()
+        print_table(results)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

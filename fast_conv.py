@@ -1,0 +1,224 @@
+"""Faster CPU convolutions and leaky ReLU for net.py: the same links, the same results.
+
+Chainer 7's CPU (and, without cuDNN, GPU) convolution is im2col followed by tensordot,
+which transposes the im2col buffer (and, for the weights, a (512, 8192) matrix) into a
+fresh copy before every product and returns a transposed view; profiling on 2 cores put
+most of a step's time in those copies. ``Convolution2D`` and ``Deconvolution2D`` here
+are Chainer's links (same parameters, same saved weights) whose forward computes each
+image as one matrix product in the layout im2col makes; ``leaky_relu`` is one NumPy
+maximum instead of a masked copy. ``chainer.config.user_fast_paths`` switches them:
+'cpu' (NumPy arrays, the default), 'all' (CuPy arrays too: checked on a GPU by
+gpu_bench.sh) or 'off' (Chainer's own functions). tests/test_speedups.py checks that
+they compute Chainer's outputs and gradients; BENCHMARKS.md has the measurements.
+"""
+import numpy
+
+import compat  # noqa: F401  (Chainer shims; must precede chainer)
+import chainer
+from chainer import backend
+import chainer.functions as F
+import chainer.links as L
+from chainer.utils import conv as conv_utils
+
+# Where the faster paths below are used: 'cpu' (NumPy arrays), 'all' (CuPy arrays too),
+# or 'off' (Chainer's own functions everywhere).
+chainer.global_config.user_fast_paths = 'cpu'
+
+
+# 1.7 s of a 4.9 s colourisation went to the decoder's last 3x3 convolution alone
+# (128 -> 3 channels at 256 px, a 300 MB im2col buffer). Here every product reads the
+# buffers in the layout they are made in, and the layers with few output channels
+# multiply first and shift and add after ("taps"), which never builds that buffer.
+# Square kernels and strides, no groups, dilation or outsize: what the networks here
+# use (other links fall back).
+
+def _im2col(x, k, stride, pad):
+    if backend.get_array_module(x) is chainer.backends.cuda.cupy:
+        return conv_utils.im2col_gpu(x, k, k, stride, stride, pad, pad)
+    return conv_utils.im2col_cpu(x, k, k, stride, stride, pad, pad)
+
+
+def _col2im(col, stride, pad, h, w):
+    if backend.get_array_module(col) is chainer.backends.cuda.cupy:
+        return conv_utils.col2im_gpu(col, stride, stride, pad, pad, h, w)
+    return conv_utils.col2im_cpu(col, stride, stride, pad, pad, h, w)
+
+
+def _pad(xp, x, pad):
+    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+
+
+def _matmul_each(xp, a, b):
+    """a @ b[i] for every image i (a is one matrix): one plain product each, never a
+    broadcast copy of a."""
+    out = xp.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=xp.result_type(a, b))
+    for i in range(b.shape[0]):
+        xp.matmul(a, b[i], out=out[i])
+    return out
+
+
+def _matmul_sum(xp, a, b):
+    """The sum over images i of a[i] @ b[i]."""
+    total = xp.matmul(a[0], b[0])
+    for i in range(1, a.shape[0]):
+        total += xp.matmul(a[i], b[i])
+    return total
+
+
+def conv_array(x, W, stride, pad):
+    """convolution_2d(x, W) without bias: x (n, c, h, w), W (o, c, k, k) -> (n, o, oh, ow)."""
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    o, _, k, _ = W.shape
+    if stride == 1 and o < c:
+        # Taps: z[o, j, i] = W[o, :, j, i] . x at every padded pixel, then
+        # y[o, py, px] = sum over (j, i) of z[o, j, i, py + j, px + i].
+        x_pad = _pad(xp, x, pad)
+        hp, wp = x_pad.shape[2:]
+        oh, ow = hp - k + 1, wp - k + 1
+        taps = xp.ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(o * k * k, c)
+        z = _matmul_each(xp, taps, x_pad.reshape(n, c, hp * wp)).reshape(n, o, k, k, hp, wp)
+        y = z[:, :, 0, 0, :oh, :ow].copy()
+        for j in range(k):
+            for i in range(k):
+                if j or i:
+                    y += z[:, :, j, i, j:j + oh, i:i + ow]
+        return y
+    col = _im2col(x, k, stride, pad)
+    oh, ow = col.shape[4:]
+    y = _matmul_each(xp, W.reshape(o, c * k * k), col.reshape(n, c * k * k, oh * ow))
+    return y.reshape(n, o, oh, ow)
+
+
+def conv_transpose_array(y, W, stride, pad, h, w):
+    """The adjoint of conv_array (deconvolution_2d without bias): y (n, o, oh, ow),
+    W (o, c, k, k) -> (n, c, h, w)."""
+    xp = backend.get_array_module(y)
+    n, o, oh, ow = y.shape
+    _, c, k, _ = W.shape
+    if stride == 1:
+        # A stride-1 transpose is the convolution with the kernel flipped and the
+        # channels swapped, padded by k - 1 - pad: it reuses conv_array's taps.
+        flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return conv_array(y, flipped, 1, k - 1 - pad)
+    col = _matmul_each(xp, W.reshape(o, c * k * k).T, y.reshape(n, o, oh * ow))
+    return xp.ascontiguousarray(_col2im(col.reshape(n, c, k, k, oh, ow), stride, pad, h, w))
+
+
+def conv_grad_W_array(x, gy, k, stride, pad):
+    """The gradient of conv_array's W: x (n, c, h, w), gy (n, o, oh, ow) -> (o, c, k, k)."""
+    xp = backend.get_array_module(x)
+    n, c = x.shape[:2]
+    o, oh, ow = gy.shape[1:]
+    if stride == 1 and o < c:
+        # Taps again: gy placed at each tap's offset in the padded frame, times x.
+        x_pad = _pad(xp, x, pad)
+        hp, wp = x_pad.shape[2:]
+        shifted = xp.zeros((n, o, k, k, hp, wp), dtype=gy.dtype)
+        for j in range(k):
+            for i in range(k):
+                shifted[:, :, j, i, j:j + oh, i:i + ow] = gy
+        gw = _matmul_sum(xp, shifted.reshape(n, o * k * k, hp * wp),
+                         x_pad.reshape(n, c, hp * wp).transpose(0, 2, 1))
+        return xp.ascontiguousarray(gw.reshape(o, k, k, c).transpose(0, 3, 1, 2))
+    col = _im2col(x, k, stride, pad)
+    gw = _matmul_sum(xp, gy.reshape(n, o, oh * ow), col.reshape(n, c * k * k, oh * ow).transpose(0, 2, 1))
+    return gw.reshape(o, c, k, k)
+
+
+class _Convolution(chainer.function_node.FunctionNode):
+    """convolution_2d (``transpose=False``) or deconvolution_2d on the arrays above.
+    First-order gradients only (pix2pix needs no more)."""
+
+    def __init__(self, stride, pad, transpose):
+        self.stride, self.pad, self.transpose = stride, pad, transpose
+
+    def forward(self, inputs):
+        self.retain_inputs((0, 1))
+        x, W = inputs[:2]
+        if self.transpose:
+            k = W.shape[2]
+            h, w = (conv_utils.get_deconv_outsize(s, k, self.stride, self.pad) for s in x.shape[2:])
+            y = conv_transpose_array(x, W, self.stride, self.pad, h, w)
+        else:
+            y = conv_array(x, W, self.stride, self.pad)
+        if len(inputs) == 3:
+            y += inputs[2].reshape(1, -1, 1, 1)
+        return y.astype(x.dtype, copy=False),
+
+    def backward(self, indexes, grad_outputs):
+        x, W = (v.array for v in self.get_retained_inputs())
+        gy = grad_outputs[0].array
+        k, stride, pad = W.shape[2], self.stride, self.pad
+        grads = [None] * len(self.inputs)
+        if 0 in indexes:
+            grads[0] = (conv_array(gy, W, stride, pad) if self.transpose else
+                        conv_transpose_array(gy, W, stride, pad, *x.shape[2:]))
+        if 1 in indexes:
+            grads[1] = (conv_grad_W_array(gy, x, k, stride, pad) if self.transpose else
+                        conv_grad_W_array(x, gy, k, stride, pad))
+        if 2 in indexes:
+            grads[2] = gy.sum(axis=(0, 2, 3))
+        return tuple(None if g is None else chainer.Variable(g.astype(v.dtype, copy=False))
+                     for g, v in zip(grads, self.inputs))
+
+
+def _fast_path(link, x):
+    """Whether link's forward may take the faster path for input x."""
+    mode = chainer.config.user_fast_paths
+    xp = backend.get_array_module(x)
+    if not (mode == 'all' or (mode == 'cpu' and xp is numpy)):
+        return False
+    if xp not in (numpy, chainer.backends.cuda.cupy) or link.W.array is None:
+        return False
+    return (link.groups == 1 and link.dilate == (1, 1) and link.W.shape[2] == link.W.shape[3]
+            and link.stride[0] == link.stride[1] and link.pad[0] == link.pad[1]
+            and getattr(link, 'outsize', None) in (None, (None, None)))
+
+
+class Convolution2D(L.Convolution2D):
+    """L.Convolution2D (same parameters, same saved weights) on the faster path."""
+
+    def forward(self, x):
+        if not _fast_path(self, x):
+            return super().forward(x)
+        inputs = (x, self.W) if self.b is None else (x, self.W, self.b)
+        return _Convolution(self.stride[0], self.pad[0], False).apply(inputs)[0]
+
+
+class Deconvolution2D(L.Deconvolution2D):
+    """L.Deconvolution2D (same parameters, same saved weights) on the faster path."""
+
+    def forward(self, x):
+        if not _fast_path(self, x):
+            return super().forward(x)
+        inputs = (x, self.W) if self.b is None else (x, self.W, self.b)
+        return _Convolution(self.stride[0], self.pad[0], True).apply(inputs)[0]
+
+
+class _LeakyReLU(chainer.function_node.FunctionNode):
+    """F.leaky_relu for NumPy arrays, to the bit: Chainer's CPU code copies x and
+    multiplies through a boolean mask (12 times slower on 2 cores). First order only."""
+
+    def __init__(self, slope):
+        self.slope = slope
+
+    def forward_cpu(self, inputs):
+        x, = inputs
+        y = x * x.dtype.type(self.slope)
+        numpy.maximum(x, y, out=y)  # slope in [0, 1): x where x > 0, else slope * x
+        self.retain_outputs((0,))
+        return y,
+
+    def backward(self, indexes, grad_outputs):
+        y = self.get_retained_outputs()[0].array
+        gy = grad_outputs[0].array
+        return chainer.Variable(numpy.where(y > 0, gy, gy * gy.dtype.type(self.slope))),
+
+
+def leaky_relu(x, slope=0.2):
+    """F.leaky_relu, on the faster path for NumPy arrays."""
+    array = x.array if isinstance(x, chainer.Variable) else x
+    if chainer.config.user_fast_paths == 'off' or not isinstance(array, numpy.ndarray) or not 0 <= slope < 1:
+        return F.leaky_relu(x, slope)
+    return _LeakyReLU(slope).apply((x,))[0]
