@@ -7,17 +7,31 @@ at the folder's top, NAME being the image's path relative to that folder, with o
 without its extension.
 
 The input drawing is either read from a paired folder (``ROOT/color/X.png`` with
-``ROOT/line/X.png``, the layout PaintsChainer used; the default data is made so,
+``ROOT/line/X.png``, the layout PaintsChainer used; ``line/X.png`` also pairs with
+``color/X.jpg``; prepare_drawings.py writes it, and the default data is made so,
 because line art derived from a colour image leaks its colours, REFERENCE §6) or made
 from the colour image on the fly: ``line`` (dilate-and-difference) or ``grey``.
 
-Images are decoded when an example is asked for and never kept, so memory does not
-grow with the number of images. Pixel values enter and leave the networks through
-``to_unit`` / ``to_uint8`` (the example's x/128 - 1), the one place of that scaling.
+Memory stays flat in the number of images (the post's 20,000 filled 30 GB as the
+example's float32 arrays): only the file list and the tags are kept; images are decoded
+when an example is asked for, and tag vectors are cached per distinct tag set.
+Real folders: the scan reads every file's header and skips (with a warning naming
+them) files that are not images, colour images without their paired drawing, and
+images whose short side is under a quarter of the crop; smaller ones are upscaled
+like any other (the example's short side to size*286/256). A file that fails later
+(a truncated body) is replaced by another example with a warning, so training neither
+dies on one bad file nor trains on it. Forked loader workers (MultiprocessIterator)
+reseed their random states, so their crops, flips and tag dropouts differ.
+
+Pixel values enter and leave the networks through ``to_unit`` / ``to_uint8`` (the
+example's x/128 - 1), the one place of that scaling.
 """
 import json
+import math
 import os
 import random
+import sys
+import warnings
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -29,18 +43,42 @@ import tag_vectorizer
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp')
 DRAWINGS = ('line', 'grey')
+# Images whose short side is under size / MIN_SIDE_DIVISOR are skipped at the scan:
+# enlarged more than about 4.5 times to the example's 286 they are blur, not pictures.
+MIN_SIDE_DIVISOR = 4
+# Distinct tag sets whose vectors are kept (tag dropout makes many subsets); each is
+# a few hundred bytes, so the cache stays under about 20 MB per process.
+TAG_CACHE_SIZE = 65536
+# How many unreadable examples in a row get_example tries to replace before giving up.
+SUBSTITUTE_TRIES = 20
+# Resizing down by more than this factor first reduces by whole pixels (Pillow's
+# reducing_gap: as good as the full filter, much faster on large images).
+REDUCING_GAP = 3.0
+# Skipped files named in the scan's warning (all of them are in .skipped).
+NAMES_IN_WARNING = 10
 
 
 class ImageError(ValueError):
     """An image file cannot be used; the message is one line naming the file."""
 
 
-def to_unit(pixels):
-    """uint8 pixels (H, W) or (H, W, C) -> float32 (C, H, W) in [-1, 1), as x/128 - 1."""
-    pixels = np.asarray(pixels, np.float32)
+class DataWarning(UserWarning):
+    """Images skipped, replaced or without tags: named so that they can be fixed."""
+
+
+def to_unit(pixels, out=None):
+    """uint8 pixels (H, W) or (H, W, C) -> float32 (C, H, W) in [-1, 1), as x/128 - 1.
+
+    ``out``: a float32 (C, H, W) array to write into instead of a new one."""
+    pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return pixels.transpose(2, 0, 1) / 128.0 - 1.0
+    pixels = pixels.transpose(2, 0, 1)
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    # x * 2**-7 is x / 128 exactly, without a float copy of the pixels first.
+    np.multiply(pixels, np.float32(1.0 / 128.0), out=out, dtype=np.float32)
+    return np.subtract(out, np.float32(1.0), out=out)
 
 
 def to_uint8(array):
@@ -49,16 +87,40 @@ def to_uint8(array):
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def load_image(path):
-    """Any PNG/JPEG/WebP in any mode -> an RGB image; transparency is laid on white,
-    16-bit grey is scaled to 8 bits. Raises ImageError with a one-line reason."""
+def _open_error(path, error):
+    if isinstance(error, FileNotFoundError):
+        return ImageError('{}: no such file'.format(path))
+    return ImageError('{}: not a readable image ({})'.format(path, error))
+
+
+# What Pillow raises for files that are not images, truncated or damaged.
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def image_size(path):
+    """(width, height) from the file's header alone; ImageError if it is no image."""
     try:
         with Image.open(path) as image:
+            return image.size
+    except _UNREADABLE as error:
+        raise _open_error(path, error) from None
+
+
+def load_image(path, min_side=None, mode='RGB'):
+    """Any PNG/JPEG/WebP in any mode -> an RGB image; transparency is laid on white,
+    16-bit grey is scaled to 8 bits. Raises ImageError with a one-line reason.
+
+    ``min_side``: the short side the caller will resize to; a JPEG at least twice as
+    large is decoded at a reduced scale (still at least that large), much faster.
+    ``mode='L'`` gives the grey of that RGB image (a grey file without a detour)."""
+    try:
+        with Image.open(path) as image:
+            if min_side and image.format == 'JPEG' and min(image.size) >= 2 * min_side:
+                scale = min_side / min(image.size)
+                image.draft(None, tuple(math.ceil(side * scale) for side in image.size))
             image.load()
-    except FileNotFoundError:
-        raise ImageError('{}: no such file'.format(path)) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError('{}: not a readable image ({})'.format(path, error)) from None
+    except _UNREADABLE as error:
+        raise _open_error(path, error) from None
     if image.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
         maximum = 65535.0 if image.mode.startswith('I;16') else max(1.0, float(np.max(image)))
         grey = np.asarray(image, np.float64) * (255.0 / maximum)
@@ -69,7 +131,9 @@ def load_image(path):
         rgba = image.convert('RGBA')
         white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    return image.convert('RGB')
+    if image.mode != mode:
+        image = image.convert('RGB')
+    return image if image.mode == mode else image.convert(mode)
 
 
 def make_drawing(image, kind):
@@ -82,6 +146,11 @@ def make_drawing(image, kind):
     # Dilate-and-difference (as PaintsChainer): edges are where a 3x3 max differs.
     edges = np.asarray(grey.filter(ImageFilter.MaxFilter(3)), np.int16) - np.asarray(grey, np.int16)
     return Image.fromarray(np.clip(255 - 2 * edges, 0, 255).astype(np.uint8), 'L')
+
+
+def resized(image, size):
+    """Bicubic resize to size (w, h), reducing by whole pixels first when shrinking a lot."""
+    return image.resize(size, Image.BICUBIC, reducing_gap=REDUCING_GAP)
 
 
 def parse_tags(text):
@@ -131,6 +200,32 @@ def tags_for(image_path, colour_root, table):
     return []
 
 
+def paired_drawing(colour_path, colour_root, line_root):
+    """line/X.ext for color/X.ext, else line/X.png (prepare_drawings' output), else None."""
+    same = os.path.join(line_root, os.path.relpath(colour_path, colour_root))
+    if os.path.exists(same):
+        return same
+    png = os.path.splitext(same)[0] + '.png'
+    return png if os.path.exists(png) else None
+
+
+def make_iterator(data, batchsize, loaderjob=0, shuffle=True):
+    """The training iterator: ``loaderjob`` > 0 loads in that many worker processes
+    (Chainer's MultiprocessIterator), 0 in the training process (runs then repeat
+    exactly from a seed and resume exactly from a snapshot)."""
+    if loaderjob > 0:
+        return chainer.iterators.MultiprocessIterator(data, batchsize, shuffle=shuffle,
+                                                      n_processes=loaderjob)
+    return chainer.iterators.SerialIterator(data, batchsize, shuffle=shuffle)
+
+
+def describe(names_and_reasons, limit=NAMES_IN_WARNING):
+    shown = ['{} ({})'.format(name, reason) for name, reason in names_and_reasons[:limit]]
+    if len(names_and_reasons) > limit:
+        shown.append('and {} more'.format(len(names_and_reasons) - limit))
+    return '; '.join(shown)
+
+
 class TaggedImageDataset(chainer.dataset.DatasetMixin):
     """(input, target) pairs: input = drawing (3 planes) + tag plane, target = colour.
 
@@ -139,47 +234,113 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     size x size. ``vectorizer=None`` gives the zero tag plane (``--no-tag``).
     ``tag_dropout`` leaves each tag out with that probability per example, so the
     network also learns from partial tag sets such as the single tag a user types.
+
+    After the scan, ``skipped`` lists (path, reason) of the files left out and
+    ``untagged`` counts the images without tags; ``unreadable`` holds the indices that
+    failed at load time in this process.
     """
 
     def __init__(self, root, vectorizer=None, size=256, drawing='line', augment=True,
                  flip=False, tag_dropout=0.0):
         if not os.path.isdir(root):
             raise FileNotFoundError('dataset folder {} does not exist'.format(root))
+        if drawing not in DRAWINGS:
+            raise ValueError('drawing must be one of {}, not {!r}'.format(DRAWINGS, drawing))
         self.root = root
         paired = os.path.isdir(os.path.join(root, 'color')) and os.path.isdir(os.path.join(root, 'line'))
         self.colour_root = os.path.join(root, 'color') if paired else root
         self.line_root = os.path.join(root, 'line') if paired else None
-        self.paths = find_images(self.colour_root)
-        if not paired:
-            skip = {os.path.join(root, name) for name in ('line', 'mask')}
-            self.paths = [p for p in self.paths if os.path.dirname(p) not in skip]
-        if not self.paths:
-            raise ValueError('no images ({}) under {}'.format(', '.join(IMAGE_EXTENSIONS), root))
-        table = read_tag_table(root)
-        self.tags = [tags_for(p, self.colour_root, table) for p in self.paths]
-        self.vectorizer = vectorizer
         self.size = size
         self.drawing = drawing
         self.augment = augment
         self.flip = flip
         self.tag_dropout = tag_dropout
-        if drawing not in DRAWINGS:
-            raise ValueError('drawing must be one of {}, not {!r}'.format(DRAWINGS, drawing))
+        self.vectorizer = vectorizer
+        self.unreadable = set()
+        self._pid = os.getpid()
+        self.scan()
+
+    def scan(self):
+        """Finds the usable images and their tags; warns about what it leaves out."""
+        found = find_images(self.colour_root)
+        if self.line_root is None:
+            skip = {os.path.join(self.root, name) for name in ('line', 'mask')}
+            found = [p for p in found if os.path.dirname(p) not in skip]
+        if not found:
+            raise ValueError('no images ({}) under {}'.format(', '.join(IMAGE_EXTENSIONS), self.root))
+        min_side = max(1, self.size // MIN_SIDE_DIVISOR)
+        self.paths, self.line_paths, self.skipped = [], [] if self.line_root else None, []
+        for path in found:
+            try:
+                short = min(image_size(path))
+            except ImageError as error:
+                self.skipped.append((path, str(error).split(': ', 1)[-1]))
+                continue
+            if short < min_side:
+                self.skipped.append((path, 'short side {} px, under {} px for {} px crops'.format(
+                    short, min_side, self.size)))
+                continue
+            if self.line_root:
+                line = paired_drawing(path, self.colour_root, self.line_root)
+                if line is None:
+                    self.skipped.append((path, 'no drawing in {}'.format(self.line_root)))
+                    continue
+                self.line_paths.append(line)
+            self.paths.append(path)
+        if self.skipped:
+            warnings.warn('skipped {} of {} images under {}: {}'.format(
+                len(self.skipped), len(found), self.root, describe(self.skipped)), DataWarning)
+        if not self.paths:
+            raise ValueError('no usable images under {}: all {} were skipped'.format(self.root, len(found)))
+        table = read_tag_table(self.root)
+        # One string object per distinct tag, however many images carry it.
+        self.tags = [[sys.intern(tag) for tag in tags_for(p, self.colour_root, table)] for p in self.paths]
+        self.untagged = sum(1 for tags in self.tags if not tags)
+        if self.untagged:
+            warnings.warn('{} of {} images under {} have no tags (they train with the zero tag '
+                          'plane), e.g. {}'.format(self.untagged, len(self.paths), self.root, next(
+                              p for p, tags in zip(self.paths, self.tags) if not tags)), DataWarning)
+
+    @property
+    def vectorizer(self):
+        return self._vectorizer
+
+    @vectorizer.setter
+    def vectorizer(self, vectorizer):
+        # The training script sets the vectorizer after the scan (it learns from the tags).
+        self._vectorizer = vectorizer
+        self._tag_vectors = {}
 
     def __len__(self):
         return len(self.paths)
 
     def drawing_of(self, i):
         """The input drawing of example i at its stored size, as an 'L' image."""
-        if self.line_root is not None:
-            relative = os.path.relpath(self.paths[i], self.colour_root)
-            return load_image(os.path.join(self.line_root, relative)).convert('L')
-        return make_drawing(load_image(self.paths[i]), self.drawing)
+        return self._drawing(i, None)
+
+    def _drawing(self, i, colour, min_side=None):
+        if self.line_paths is not None:
+            return load_image(self.line_paths[i], min_side, 'L')
+        if colour is None:
+            colour = load_image(self.paths[i], min_side)
+        return make_drawing(colour, self.drawing)
+
+    def tag_vector(self, tags):
+        """The vectorizer's vector of a tag set, computed once per distinct set."""
+        key = tuple(tags)
+        vector = self._tag_vectors.get(key)
+        if vector is None:
+            if len(self._tag_vectors) >= TAG_CACHE_SIZE:
+                del self._tag_vectors[next(iter(self._tag_vectors))]  # the oldest
+            vector = self._tag_vectors[key] = self.vectorizer.vector(tags)
+        return vector
 
     def tag_plane(self, tags):
+        # Planes are not kept: each is size*size floats, and laying out a cached vector
+        # costs less than a tenth of a millisecond.
         if self.vectorizer is None:
             return np.zeros((self.size, self.size), np.float32)
-        return tag_vectorizer.plane(self.vectorizer.vector(tags), self.size)
+        return tag_vectorizer.plane(self.tag_vector(tags), self.size)
 
     def sampled_tags(self, i):
         tags = self.tags[i]
@@ -188,26 +349,51 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         return tags
 
     def get_example(self, i):
-        colour = load_image(self.paths[i])
-        drawing = self.drawing_of(i)
-        if drawing.size != colour.size:
-            drawing = drawing.resize(colour.size, Image.BICUBIC)
+        self._reseed_if_forked()
+        for _ in range(SUBSTITUTE_TRIES):
+            if i not in self.unreadable:
+                try:
+                    return self.make_example(i)
+                except ImageError as error:
+                    self.unreadable.add(i)
+                    warnings.warn('{}; trained on another image instead ({} unreadable so far in '
+                                  'process {})'.format(error, len(self.unreadable), os.getpid()), DataWarning)
+            i = random.randrange(len(self.paths))
+        raise ImageError('{} images in a row under {} could not be read; last: {}'.format(
+            SUBSTITUTE_TRIES, self.root, self.paths[i]))
+
+    def _reseed_if_forked(self):
+        # A forked loader worker starts with its parent's random states; without fresh
+        # seeds, workers would repeat each other's crops, flips and tag dropouts.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            random.seed()
+            np.random.seed()
+
+    def make_example(self, i):
+        """Example i without replacement of unreadable files (ImageError instead)."""
+        min_side = round(self.size * 286 / 256) if self.augment else self.size
+        colour = load_image(self.paths[i], min_side)
+        drawing = self._drawing(i, colour, min_side)
         colour, drawing = self.resize_and_crop(colour, drawing)
-        x_in = np.concatenate([to_unit(np.asarray(drawing.convert('RGB'))),
-                               self.tag_plane(self.sampled_tags(i))[None]])
+        x_in = np.empty((4, self.size, self.size), np.float32)
+        to_unit(np.asarray(drawing), out=x_in[:1])
+        x_in[1] = x_in[2] = x_in[0]  # the drawing in three planes, as the example's RGB
+        x_in[3] = self.tag_plane(self.sampled_tags(i))
         return x_in, to_unit(np.asarray(colour))
 
     def resize_and_crop(self, colour, drawing):
+        """Both images resized (each from its own size, so a drawing stored at another
+        size than its colour image is resampled once) and cropped alike."""
         size = self.size
         if not self.augment:
-            return (colour.resize((size, size), Image.BICUBIC),
-                    drawing.resize((size, size), Image.BICUBIC))
+            return resized(colour, (size, size)), resized(drawing, (size, size))
         short = round(size * 286 / 256)
         w, h = colour.size
         scale = short / min(w, h)
         new_size = (max(size, round(w * scale)), max(size, round(h * scale)))
-        colour = colour.resize(new_size, Image.BICUBIC)
-        drawing = drawing.resize(new_size, Image.BICUBIC)
+        colour = resized(colour, new_size)
+        drawing = resized(drawing, new_size)
         left = random.randint(0, new_size[0] - size)
         top = random.randint(0, new_size[1] - size)
         box = (left, top, left + size, top + size)

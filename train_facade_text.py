@@ -61,8 +61,12 @@ def parse_args(argv):
     parser.add_argument('--tag-dropout', type=float, default=0.0,
                         help='Leave each tag of a training image out with this probability')
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
+    parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
+                        help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
     parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
                         help='Size of the word2vec vectors trained on the tags')
+    parser.add_argument('--loaderjob', '-j', type=int, default=0,
+                        help='Processes loading images (0: in the training process, exactly reproducible)')
     parser.add_argument('--demo', action='store_true', help='CPU demo preset: ' + ', '.join(
         '{}={}'.format(k, v) for k, v in DEMO.items()))
     if '--demo' in (argv if argv is not None else sys.argv[1:]):
@@ -180,6 +184,8 @@ def main(argv=None):
     if not args.no_tag:
         if args.vectors:
             vectorizer = tag_vectorizer.TagVectorizer.load(args.vectors)
+        elif args.tag_encoding == 'onehot':
+            vectorizer = tag_vectorizer.TagVectorizer.one_hot(train_set.tags)
         else:
             vectorizer = tag_vectorizer.TagVectorizer.train(train_set.tags, dim=args.tag_dim, seed=args.seed)
         vectorizer.save(os.path.join(args.out, 'tag_vectors.txt'))
@@ -197,13 +203,14 @@ def main(argv=None):
         link.to_device(device)
     settings = dict(in_ch=4, out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
+                    tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
                     drawing='paired' if train_set.line_root else args.drawing,
                     tag_dropout=args.tag_dropout, lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset))
     with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
         json.dump(settings, f, ensure_ascii=False, indent=1)
 
-    train_iter = chainer.iterators.SerialIterator(train_set, args.batchsize)
+    train_iter = dataset.make_iterator(train_set, args.batchsize, args.loaderjob)
     updater = TextPix2pixUpdater(
         models=(enc, dec, dis), iterator={'main': train_iter},
         optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
