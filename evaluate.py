@@ -1,0 +1,520 @@
+"""Scores a tag model against a --no-tag baseline on the test split: the post's claims in numbers.
+
+    python evaluate.py --model result/demo --baseline result/demo-notag
+    python evaluate.py --model result/demo --baseline result/demo-notag \\
+        --extra onehot=result/demo-onehot --data data/default --out result/report
+
+Writes OUT/scores.json (its path is printed), the post's figures as PNG (figures.py) and
+OUT/REPORT.md, which links them. Both models should be trained on the same data with
+the same settings; their model.json files are copied into the JSON.
+
+How the numbers are made (data/default/test: line/ drawings, color/ targets and tags,
+mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
+
+* Size: every test drawing is resized (bicubic) to the model's size and coloured there
+  at batch 1 with ``colorize.ColorModel.colorize`` (deterministic: batch statistics,
+  no dropout). Targets are resized bicubic, masks nearest, so every score is taken at
+  the size the network works at, without the blur of enlarging its output.
+* Colours are compared in CIELAB (sRGB, D65) with CIEDE2000 (Sharma et al. 2005),
+  both implemented below with NumPy. A region's colour is the mean Lab of its pixels.
+* Region error: for hair, eyes and clothes, the output's mean colour against the
+  target's mean colour over the same pixels; averaged per region, per character and
+  overall, over every test image against its own target (monochrome targets are grey).
+* Ambiguous pair: the twins of characters.json share every line. A colour (not
+  monochrome) test image of a twin counts as right when the output's mean hair colour
+  is nearer (ΔE00) to its character's hair colour than to the twin's.
+* Tag swap: the same drawings with the character tag replaced by the twin's; right
+  when the hair lands nearer the twin's colour.
+* Colour suppression: on the drawings whose target is monochrome, the mean CIELAB
+  chroma over the character's pixels (mask > 0), with the full tags (モノクロ / ノート
+  among them) and with the same list without the monochrome tags.
+* L1: mean absolute difference per channel on 0..255; PSNR: per image (peak 255), averaged.
+
+Tags: each image's full list (its .txt) for the main scores; the accuracies also with
+the character tag alone, which is what a user types. The baseline always gets the
+zero tag plane. Each extra model (``--extra LABEL=DIR``) is scored like the tag model.
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+from PIL import Image
+
+import compat
+import colorize
+import dataset
+import tag_vectorizer
+
+REGIONS = ('hair', 'eyes', 'clothes')
+# (score key, '>=' or '<=', limit(scores), the rule as shown)
+TARGETS = (
+    ('ambiguous_hair_accuracy_tag', '>=', lambda s: 0.95, '≥ 0.95'),
+    ('ambiguous_hair_accuracy_notag', '<=', lambda s: 0.65, '≤ 0.65'),
+    ('tag_swap_accuracy', '>=', lambda s: 0.95, '≥ 0.95'),
+    ('mono_chroma_with_tag', '<=', lambda s: 0.25 * s['mono_chroma_without_tag'],
+     '≤ 0.25 × mono_chroma_without_tag'),
+)
+
+# ---------------------------------------------------------------- colour science
+# sRGB primaries to CIE XYZ (IEC 61966-2-1, D65). Its row sums are the D65 white, so
+# every grey R = G = B gets a = b = 0.
+SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
+                        [0.2126729, 0.7151522, 0.0721750],
+                        [0.0193339, 0.1191920, 0.9503041]])
+D65_WHITE = SRGB_TO_XYZ.sum(axis=1)
+
+
+def srgb_to_lab(rgb):
+    """sRGB on 0..255 (any shape (..., 3)) -> CIELAB (L*, a*, b*) under D65, float64."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    t = (linear @ SRGB_TO_XYZ.T) / D65_WHITE
+    delta = 6.0 / 29.0
+    f = np.where(t > delta ** 3, np.cbrt(t), t / (3 * delta ** 2) + 4.0 / 29.0)
+    return np.stack([116.0 * f[..., 1] - 16.0,
+                     500.0 * (f[..., 0] - f[..., 1]),
+                     200.0 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def ciede2000(lab1, lab2):
+    """CIEDE2000 colour difference (kL = kC = kH = 1) of Lab arrays (..., 3), as in
+    Sharma, Wu and Dalal (2005), including their notes on hue angles of neutral colours."""
+    lab1, lab2 = np.asarray(lab1, np.float64), np.asarray(lab2, np.float64)
+    L1, a1, b1 = lab1[..., 0], lab1[..., 1], lab1[..., 2]
+    L2, a2, b2 = lab2[..., 0], lab2[..., 1], lab2[..., 2]
+    c_mean7 = ((np.hypot(a1, b1) + np.hypot(a2, b2)) / 2) ** 7
+    g = 0.5 * (1 - np.sqrt(c_mean7 / (c_mean7 + 25.0 ** 7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    # A neutral colour has no hue: its angle is 0 (atan2 of -0.0 would say 180).
+    h1p = np.where(c1p == 0, 0.0, np.degrees(np.arctan2(b1, a1p)) % 360)
+    h2p = np.where(c2p == 0, 0.0, np.degrees(np.arctan2(b2, a2p)) % 360)
+    neutral = c1p * c2p == 0
+
+    dh = h2p - h1p
+    dh = np.where(dh > 180, dh - 360, np.where(dh < -180, dh + 360, dh))
+    dh = np.where(neutral, 0.0, dh)
+    d_lp, d_cp = L2 - L1, c2p - c1p
+    d_hp = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh) / 2)
+
+    l_mean, c_mean = (L1 + L2) / 2, (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_mean = np.where(np.abs(h1p - h2p) <= 180, h_sum / 2,
+                      np.where(h_sum < 360, (h_sum + 360) / 2, (h_sum - 360) / 2))
+    h_mean = np.where(neutral, h_sum, h_mean)
+    t = (1 - 0.17 * np.cos(np.radians(h_mean - 30)) + 0.24 * np.cos(np.radians(2 * h_mean))
+         + 0.32 * np.cos(np.radians(3 * h_mean + 6)) - 0.20 * np.cos(np.radians(4 * h_mean - 63)))
+    d_theta = 30 * np.exp(-((h_mean - 275) / 25) ** 2)
+    r_c = 2 * np.sqrt(c_mean ** 7 / (c_mean ** 7 + 25.0 ** 7))
+    s_l = 1 + 0.015 * (l_mean - 50) ** 2 / np.sqrt(20 + (l_mean - 50) ** 2)
+    s_c = 1 + 0.045 * c_mean
+    s_h = 1 + 0.015 * c_mean * t
+    r_t = -np.sin(np.radians(2 * d_theta)) * r_c
+    return np.sqrt((d_lp / s_l) ** 2 + (d_cp / s_c) ** 2 + (d_hp / s_h) ** 2
+                   + r_t * (d_cp / s_c) * (d_hp / s_h))
+
+
+def chroma(lab):
+    """CIELAB chroma C*ab = sqrt(a*² + b*²)."""
+    lab = np.asarray(lab, np.float64)
+    return np.hypot(lab[..., 1], lab[..., 2])
+
+
+def psnr(output, target):
+    """Peak signal-to-noise ratio in dB of two uint8 images (peak 255); inf if identical."""
+    mse = np.mean((np.asarray(output, np.float64) - np.asarray(target, np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def l1(output, target):
+    """Mean absolute difference per channel, on 0..255."""
+    return float(np.mean(np.abs(np.asarray(output, np.float64) - np.asarray(target, np.float64))))
+
+
+def region_lab(rgb, mask, label):
+    """Mean Lab colour of the pixels with this label, or None if there are none."""
+    pixels = np.asarray(rgb)[np.asarray(mask) == label]
+    return srgb_to_lab(pixels).mean(axis=0) if len(pixels) else None
+
+
+def region_errors(output, target, mask, labels):
+    """ΔE00 between the output's and the target's mean colour, per region present."""
+    errors = {}
+    for region in REGIONS:
+        wanted = region_lab(target, mask, labels[region])
+        if wanted is not None:
+            errors[region] = float(ciede2000(region_lab(output, mask, labels[region]), wanted))
+    return errors
+
+
+def nearer_to_first(lab, first_rgb, second_rgb):
+    """Whether a colour is strictly nearer (ΔE00) to the first sRGB colour than the second."""
+    return bool(ciede2000(lab, srgb_to_lab(first_rgb)) < ciede2000(lab, srgb_to_lab(second_rgb)))
+
+
+def mean_chroma(rgb, mask):
+    """Mean CIELAB chroma of the pixels where mask > 0 (the character, not the paper)."""
+    pixels = np.asarray(rgb)[np.asarray(mask) > 0]
+    return float(chroma(srgb_to_lab(pixels)).mean()) if len(pixels) else None
+
+
+def cosine(u, v):
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    norms = np.linalg.norm(u) * np.linalg.norm(v)
+    return float(u @ v / norms) if norms else None
+
+
+def mean_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# ---------------------------------------------------------------- data and models
+class DataError(ValueError):
+    """The data folder is not the default data's layout; the message is one line."""
+
+
+TestImage = collections.namedtuple('TestImage', 'name character tags mono drawing target mask')
+
+
+def read_description(data_dir):
+    path = os.path.join(data_dir, 'characters.json')
+    if not os.path.exists(path):
+        raise DataError('{} is missing: evaluate needs the default data (python make_default_data.py '
+                        '--out {})'.format(path, data_dir))
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def read_tags(path):
+    with open(path, encoding='utf-8') as f:
+        return dataset.parse_tags(f.read())
+
+
+def load_test_images(data_dir, description, size):
+    """The test split at size x size: drawing 'L' (bicubic), target RGB (bicubic), mask (nearest)."""
+    folders = {kind: os.path.join(data_dir, 'test', kind) for kind in ('color', 'line', 'mask')}
+    for folder in folders.values():
+        if not os.path.isdir(folder):
+            raise DataError('{} is missing: evaluate needs the default data layout '
+                            '(make_default_data.py)'.format(folder))
+    characters = {c['tag']: c for c in description['characters']}
+    mono_tags = set(description['mono_tags'])
+    images = []
+    for file_name in sorted(os.listdir(folders['color'])):
+        name, ext = os.path.splitext(file_name)
+        if ext != '.png':
+            continue
+        tags_path = os.path.join(folders['color'], name + '.txt')
+        tags = read_tags(tags_path) if os.path.exists(tags_path) else []
+        character = next((characters[t] for t in tags if t in characters), None)
+        if character is None:
+            raise DataError('{} names no character of characters.json'.format(tags_path))
+        target = dataset.load_image(os.path.join(folders['color'], file_name))
+        drawing = dataset.load_image(os.path.join(folders['line'], file_name), mode='L')
+        mask = dataset.load_image(os.path.join(folders['mask'], file_name), mode='L')
+        if target.size[0] != target.size[1]:
+            raise DataError('{} is not square: evaluate expects the default data'.format(file_name))
+        images.append(TestImage(
+            name, character, tags, any(t in mono_tags for t in tags),
+            dataset.resized(drawing, (size, size)),
+            np.asarray(dataset.resized(target, (size, size))),
+            np.asarray(mask.resize((size, size), Image.NEAREST))))
+    if not images:
+        raise DataError('no test images in {}'.format(folders['color']))
+    return images
+
+
+class ScoredModel:
+    """A ColorModel, its test images at its size, and its outputs kept per (image, tags)
+    so that the figures reuse what the scores coloured."""
+
+    def __init__(self, label, model_dir, device, images_at):
+        self.label, self.dir = label, model_dir
+        self.model = colorize.ColorModel(model_dir, device)
+        self.settings = self.model.settings
+        self.size = self.model.size
+        self.tagged = self.model.vectorizer is not None
+        self.images = images_at(self.size)
+        self.by_name = {image.name: image for image in self.images}
+        self._outputs = {}
+        self.unknown = set()
+
+    def colour_drawing(self, drawing, tags):
+        tags = list(tags) if self.tagged else []
+        self.unknown.update(self.model.unknown_tags(tags))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+            return np.asarray(self.model.colorize(drawing, tags).convert('RGB'))
+
+    def output(self, name, tags):
+        """The output (uint8 RGB at the model's size) for test image name with these tags."""
+        key = (name, tuple(tags) if self.tagged else ())
+        if key not in self._outputs:
+            self._outputs[key] = self.colour_drawing(self.by_name[name].drawing, key[1])
+        return self._outputs[key]
+
+
+def character_tag(image):
+    return [image.character['tag']]
+
+
+def without_mono(tags, mono_tags):
+    return [t for t in tags if t not in mono_tags]
+
+
+def swapped(tags, own, twin):
+    return [twin if t == own else t for t in tags]
+
+
+# ---------------------------------------------------------------- scores
+def region_scores(model, labels):
+    """ΔE00 of hair/eyes/clothes with the full tags: per region, per character, overall."""
+    per_region, per_character, everything = collections.defaultdict(list), collections.defaultdict(list), []
+    images = 0
+    for image in model.images:
+        errors = region_errors(model.output(image.name, image.tags), image.target, image.mask, labels)
+        images += bool(errors)
+        for region, error in errors.items():
+            per_region[region].append(error)
+            per_character[image.character['tag']].append(error)
+            everything.append(error)
+    return dict(overall=mean_or_none(everything),
+                per_region={r: mean_or_none(per_region[r]) for r in REGIONS},
+                per_character={c: mean_or_none(v) for c, v in per_character.items()},
+                n_images=images, n_regions=len(everything))
+
+
+def pair_accuracy(model, characters, labels, tags_of, expect_twin):
+    """Share of twins' colour test images whose output hair is nearer the expected
+    character's hair colour (its own, or the twin's when expect_twin) than the other's."""
+    right, per_pair = [], collections.defaultdict(list)
+    for image in model.images:
+        own = image.character
+        if own['twin'] is None or image.mono:
+            continue
+        hair = region_lab(model.output(image.name, tags_of(image)), image.mask, labels['hair'])
+        if hair is None:
+            continue
+        twin = characters[own['twin']]
+        expected, other = (twin, own) if expect_twin else (own, twin)
+        hit = nearer_to_first(hair, expected['colors']['hair'], other['colors']['hair'])
+        right.append(hit)
+        per_pair['/'.join(sorted((own['tag'], twin['tag'])))].append(hit)
+    return dict(accuracy=mean_or_none(right), n=len(right),
+                per_pair={pair: mean_or_none(hits) for pair, hits in sorted(per_pair.items())})
+
+
+def chroma_score(model, tags_of):
+    """Mean chroma of the outputs over the character's pixels on the monochrome test images."""
+    values = [mean_chroma(model.output(image.name, tags_of(image)), image.mask)
+              for image in model.images if image.mono]
+    values = [v for v in values if v is not None]
+    truth = mean_or_none(mean_chroma(image.target, image.mask) for image in model.images if image.mono)
+    return dict(chroma=mean_or_none(values), n=len(values), truth_chroma=truth)
+
+
+def score_model(model, description):
+    """Every score of one model; the tag-only ones (swap, suppression) for tag models."""
+    labels = description['labels']
+    characters = {c['tag']: c for c in description['characters']}
+    mono_tags = set(description['mono_tags'])
+    full = lambda image: image.tags
+    outputs = [(model.output(image.name, image.tags), image.target) for image in model.images]
+    scores = dict(
+        region_delta_e=region_scores(model, labels),
+        ambiguous_hair_accuracy=pair_accuracy(model, characters, labels, full, False),
+        psnr=mean_or_none(psnr(o, t) for o, t in outputs),
+        l1=mean_or_none(l1(o, t) for o, t in outputs),
+        n_images=len(outputs),
+        mono_chroma=chroma_score(model, full))
+    if model.tagged:
+        def swap_full(image):
+            return swapped(image.tags, image.character['tag'], image.character['twin'])
+
+        scores.update(
+            ambiguous_hair_accuracy_character_tag=pair_accuracy(model, characters, labels, character_tag, False),
+            tag_swap_accuracy=pair_accuracy(model, characters, labels, swap_full, True),
+            tag_swap_accuracy_character_tag=pair_accuracy(
+                model, characters, labels, lambda image: [image.character['twin']], True),
+            mono_chroma_without_tag=chroma_score(model, lambda image: without_mono(image.tags, mono_tags)))
+    return scores
+
+
+def tag_similarity(model, description):
+    """Cosine of each twin pair's raw word vectors (kv[tag]) and processed vectors (vector([tag]))."""
+    rows = []
+    if not model.tagged:
+        return rows
+    vectorizer = model.model.vectorizer
+    pairs = sorted({tuple(sorted((c['tag'], c['twin']))) for c in description['characters'] if c['twin']})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+        for a, b in pairs:
+            raw = (cosine(vectorizer.kv[a], vectorizer.kv[b])
+                   if a in vectorizer.kv.key_to_index and b in vectorizer.kv.key_to_index else None)
+            rows.append(dict(pair=[a, b], raw_cosine=raw,
+                             processed_cosine=cosine(vectorizer.vector([a]), vectorizer.vector([b]))))
+    return rows
+
+
+def headline(scores):
+    """The issue's named keys from the tag model's and the baseline's scores."""
+    tag, notag = scores['tag'], scores['notag']
+    return dict(
+        ambiguous_hair_accuracy_tag=tag['ambiguous_hair_accuracy']['accuracy'],
+        ambiguous_hair_accuracy_notag=notag['ambiguous_hair_accuracy']['accuracy'],
+        ambiguous_hair_accuracy_tag_character_only=tag['ambiguous_hair_accuracy_character_tag']['accuracy'],
+        tag_swap_accuracy=tag['tag_swap_accuracy']['accuracy'],
+        tag_swap_accuracy_character_only=tag['tag_swap_accuracy_character_tag']['accuracy'],
+        region_delta_e_tag=tag['region_delta_e']['overall'],
+        region_delta_e_notag=notag['region_delta_e']['overall'],
+        mono_chroma_with_tag=tag['mono_chroma']['chroma'],
+        mono_chroma_without_tag=tag['mono_chroma_without_tag']['chroma'],
+        mono_chroma_notag=notag['mono_chroma']['chroma'],
+        psnr_tag=tag['psnr'], psnr_notag=notag['psnr'],
+        l1_tag=tag['l1'], l1_notag=notag['l1'])
+
+
+def check_targets(values):
+    """Each target: its value, limit, rule and whether it is met (None: no test image behind it)."""
+    results = {}
+    for key, direction, limit_of, rule in TARGETS:
+        try:
+            limit = limit_of(values)
+            met = values[key] >= limit if direction == '>=' else values[key] <= limit
+        except TypeError:  # a None
+            limit = met = None
+        results[key] = dict(value=values[key], limit=limit, target=rule, met=met)
+    return results
+
+
+def finite(value):
+    """JSON has no inf/nan: they are written as null."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- command
+def parse_extra(text):
+    label, sep, path = text.partition('=')
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError('--extra wants LABEL=DIR, not {!r}'.format(text))
+    return label, path
+
+
+def load_models(args, device, images_at):
+    """The tag model, the baseline and the extras, with warnings about unfair comparisons."""
+    models = collections.OrderedDict()
+    models['tag'] = ScoredModel('tag', args.model, device, images_at)
+    if not models['tag'].tagged:
+        raise colorize.ModelError('--model {} was trained with --no-tag: give a tag model'.format(args.model))
+    models['notag'] = ScoredModel('notag', args.baseline, device, images_at)
+    if models['notag'].tagged:
+        print('warning: the baseline {} was trained with tags; it is scored with the zero tag '
+              'plane'.format(args.baseline), file=sys.stderr)
+    for label, path in args.extra:
+        if label in models:
+            raise colorize.ModelError('--extra label {} is taken: use another'.format(label))
+        models[label] = ScoredModel(label, path, device, images_at)
+        if not models[label].tagged:
+            raise colorize.ModelError('--extra {}={} was trained with --no-tag: give a tag model'.format(label, path))
+    data = os.path.abspath(args.data)
+    for model in models.values():
+        trained_on = model.settings.get('dataset')
+        if trained_on and os.path.abspath(trained_on) != data:
+            print('warning: {} was trained on {}, scored on {}'.format(model.dir, trained_on, data),
+                  file=sys.stderr)
+    for key in ('width', 'size', 'lr', 'tag_dropout'):
+        values = {m.label: m.settings.get(key) for m in models.values()}
+        if len(set(map(str, values.values()))) > 1:
+            print('warning: the models differ in {}: {}'.format(key, values), file=sys.stderr)
+    return models
+
+
+def evaluate(args):
+    started = time.perf_counter()
+    description = read_description(args.data)
+    device = compat.get_device(args.gpu)
+    images_by_size = {}
+
+    def images_at(size):
+        if size not in images_by_size:
+            images_by_size[size] = load_test_images(args.data, description, size)
+        return images_by_size[size]
+
+    models = load_models(args, device, images_at)
+    scores = {label: score_model(model, description) for label, model in models.items()}
+    values = headline(scores)
+    result = dict(values)
+    result.update(
+        targets=check_targets(values),
+        counts=dict(test_images=scores['tag']['n_images'],
+                    ambiguous=scores['tag']['ambiguous_hair_accuracy']['n'],
+                    ambiguous_notag=scores['notag']['ambiguous_hair_accuracy']['n'],
+                    tag_swap=scores['tag']['tag_swap_accuracy']['n'],
+                    mono=scores['tag']['mono_chroma']['n'],
+                    region_tag=scores['tag']['region_delta_e']['n_regions'],
+                    region_notag=scores['notag']['region_delta_e']['n_regions']),
+        models=scores,
+        settings={label: dict(model.settings, dir=os.path.abspath(model.dir)) for label, model in models.items()},
+        tag_vector_similarity={label: tag_similarity(model, description)
+                               for label, model in models.items() if model.tagged},
+        data=os.path.abspath(args.data),
+        scoring_seconds=round(time.perf_counter() - started, 2))
+
+    import figures  # here: the scores do not need the figure code
+    os.makedirs(args.out, exist_ok=True)
+    result['figures'] = figures.make_all(models, description, args.out)
+    result['unknown_tags'] = {label: sorted(model.unknown) for label, model in models.items() if model.unknown}
+    result['seconds'] = round(time.perf_counter() - started, 2)
+    scores_path = os.path.join(args.out, 'scores.json')
+    with open(scores_path, 'w', encoding='utf-8') as f:
+        json.dump(finite(result), f, ensure_ascii=False, indent=1)
+    report_path = os.path.join(args.out, 'REPORT.md')
+    with open(report_path, 'w', encoding='utf-8') as f:
+        f.write(figures.report(result, args))
+    return result, scores_path, report_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Score a tag model against a --no-tag baseline '
+                                                 'on the test split; write scores, figures and REPORT.md')
+    parser.add_argument('--model', required=True, help='tag model folder (train_facade_text.py)')
+    parser.add_argument('--baseline', required=True, help='--no-tag model folder trained alike')
+    parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
+    parser.add_argument('--out', default=os.path.join('result', 'report'), help='output folder')
+    parser.add_argument('--extra', action='append', default=[], type=parse_extra, metavar='LABEL=DIR',
+                        help='a further tag model to score (e.g. onehot=result/demo-onehot); repeatable')
+    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative: CPU)')
+    args = parser.parse_args(argv)
+    try:
+        result, scores_path, report_path = evaluate(args)
+    except (DataError, dataset.ImageError, colorize.ModelError, compat.DeviceError) as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    number = lambda value: '-' if value is None else '{:.3f}'.format(value)
+    for key, target in result['targets'].items():
+        print('{:32s} {:>8s}  target {} ({})  {}'.format(
+            key, number(target['value']), target['target'], number(target['limit']),
+            {True: 'met', False: 'not met', None: 'no data'}[target['met']]))
+    print('scored {} test images with {} models in {:.1f}s'.format(
+        result['counts']['test_images'], len(result['models']), result['seconds']))
+    print('wrote {}'.format(report_path))
+    print('wrote {}'.format(scores_path))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""evaluate.py: the colour metrics on cases with known answers, and one run end to end."""
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+import evaluate
+import train_facade_text
+
+# Sharma, Wu and Dalal (2005), "The CIEDE2000 color-difference formula: implementation
+# notes, supplementary test data, and mathematical observations", Table 1:
+# (L1, a1, b1), (L2, a2, b2), ΔE00.
+SHARMA_PAIRS = [
+    ((50.0000, 2.6772, -79.7751), (50.0000, 0.0000, -82.7485), 2.0425),
+    ((50.0000, 3.1571, -77.2803), (50.0000, 0.0000, -82.7485), 2.8615),
+    ((50.0000, 2.8361, -74.0200), (50.0000, 0.0000, -82.7485), 3.4412),
+    ((50.0000, -1.3802, -84.2814), (50.0000, 0.0000, -82.7485), 1.0000),
+    ((50.0000, -1.1848, -84.8006), (50.0000, 0.0000, -82.7485), 1.0000),
+    ((50.0000, -0.9009, -85.5211), (50.0000, 0.0000, -82.7485), 1.0000),
+    ((50.0000, 0.0000, 0.0000), (50.0000, -1.0000, 2.0000), 2.3669),
+    ((50.0000, -1.0000, 2.0000), (50.0000, 0.0000, 0.0000), 2.3669),
+    ((50.0000, 2.4900, -0.0010), (50.0000, -2.4900, 0.0009), 7.1792),
+    ((50.0000, 2.4900, -0.0010), (50.0000, -2.4900, 0.0010), 7.1792),
+    ((50.0000, 2.4900, -0.0010), (50.0000, -2.4900, 0.0011), 7.2195),
+    ((50.0000, 2.4900, -0.0010), (50.0000, -2.4900, 0.0012), 7.2195),
+    ((50.0000, -0.0010, 2.4900), (50.0000, 0.0009, -2.4900), 4.8045),
+    ((50.0000, -0.0010, 2.4900), (50.0000, 0.0010, -2.4900), 4.8045),
+    ((50.0000, -0.0010, 2.4900), (50.0000, 0.0011, -2.4900), 4.7461),
+    ((50.0000, 2.5000, 0.0000), (50.0000, 0.0000, -2.5000), 4.3065),
+    ((50.0000, 2.5000, 0.0000), (73.0000, 25.0000, -18.0000), 27.1492),
+    ((50.0000, 2.5000, 0.0000), (61.0000, -5.0000, 29.0000), 22.8977),
+    ((50.0000, 2.5000, 0.0000), (56.0000, -27.0000, -3.0000), 31.9030),
+    ((50.0000, 2.5000, 0.0000), (58.0000, 24.0000, 15.0000), 19.4535),
+    ((50.0000, 2.5000, 0.0000), (50.0000, 3.1736, 0.5854), 1.0000),
+    ((50.0000, 2.5000, 0.0000), (50.0000, 3.2972, 0.0000), 1.0000),
+    ((50.0000, 2.5000, 0.0000), (50.0000, 1.8634, 0.5757), 1.0000),
+    ((50.0000, 2.5000, 0.0000), (50.0000, 3.2592, 0.3350), 1.0000),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ((63.0109, -31.0961, -5.8663), (62.8187, -29.7946, -4.0864), 1.2630),
+    ((61.2901, 3.7196, -5.3901), (61.4292, 2.2480, -4.9620), 1.8731),
+    ((35.0831, -44.1164, 3.7933), (35.0232, -40.0716, 1.5901), 1.8645),
+    ((22.7233, 20.0904, -46.6940), (23.0331, 14.9730, -42.5619), 2.0373),
+    ((36.4612, 47.8580, 18.3852), (36.2715, 50.5065, 21.2231), 1.4146),
+    ((90.8027, -2.0831, 1.4410), (91.1528, -1.6435, 0.0447), 1.4441),
+    ((90.9257, -0.5406, -0.9208), (88.6381, -0.8985, -0.7239), 1.5381),
+    ((6.7747, -0.2908, -2.4247), (5.8714, -0.0985, -2.2286), 0.6377),
+    ((2.0776, 0.0795, -1.1350), (0.9033, -0.0636, -0.5514), 0.9082),
+]
+LABELS = {'background': 0, 'skin': 1, 'hair': 2, 'eyes': 3, 'clothes': 4}
+
+
+def test_ciede2000_matches_sharmas_table_both_ways_and_at_once():
+    first, second, expected = (np.array(column) for column in zip(*SHARMA_PAIRS))
+    np.testing.assert_allclose(evaluate.ciede2000(first, second), expected, atol=5e-5)
+    np.testing.assert_allclose(evaluate.ciede2000(second, first), expected, atol=5e-5)
+    for lab1, lab2, delta in SHARMA_PAIRS[:3]:
+        assert float(evaluate.ciede2000(lab1, lab2)) == pytest.approx(delta, abs=5e-5)
+
+
+def test_srgb_to_lab_known_values():
+    lab = evaluate.srgb_to_lab([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    expected = [[100, 0, 0], [0, 0, 0], [53.2408, 80.0925, 67.2032],
+                [87.7347, -86.1827, 83.1793], [32.2970, 79.1875, -107.8602]]
+    np.testing.assert_allclose(lab, expected, atol=2e-3)
+
+
+def test_black_against_white_is_100_and_a_colour_against_itself_is_0():
+    white, black = evaluate.srgb_to_lab([255, 255, 255]), evaluate.srgb_to_lab([0, 0, 0])
+    assert float(evaluate.ciede2000(white, black)) == pytest.approx(100, abs=1e-6)
+    colours = np.random.default_rng(0).integers(0, 256, (50, 3))
+    np.testing.assert_array_equal(evaluate.ciede2000(evaluate.srgb_to_lab(colours),
+                                                     evaluate.srgb_to_lab(colours)), 0)
+
+
+def test_grey_has_zero_chroma():
+    greys = np.repeat(np.arange(256)[:, None], 3, axis=1)
+    assert np.abs(evaluate.chroma(evaluate.srgb_to_lab(greys))).max() < 1e-9
+    image = np.full((4, 4, 3), 200, np.uint8)
+    assert evaluate.mean_chroma(image, np.ones((4, 4), np.uint8)) == pytest.approx(0, abs=1e-9)
+
+
+def regions_image(colours):
+    """A 4x4 picture: its left half hair, right half clothes (in colours), eyes absent."""
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:, :2], mask[:, 2:] = LABELS['hair'], LABELS['clothes']
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:, :2], rgb[:, 2:] = colours
+    return rgb, mask
+
+
+def test_region_error_is_zero_for_the_true_colour_and_known_for_a_wrong_one():
+    target, mask = regions_image([(235, 235, 240), (38, 46, 92)])
+    assert evaluate.region_errors(target, target, mask, LABELS) == {'hair': 0.0, 'clothes': 0.0}
+    # Black hair against white: ΔE00 is exactly 100 (L* 0 vs 100, no chroma).
+    white_target, _ = regions_image([(255, 255, 255), (38, 46, 92)])
+    black_output, _ = regions_image([(0, 0, 0), (38, 46, 92)])
+    errors = evaluate.region_errors(black_output, white_target, mask, LABELS)
+    assert errors['hair'] == pytest.approx(100, abs=1e-6) and errors['clothes'] == 0
+
+
+def test_region_colour_is_the_mean_lab_of_its_pixels_only():
+    rgb, mask = regions_image([(255, 0, 0), (0, 0, 255)])
+    np.testing.assert_allclose(evaluate.region_lab(rgb, mask, LABELS['hair']),
+                               evaluate.srgb_to_lab([255, 0, 0]))
+    assert evaluate.region_lab(rgb, mask, LABELS['eyes']) is None
+
+
+def test_pair_rule_picks_the_nearer_twin():
+    hibiki, akatsuki = (235, 235, 240), (40, 45, 95)
+    light = evaluate.srgb_to_lab([220, 222, 228])
+    dark = evaluate.srgb_to_lab([60, 60, 100])
+    assert evaluate.nearer_to_first(light, hibiki, akatsuki)
+    assert not evaluate.nearer_to_first(light, akatsuki, hibiki)
+    assert evaluate.nearer_to_first(dark, akatsuki, hibiki)
+    # Exactly halfway is not right for either.
+    assert not evaluate.nearer_to_first(evaluate.srgb_to_lab(hibiki), hibiki, hibiki)
+
+
+def test_psnr_and_l1():
+    image = np.random.default_rng(0).integers(0, 246, (8, 8, 3)).astype(np.uint8)
+    assert evaluate.psnr(image, image) == math.inf and evaluate.l1(image, image) == 0
+    off_by_ten = image + 10
+    assert evaluate.psnr(off_by_ten, image) == pytest.approx(20 * math.log10(255 / 10))
+    assert evaluate.l1(off_by_ten, image) == pytest.approx(10)
+
+
+def test_targets_say_met_not_met_or_no_data():
+    values = dict(ambiguous_hair_accuracy_tag=1.0, ambiguous_hair_accuracy_notag=0.7,
+                  tag_swap_accuracy=None, mono_chroma_with_tag=1.0, mono_chroma_without_tag=4.0)
+    targets = evaluate.check_targets(values)
+    assert [targets[k]['met'] for k in values if k != 'mono_chroma_without_tag'] == [True, False, None, True]
+
+
+class Oracle:
+    """A 'model' whose output is the target itself, whatever the tags."""
+
+    def __init__(self, images):
+        self.images = images
+        self.by_name = {image.name: image for image in images}
+
+    def output(self, name, tags):
+        return self.by_name[name].target
+
+
+def test_the_truth_scores_perfectly(small_data):
+    description = evaluate.read_description(str(small_data))
+    characters = {c['tag']: c for c in description['characters']}
+    oracle = Oracle(evaluate.load_test_images(str(small_data), description, 128))
+    regions = evaluate.region_scores(oracle, description['labels'])
+    assert regions['overall'] == 0 and regions['n_images'] == len(oracle.images)
+    own = evaluate.pair_accuracy(oracle, characters, description['labels'], lambda image: image.tags, False)
+    assert own['accuracy'] == 1 and own['n'] > 0
+    # Swapping tags cannot move the truth: it stays with its own character every time.
+    swap = evaluate.pair_accuracy(oracle, characters, description['labels'], lambda image: [], True)
+    assert swap['accuracy'] == 0 and swap['n'] == own['n']
+    assert evaluate.chroma_score(oracle, lambda image: image.tags)['chroma'] == pytest.approx(0, abs=1e-9)
+
+
+@pytest.fixture(scope='module')
+def notag_model(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('notag')
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--width', '8', '--size', '128',
+                                   '--iteration', '2', '--snapshot_interval', '2', '--display_interval', '2',
+                                   '--lr', '2e-4', '--no-tag']) == 0
+    return out
+
+
+def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_data, tmp_path, capsys):
+    out = tmp_path / 'report'
+    assert evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--data', str(small_data),
+                          '--out', str(out), '--extra', 'again={}'.format(tiny_model)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / 'scores.json') in printed
+    scores = json.loads((out / 'scores.json').read_text('utf-8'))
+    for key in ('ambiguous_hair_accuracy_tag', 'ambiguous_hair_accuracy_notag', 'tag_swap_accuracy',
+                'region_delta_e_tag', 'region_delta_e_notag', 'mono_chroma_with_tag',
+                'mono_chroma_without_tag', 'psnr_tag', 'psnr_notag'):
+        assert isinstance(scores[key], float), key
+    assert 0 <= scores['tag_swap_accuracy'] <= 1
+    description = json.loads((small_data / 'characters.json').read_text('utf-8'))
+    counts = scores['counts']
+    assert counts['test_images'] == description['counts']['test']
+    assert counts['mono'] == description['counts']['test_mono']
+    assert counts['ambiguous'] == 4 - sum(name.split('_0')[0] in ('hibiki', 'akatsuki', 'artoria', 'artoria_alter')
+                                          for name in description['mono']['test'])
+    assert set(scores['models']) == {'tag', 'notag', 'again'}
+    # The same model under two labels scores the same: the colouring is deterministic.
+    assert scores['models']['again'] == scores['models']['tag']
+    assert scores['settings']['notag']['tag_vectors'] is None
+    assert [row['pair'] for row in scores['tag_vector_similarity']['tag']] == [
+        ['アルトリア・ペンドラゴン', 'アルトリア・ペンドラゴン〔オルタ〕'], ['暁', '響']]
+    report = (out / 'REPORT.md').read_text('utf-8')
+    links = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
+    assert len(links) == len(scores['figures']) == 5
+    for link in links:
+        assert (out / link).stat().st_size > 0
+    assert 'ambiguous_hair_accuracy_tag' in report
+
+
+def one_line_error(argv, capsys):
+    code = evaluate.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_bad_inputs_are_one_line_errors(tiny_model, notag_model, small_data, tmp_path, capsys):
+    code, err = one_line_error(['--model', str(tmp_path / 'none'), '--baseline', str(notag_model),
+                                '--data', str(small_data), '--out', str(tmp_path / 'r')], capsys)
+    assert code == 1 and len(err) == 1 and err[0].startswith('error: ') and 'model.json' in err[0]
+    code, err = one_line_error(['--model', str(notag_model), '--baseline', str(notag_model),
+                                '--data', str(small_data), '--out', str(tmp_path / 'r')], capsys)
+    assert code == 1 and len(err) == 1 and '--no-tag' in err[0]
+    code, err = one_line_error(['--model', str(tiny_model), '--baseline', str(notag_model),
+                                '--data', str(tmp_path), '--out', str(tmp_path / 'r')], capsys)
+    assert code == 1 and len(err) == 1 and 'characters.json' in err[0]
+    with pytest.raises(SystemExit):
+        evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--extra', 'nolabel'])
