@@ -3,7 +3,9 @@
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
 #   ./run.sh test    set up and run the tests
 #   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
+#   ./run.sh bench   set up with PyTorch and time training and colouring against it (bench.py)
 #   ./run.sh setup   only set up (.venv with the pinned dependencies)
+# Arguments after the command go to pytest, to both demo trainings, to server.py or to bench.py.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
@@ -36,22 +38,32 @@ test_setup() {
 demo() {
   setup
   "$PY" make_default_data.py --out data/default
-  # The tag model and the --no-tag baseline train side by side, one core each.
+  # Batch-1 work on a small network runs best on one BLAS thread per process: the tag model
+  # and the --no-tag baseline train side by side, one core each.
   export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-  "$PY" train_facade_text.py --demo -o result/demo > result-demo-train.log 2>&1 &
-  tag=$!
-  "$PY" train_facade_text.py --demo --no-tag -o result/demo-notag
-  wait "$tag" || { tail -n 20 result-demo-train.log; exit 1; }
-  unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS
-  mkdir -p result/figures
+  mkdir -p result
+  echo "training the --no-tag baseline in the background (log: result/demo-notag.log)"
+  "$PY" train_facade_text.py --demo --no-tag -o result/demo-notag "$@" > result/demo-notag.log 2>&1 &
+  local baseline=$!
+  "$PY" train_facade_text.py --demo -o result/demo "$@"
+  wait "$baseline" || { tail -n 20 result/demo-notag.log; exit 1; }
   "$PY" colorize.py --model result/demo -i data/default/test/line/hibiki_0000.png -t 響 -t 暁 \
-    -o result/figures/hibiki_akatsuki.png
+    -o result/hibiki_akatsuki.png
+  "$PY" evaluate.py --model result/demo --baseline result/demo-notag --out result/report
+  echo "done: the report is result/report/REPORT.md; colour your own drawings with colorize.py"
+}
+
+bench() {
+  setup
+  "$PY" -m pip install -q -r requirements-bench.txt
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$PY" bench.py --threads 1 --impl chainer-plain chainer torch "$@"
 }
 
 case "${1:-}" in
   setup) setup ;;
-  demo) demo ;;
-  test) test_setup; shift; exec "$PY" -m pytest -q "$@" ;;
+  demo) shift; demo "$@" ;;
+  bench) shift; bench "$@" ;;
+  test) test_setup; shift; OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} exec "$PY" -m pytest -q "$@" ;;
   serve) setup; shift; exec "$PY" server.py "$@" ;;
-  *) echo "usage: $0 demo|test|serve|setup" >&2; exit 2 ;;
+  *) echo "usage: $0 demo|test|serve|bench|setup [ARGS...]" >&2; exit 2 ;;
 esac

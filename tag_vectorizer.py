@@ -23,6 +23,7 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
    4x4 grid of 64x64-pixel cells at 256x256.
 """
 import collections
+import functools
 import math
 import warnings
 import zlib
@@ -45,15 +46,17 @@ def _stable_hash(text):
 _tokenizer = None
 
 
+@functools.lru_cache(maxsize=65536)
 def tokens_of(text):
-    """The content words of a tag (or free text) by janome: nouns, verbs, adjectives..."""
+    """The content words of a tag (or free text) by janome: nouns, verbs, adjectives...
+    (cached: a corpus repeats its tags on every image)."""
     global _tokenizer
     if _tokenizer is None:
         from janome.tokenizer import Tokenizer
         _tokenizer = Tokenizer()
     skipped = ('記号', '助詞', '助動詞')
-    return [t.surface for t in _tokenizer.tokenize(text)
-            if t.part_of_speech.split(',')[0] not in skipped]
+    return tuple(t.surface for t in _tokenizer.tokenize(text)
+                 if t.part_of_speech.split(',')[0] not in skipped)
 
 
 def sentence_of(tags):

@@ -180,6 +180,9 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
+    if train_set.skipped:
+        with open(os.path.join(args.out, 'skipped.txt'), 'w', encoding='utf-8') as f:
+            f.writelines('{}\t{}\n'.format(path, reason) for path, reason in train_set.skipped)
     vectorizer = None
     if not args.no_tag:
         if args.vectors:

@@ -67,7 +67,7 @@ def test_unknown_tag_falls_back_to_its_janome_words(vectorizer):
 
 
 def test_tokens_drop_particles_and_symbols():
-    assert tag_vectorizer.tokens_of('銀髪の女の子') == ['銀髪', '女の子']
+    assert tag_vectorizer.tokens_of('銀髪の女の子') == ('銀髪', '女の子')
 
 
 @pytest.mark.parametrize('binary', [False, True])
