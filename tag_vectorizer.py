@@ -59,13 +59,16 @@ def tokens_of(text):
                  if t.part_of_speech.split(',')[0] not in skipped)
 
 
-def sentence_of(tags):
-    """One training sentence for word2vec: the tags, plus the words of multi-word tags."""
+def sentence_of(tags, whole_tags=frozenset()):
+    """One training sentence for word2vec: the tags, plus the words of multi-word tags.
+    A word that is itself a tag elsewhere (アルトリア・ペンドラゴン in
+    アルトリア・ペンドラゴン〔オルタ〕) is left out: its own images give its vector, and
+    adding it here would mix the two characters' contexts."""
     words = list(tags)
     for tag in tags:
         parts = tokens_of(tag)
         if len(parts) > 1 or (parts and parts[0] != tag):
-            words.extend(parts)
+            words.extend(part for part in parts if part not in whole_tags)
     return words
 
 
@@ -85,7 +88,8 @@ class TagVectorizer:
     def train(cls, tag_lists, dim=DEFAULT_DIM, epochs=300, seed=0):
         """Trains word2vec (skip-gram, window over the whole list) on one list per image."""
         from gensim.models import Word2Vec
-        sentences = [sentence_of(tags) for tags in tag_lists if tags]
+        whole_tags = frozenset(tag for tags in tag_lists for tag in tags)
+        sentences = [sentence_of(tags, whole_tags) for tags in tag_lists if tags]
         if not sentences:
             raise ValueError('no tags to train word vectors on')
         # Tags are an unordered set: a window as long as the longest list makes every tag

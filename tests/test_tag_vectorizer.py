@@ -92,3 +92,10 @@ def test_one_hot_keeps_every_tag_apart(tmp_path):
     assert np.argmax(hibiki) != np.argmax(akatsuki) and hibiki.max() == 1.0
     onehot.save(tmp_path / 'v.txt')
     np.testing.assert_allclose(TagVectorizer.load(tmp_path / 'v.txt').vector(['響']), hibiki, atol=1e-5)
+
+
+def test_sentences_add_the_words_of_a_tag_but_not_other_tags():
+    whole = frozenset(['アルトリア・ペンドラゴン', 'アルトリア・ペンドラゴン〔オルタ〕'])
+    words = tag_vectorizer.sentence_of(['アルトリア・ペンドラゴン〔オルタ〕', 'FGO'], whole)
+    # The twin's own tag must not enter the other twin's context (it would mix the two).
+    assert words == ['アルトリア・ペンドラゴン〔オルタ〕', 'FGO', 'オルタ']
