@@ -35,7 +35,7 @@ from updater import TextPix2pixUpdater
 # times the post's: measured on the default data, the twins' tags (響/暁) still made no
 # difference after 15,000 updates at the example's 2e-4; at 4e-4 they began to after
 # about 9,000 and at 6e-4 after about 5,000 (README, "Results").
-DEMO = dict(width=16, size=128, lr=6e-4, iteration=3000, snapshot_interval=500,
+DEMO = dict(width=16, size=128, lr=6e-4, iteration=5000, snapshot_interval=1000,
             display_interval=50, dataset='data/default', out='result/demo')
 
 
