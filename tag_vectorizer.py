@@ -16,8 +16,9 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
    Word2vec vectors of one corpus share a large common component and correlated axes
    (twins that share every neighbour come out alike); whitening leaves what tells tags
    apart, and the RMS scaling gives one tag and a set of ten the same
-   full-range plane. On the default data (16 values, 300 epochs) cosine(響, 暁) is 0.60
-   raw and 0.19 after this; at 20 epochs, raw, it is 0.985 (REFERENCE §6).
+   full-range plane. On the default data (16 values) cosine(響, 暁) is 0.988 raw after
+   20 epochs (REFERENCE §6 measured 0.985) and 0.16 after this; after the 300 epochs
+   used here, 0.58 raw and 0.09 after this.
 4. The plane: the vector laid out row by row on the smallest square grid that holds it
    (zero-padded), enlarged by nearest neighbour to the image size. 16 values give a
    4x4 grid of 64x64-pixel cells at 256x256.
