@@ -186,14 +186,17 @@ def main(argv=None):
         with open(os.path.join(args.out, 'skipped.txt'), 'w', encoding='utf-8') as f:
             f.writelines('{}\t{}\n'.format(path, reason) for path, reason in train_set.skipped)
     vectorizer = None
+    saved_vectors = os.path.join(args.out, 'tag_vectors.txt')
     if not args.no_tag:
-        if args.vectors:
+        if args.resume and os.path.exists(saved_vectors):
+            vectorizer = tag_vectorizer.TagVectorizer.load(saved_vectors)  # the planes the snapshot learnt
+        elif args.vectors:
             vectorizer = tag_vectorizer.TagVectorizer.load(args.vectors)
         elif args.tag_encoding == 'onehot':
             vectorizer = tag_vectorizer.TagVectorizer.one_hot(train_set.tags)
         else:
             vectorizer = tag_vectorizer.TagVectorizer.train(train_set.tags, dim=args.tag_dim, seed=args.seed)
-        vectorizer.save(os.path.join(args.out, 'tag_vectors.txt'))
+        vectorizer.save(saved_vectors)
     train_set.vectorizer = vectorizer
     untagged = sum(1 for tags in train_set.tags if not tags)
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
