@@ -63,3 +63,17 @@ def test_size_must_fit_the_encoder(capsys):
     except SystemExit as exit:
         assert exit.code == 2
     assert 'multiple of 128' in capsys.readouterr().err
+
+
+def test_resume_keeps_the_saved_tag_vectors(small_data, tmp_path):
+    """A resumed run colours with the vectors its snapshot learnt, even if word2vec would now give others."""
+    out = tmp_path / 'run'
+    run_to(out, small_data, 2)
+    path = out / 'tag_vectors.txt'
+    header, *rows = path.read_text(encoding='utf-8').splitlines()
+    tag, *values = rows[0].split(' ')
+    rows[0] = ' '.join([tag] + ['0.5'] * len(values))  # what retraining could never produce
+    path.write_text('\n'.join([header] + rows) + '\n', encoding='utf-8')
+    run_to(out, small_data, 4, resume='latest')
+    resumed_row = path.read_text(encoding='utf-8').splitlines()[1].split(' ')
+    assert resumed_row[0] == tag and [float(v) for v in resumed_row[1:]] == [0.5] * len(values)
