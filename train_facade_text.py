@@ -60,6 +60,8 @@ def parse_args(argv):
     parser.add_argument('--drawing', choices=dataset.DRAWINGS, default='line',
                         help='Input drawing made from the colour image when no line/ folder is paired')
     parser.add_argument('--flip', action='store_true', help='Random horizontal flips')
+    parser.add_argument('--adv-weight', type=float, default=1.0,
+                        help='Weight of the adversarial term in the generator loss (the example: 1; 0: L1 only)')
     parser.add_argument('--tag-dropout', type=float, default=0.0,
                         help='Leave each tag of a training image out with this probability')
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
@@ -213,7 +215,7 @@ def main(argv=None):
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, lr=args.lr, batchsize=args.batchsize,
+                    tag_dropout=args.tag_dropout, adv_weight=args.adv_weight, lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset))
     with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
         json.dump(settings, f, ensure_ascii=False, indent=1)
@@ -223,7 +225,7 @@ def main(argv=None):
         models=(enc, dec, dis), iterator={'main': train_iter},
         optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
                    'dis': make_optimizer(dis, args.lr)},
-        device=device)
+        device=device, adversarial_weight=args.adv_weight)
     stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
     trainer = training.Trainer(updater, stop, out=args.out)
 

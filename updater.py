@@ -59,6 +59,9 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
 
     def __init__(self, *args, **kwargs):
         self.enc, self.dec, self.dis = kwargs.pop('models')
+        # The example's weight of the adversarial term (lam2); 0 trains the generator on
+        # L1 alone, the ablation in README "Results".
+        self.adversarial_weight = kwargs.pop('adversarial_weight', 1)
         super().__init__(*args, **kwargs)
 
     def update_core(self):
@@ -74,7 +77,7 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         y_fake = dis(x_in, x_out)
         y_real = dis(x_in, t_out)
 
-        loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake)
+        loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
         backward(loss_gen, list(enc.params()) + list(dec.params()), self.loss_scale)
         enc_optimizer.update()
         dec_optimizer.update()

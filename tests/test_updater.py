@@ -107,3 +107,21 @@ def test_losses_are_reported():
         updater.update()
     assert {'enc/loss', 'dec/loss', 'dec/l1', 'dis/loss'} <= set(observation)
     assert float(observation['enc/loss'].array) == float(observation['dec/loss'].array)
+
+
+def test_adversarial_weight_zero_trains_the_generator_on_l1_alone():
+    """--adv-weight 0: the generator's loss is the 100 * L1 term, the discriminator still learns."""
+    models = make_models()
+    iterator = chainer.iterators.SerialIterator(fixed_batch(), 1, shuffle=False)
+    optimizers = {name: make_optimizer(m, 2e-4) for name, m in zip(('enc', 'dec', 'dis'), models)}
+    updater = TextPix2pixUpdater(models=models, iterator={'main': iterator}, optimizer=optimizers,
+                                 adversarial_weight=0)
+    reporter = chainer.Reporter()
+    for name, m in zip(('enc', 'dec', 'dis'), models):
+        reporter.add_observer(name, m)
+    dis_before = {k: v.copy() for k, v in params(models[2:]).items()}
+    observation = {}
+    with reporter.scope(observation):
+        updater.update()
+    assert float(observation['dec/loss'].array) == float(observation['dec/l1'].array)
+    assert any(not np.array_equal(dis_before[k], v) for k, v in params(models[2:]).items())
