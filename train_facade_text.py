@@ -215,7 +215,8 @@ def main(argv=None):
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, adv_weight=args.adv_weight, lr=args.lr, batchsize=args.batchsize,
+                    tag_dropout=args.tag_dropout, adv_weight=args.adv_weight,
+                    lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset))
     with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
         json.dump(settings, f, ensure_ascii=False, indent=1)
