@@ -370,9 +370,14 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
             random.seed()
             np.random.seed()
 
+    @property
+    def short_side(self):
+        """The short side the example resizes to before its random crop: size*286/256."""
+        return round(self.size * 286 / 256)
+
     def make_example(self, i):
         """Example i without replacement of unreadable files (ImageError instead)."""
-        min_side = round(self.size * 286 / 256) if self.augment else self.size
+        min_side = self.short_side if self.augment else self.size
         colour = load_image(self.paths[i], min_side)
         drawing = self._drawing(i, colour, min_side)
         colour, drawing = self.resize_and_crop(colour, drawing)
@@ -388,9 +393,8 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         size = self.size
         if not self.augment:
             return resized(colour, (size, size)), resized(drawing, (size, size))
-        short = round(size * 286 / 256)
         w, h = colour.size
-        scale = short / min(w, h)
+        scale = self.short_side / min(w, h)
         new_size = (max(size, round(w * scale)), max(size, round(h * scale)))
         colour = resized(colour, new_size)
         drawing = resized(drawing, new_size)

@@ -200,9 +200,8 @@ def main(argv=None):
             vectorizer = tag_vectorizer.TagVectorizer.train(train_set.tags, dim=args.tag_dim, seed=args.seed)
         vectorizer.save(saved_vectors)
     train_set.vectorizer = vectorizer
-    untagged = sum(1 for tags in train_set.tags if not tags)
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
-        len(train_set), untagged, len(vectorizer.kv) if vectorizer else 0))
+        len(train_set), train_set.untagged, len(vectorizer.kv) if vectorizer else 0))
     preview_set = dataset.TaggedImageDataset(test_dir or train_dir, vectorizer, args.size, args.drawing,
                                              augment=False)
 
