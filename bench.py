@@ -253,9 +253,7 @@ class ChainerRunner:
     def l1(self):
         """L1 of the generator (as colorize.py runs it) on the training batch."""
         import chainer.functions as F
-        x, t = self.updater.converter([self.updater.get_iterator('main').dataset[i]
-                                       for i in range(len(self.updater.get_iterator('main').dataset))],
-                                      self.device)
+        x, t = self.updater.converter(list(self.updater.get_iterator('main').dataset), self.device)
         with self.config(), self.net.generating():
             y = self.dec(self.enc(x))
             return float(F.mean_absolute_error(F.cast(y, np.float32), F.cast(t, np.float32)).array)
