@@ -2,13 +2,16 @@
 
 Encoder and Decoder form the U-Net generator, Discriminator the patch discriminator.
 Layer names, kernels, strides, initialisers, activations and dropout follow the
-example line by line; ``width`` is the example's 64 (the first encoder map's
-channels) and scales every layer, so ``width=16`` gives a small model for the CPU
-demo and the tests. The only input change of the port is ``in_ch=4``: the drawing's
-three planes plus the tag plane (see tag_vectorizer.py).
+example line by line, one line per layer, so the two files can be read side by side:
+where the example writes 64, 128, 256, 512 and 1024 channels this file writes c,
+c * 2, c * 4, c * 8 and c * 16 with ``c = width`` (the example's 64; ``width=16`` gives
+the small model of the CPU demo and the tests). The only input change of the port is
+``in_ch=4``: the drawing's three planes plus the tag plane (see tag_vectorizer.py).
 
-The (de)convolution links and leaky ReLU come from fast_conv.py: Chainer's links and
-function computed faster on the CPU, with the same parameters and results.
+Deviations from the example, each for a reason given where it is made: the
+(de)convolution links and leaky ReLU come from fast_conv.py (the same parameters and
+results, faster on the CPU); dropout can be switched off for colouring
+(``generating``).
 """
 import contextlib
 import warnings
@@ -51,6 +54,7 @@ class ConvBNR(chainer.Chain):
         h = self.c(x)
         if self.use_bn:
             h = self.bn(h)
+        # deviation from the example: dropout can be switched off (generating()).
         if self.dropout and chainer.config.user_dropout:
             h = F.dropout(h)
         if self.activation is not None:
@@ -58,23 +62,22 @@ class ConvBNR(chainer.Chain):
         return h
 
 
-def encoder_channels(width):
-    """Output channels of the encoder's c0..c7: 64, 128, 256, 512, 512, 512, 512, 512."""
-    return [width, width * 2, width * 4] + [width * 8] * 5
-
-
 class Encoder(chainer.Chain):
     """c0: 3x3 conv; c1..c7: 4x4 stride-2 conv + BN + leaky ReLU. Returns all 8 maps."""
 
     def __init__(self, in_ch=4, width=64):
         super().__init__()
-        ch = encoder_channels(width)
         w = chainer.initializers.Normal(0.02)
+        c = width  # the example's 64
         with self.init_scope():
-            self.c0 = Convolution2D(in_ch, ch[0], 3, 1, 1, initialW=w)
-            for i in range(1, 8):
-                setattr(self, 'c%d' % i, ConvBNR(ch[i - 1], ch[i], use_bn=True, sample='down',
-                                                 activation=leaky_relu, dropout=False))
+            self.c0 = Convolution2D(in_ch, c, 3, 1, 1, initialW=w)
+            self.c1 = ConvBNR(c, c * 2, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c2 = ConvBNR(c * 2, c * 4, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c3 = ConvBNR(c * 4, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c4 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c5 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c6 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c7 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
 
     def forward(self, x):
         hs = [leaky_relu(self.c0(x))]
@@ -84,27 +87,29 @@ class Encoder(chainer.Chain):
 
 
 class Decoder(chainer.Chain):
-    """c0..c6: 4x4 stride-2 deconv + BN + ReLU (dropout on c0..c2), concatenated with the
-    mirrored encoder map; c7: 3x3 conv to out_ch with no output activation."""
+    """c0..c6: 4x4 stride-2 deconv + BN + ReLU (dropout on c0..c2), each after c0 fed its
+    predecessor's output concatenated with the mirrored encoder map; c7: 3x3 conv to
+    out_ch with no output activation."""
 
     def __init__(self, out_ch=3, width=64):
         super().__init__()
-        enc = encoder_channels(width)
         w = chainer.initializers.Normal(0.02)
+        c = width  # the example's 64
         with self.init_scope():
-            # c_i takes the previous output concatenated with encoder map 7-i.
-            out = [enc[6 - i] for i in range(7)]  # 512, 512, 512, 512, 256, 128, 64
-            for i in range(7):
-                in_ch = enc[7] if i == 0 else out[i - 1] + enc[7 - i]
-                setattr(self, 'c%d' % i, ConvBNR(in_ch, out[i], use_bn=True, sample='up',
-                                                 activation=F.relu, dropout=i < 3))
-            self.c7 = Convolution2D(out[6] + enc[0], out_ch, 3, 1, 1, initialW=w)
+            self.c0 = ConvBNR(c * 8, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True)
+            self.c1 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True)
+            self.c2 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True)
+            self.c3 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=False)
+            self.c4 = ConvBNR(c * 16, c * 4, use_bn=True, sample='up', activation=F.relu, dropout=False)
+            self.c5 = ConvBNR(c * 8, c * 2, use_bn=True, sample='up', activation=F.relu, dropout=False)
+            self.c6 = ConvBNR(c * 4, c, use_bn=True, sample='up', activation=F.relu, dropout=False)
+            self.c7 = Convolution2D(c * 2, out_ch, 3, 1, 1, initialW=w)
 
     def forward(self, hs):
         h = self.c0(hs[-1])
         for i in range(1, 8):
             h = F.concat([h, hs[-i - 1]])
-            h = self['c%d' % i](h)
+            h = self['c%d' % i](h)  # c7 is the output convolution
         return h
 
 
@@ -115,26 +120,24 @@ class Discriminator(chainer.Chain):
     def __init__(self, in_ch=4, out_ch=3, width=64):
         super().__init__()
         w = chainer.initializers.Normal(0.02)
-        half = width // 2
+        c = width  # the example's 64
         with self.init_scope():
-            self.c0_0 = ConvBNR(in_ch, half, use_bn=False, sample='down',
+            self.c0_0 = ConvBNR(in_ch, c // 2, use_bn=False, sample='down',
                                 activation=leaky_relu, dropout=False)
-            self.c0_1 = ConvBNR(out_ch, half, use_bn=False, sample='down',
+            self.c0_1 = ConvBNR(out_ch, c // 2, use_bn=False, sample='down',
                                 activation=leaky_relu, dropout=False)
-            self.c1 = ConvBNR(half * 2, width * 2, use_bn=True, sample='down',
-                              activation=leaky_relu, dropout=False)
-            self.c2 = ConvBNR(width * 2, width * 4, use_bn=True, sample='down',
-                              activation=leaky_relu, dropout=False)
-            self.c3 = ConvBNR(width * 4, width * 8, use_bn=True, sample='down',
-                              activation=leaky_relu, dropout=False)
-            self.c4 = Convolution2D(width * 8, 1, 3, 1, 1, initialW=w)
+            self.c1 = ConvBNR(c, c * 2, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c2 = ConvBNR(c * 2, c * 4, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c3 = ConvBNR(c * 4, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c4 = Convolution2D(c * 8, 1, 3, 1, 1, initialW=w)
 
-    def forward(self, x_in, x_out):
-        h = F.concat([self.c0_0(x_in), self.c0_1(x_out)])
+    def forward(self, x_0, x_1):
+        h = F.concat([self.c0_0(x_0), self.c0_1(x_1)])
         h = self.c1(h)
         h = self.c2(h)
         h = self.c3(h)
-        return self.c4(h)
+        h = self.c4(h)
+        return h
 
 
 @contextlib.contextmanager
@@ -144,9 +147,10 @@ def generating():
     deterministic, no graph kept.
 
     Running averages are not used: at batch 1 the encoder's deepest maps are 1x1 or 2x2,
-    their batch variance is (near) zero and running statistics blow the output up
-    (REFERENCE §6). Batch norm in train mode also updates the running averages; they are
-    never read, so that side effect is harmless.
+    their batch variance is (near) zero, and with running statistics the outputs reach
+    values in the thousands (tests/test_net.py keeps them bounded). Batch norm in train
+    mode also updates the running averages; they are never read, so that side effect is
+    harmless.
     """
     with chainer.using_config('train', True), chainer.using_config('user_dropout', False), \
             chainer.using_config('enable_backprop', False):
