@@ -9,7 +9,7 @@
 
 What is timed is the project's own code: a training step is
 ``TextPix2pixUpdater.update()`` with the networks of net.py and the optimizers of
-train_facade_text.make_optimizer, on a fixed in-memory batch (the converter still sends
+updater.make_optimizer, on a fixed in-memory batch (the converter still sends
 it to the device every step, as in training); colourisation is one
 ``net.generating()`` forward at batch 1, from a host array to a host array. The
 implementations:
@@ -201,7 +201,7 @@ class ChainerRunner:
         import chainer
         from chainer.dataset import concat_examples
         import net
-        from train_facade_text import make_optimizer
+        from updater import make_optimizer
         from updater import TextPix2pixUpdater
         self.chainer, self.net, self.fast = chainer, net, fast
         self.dtype = {'mixed16': np.float16, 'fp64': np.float64}.get(precision, np.float32)

@@ -2,7 +2,7 @@
 
 The same networks as net.py (Chainer's examples/pix2pix, with the ``width`` option),
 the same losses as updater.py and the same optimizer settings as
-train_facade_text.make_optimizer, written the way one writes them in PyTorch eager:
+updater.make_optimizer, written the way one writes them in PyTorch eager:
 
 * Chainer's defaults where PyTorch's differ: batch-norm eps 2e-5 and momentum 0.1
   (Chainer's decay 0.9), leaky-ReLU slope 0.2, dropout 0.5, Normal(0.02) weights,
@@ -29,7 +29,7 @@ BN_EPS = 2e-5          # chainer.links.BatchNormalization's default
 BN_MOMENTUM = 0.1      # Chainer's decay=0.9
 LEAKY_SLOPE = 0.2      # chainer.functions.leaky_relu's default
 DROPOUT = 0.5          # chainer.functions.dropout's default
-WEIGHT_DECAY = 1e-5    # train_facade_text.make_optimizer
+WEIGHT_DECAY = 1e-5    # updater.make_optimizer
 
 
 def encoder_channels(width):

@@ -17,11 +17,22 @@ below): the generator's skips the discriminator's weight gradients, which the ex
 computes and then clears, and the discriminator's stops at the generated image instead
 of computing its gradient. The updated parameters get the same gradients
 (tests/test_speedups.py). A ``loss_scale`` given to the updater (for Chainer's mixed16)
-scales both passes, as Chainer's own ``Optimizer.update(lossfun)`` does.
+scales both passes, as Chainer's own ``Optimizer.update(lossfun)`` does; those passes
+are Chainer's full ``loss.backward``, which records the scale for the optimizer.
+
+``make_optimizer`` is the example's (it defines it inside train_facade.py's main).
 """
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
+
+
+def make_optimizer(model, alpha, beta1=0.5):
+    """The example's Adam with weight decay 1e-5 (its alpha default, 2e-4, is the caller's)."""
+    optimizer = chainer.optimizers.Adam(alpha=alpha, beta1=beta1)
+    optimizer.setup(model)
+    optimizer.add_hook(chainer.optimizer.WeightDecay(0.00001), 'hook_dec')
+    return optimizer
 
 
 def generator_loss(x_out, t_out, y_fake, lam1=100, lam2=1):
@@ -40,18 +51,17 @@ def discriminator_loss(y_real, y_fake):
 
 def backward(loss, params, loss_scale=None):
     """``loss.backward()`` into ``params`` only: chainer.grad runs backprop along just the
-    paths from the loss to them. Leaves the gradients in ``param.grad`` as backward does,
-    with the loss scale for the optimizer to divide by. With ``user_fast_paths`` 'off'
-    (fast_conv.py) it is the example's full ``loss.backward()``."""
-    if getattr(chainer.config, 'user_fast_paths', 'cpu') == 'off':
+    paths from the loss to them and leaves the gradients in ``param.grad`` as backward
+    does. With a loss scale, or with ``user_fast_paths`` 'off' (fast_conv.py), it is the
+    example's full ``loss.backward()``: only that records the scale for the optimizer."""
+    if loss_scale is not None or getattr(chainer.config, 'user_fast_paths', 'cpu') == 'off':
         for param in params:
             param.cleargrad()
         loss.backward(loss_scale=loss_scale)
         return
-    grads = chainer.grad([loss], params, loss_scale=loss_scale)
+    grads = chainer.grad([loss], params)
     for param, grad in zip(params, grads):
         param.grad_var = grad
-        param._loss_scale = loss_scale  # what Variable.backward sets for Optimizer.update
 
 
 class TextPix2pixUpdater(chainer.training.StandardUpdater):
@@ -82,6 +92,8 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         enc_optimizer.update()
         dec_optimizer.update()
         chainer.report({'loss': loss_gen}, enc)
+        # deviation from the example: dec/l1 also reports the reconstruction term as it
+        # enters the loss (100 * L1), to watch it apart from the adversarial term.
         chainer.report({'loss': loss_gen, 'l1': loss_l1}, dec)
 
         x_out.unchain_backward()

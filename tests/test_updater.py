@@ -8,7 +8,7 @@ import chainer
 import chainer.functions as F
 
 import net
-from train_facade_text import make_optimizer
+from updater import make_optimizer
 from updater import TextPix2pixUpdater, discriminator_loss, generator_loss
 
 
