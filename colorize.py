@@ -15,23 +15,17 @@ import os
 import sys
 import warnings
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 import compat
 import chainer
 
 import dataset
 import net
+import sheets
 import tag_vectorizer
 
 DEFAULT_MODEL = os.path.join('result', 'demo')
-FONT_PATHS = (
-    '/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc',
-    '/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf',
-    '/usr/share/fonts/truetype/fonts-japanese-gothic.ttf',
-    '/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc',
-)
 
 
 class ModelError(RuntimeError):
@@ -39,49 +33,41 @@ class ModelError(RuntimeError):
 
 
 class ColorModel:
-    """A trained generator with its tag vectors and settings, ready to colour drawings."""
+    """A generator (encoder + decoder) with its tag vectors, ready to colour drawings:
+    one being trained (the training previews) or one loaded from a model folder."""
 
-    def __init__(self, model_dir, device):
+    def __init__(self, enc, dec, vectorizer, size, settings=None):
+        self.enc, self.dec, self.vectorizer, self.size = enc, dec, vectorizer, size
+        self.settings = settings or {}
+        self.device = chainer.backend.get_device_from_array(enc.c0.W.array)
+
+    @classmethod
+    def load(cls, model_dir, device):
+        """The model train_facade_text.py wrote to model_dir, on device."""
         settings_path = os.path.join(model_dir, 'model.json')
         if not os.path.exists(settings_path):
             raise ModelError('no trained model in {} (model.json missing): train one with '
                              'train_facade_text.py, or pass --model DIR'.format(model_dir))
         with open(settings_path, encoding='utf-8') as f:
-            self.settings = json.load(f)
-        self.size = self.settings['size']
-        self.enc = net.Encoder(in_ch=self.settings['in_ch'], width=self.settings['width'])
-        self.dec = net.Decoder(out_ch=self.settings['out_ch'], width=self.settings['width'])
-        for name, link in (('enc.npz', self.enc), ('dec.npz', self.dec)):
+            settings = json.load(f)
+        enc = net.Encoder(in_ch=settings['in_ch'], width=settings['width'])
+        dec = net.Decoder(out_ch=settings['out_ch'], width=settings['width'])
+        for name, link in (('enc.npz', enc), ('dec.npz', dec)):
             path = os.path.join(model_dir, name)
             if not os.path.exists(path):
                 raise ModelError('{} is missing: the model in {} has no saved weights yet'.format(path, model_dir))
             chainer.serializers.load_npz(path, link)
-        self.vectorizer = None
-        if self.settings.get('tag_vectors'):
-            self.vectorizer = tag_vectorizer.TagVectorizer.load(
-                os.path.join(model_dir, self.settings['tag_vectors']))
-        self.device = device
-        self.enc.to_device(device)
-        self.dec.to_device(device)
-
-    @classmethod
-    def from_networks(cls, enc, dec, vectorizer, size):
-        """Wraps networks being trained (for the training previews)."""
-        model = cls.__new__(cls)
-        model.enc, model.dec, model.vectorizer, model.size = enc, dec, vectorizer, size
-        model.device = chainer.backend.get_device_from_array(enc.c0.W.array)
-        model.settings = {}
-        return model
+        vectorizer = None
+        if settings.get('tag_vectors'):
+            vectorizer = tag_vectorizer.TagVectorizer.load(os.path.join(model_dir, settings['tag_vectors']))
+        enc.to_device(device)
+        dec.to_device(device)
+        return cls(enc, dec, vectorizer, settings['size'], settings)
 
     def unknown_tags(self, tags):
         if self.vectorizer is None:
             return []
         return self.vectorizer.unknown(tags)
-
-    def tag_plane(self, tags, size):
-        if self.vectorizer is None or not tags:
-            return np.zeros((size, size), np.float32)
-        return tag_vectorizer.plane(self.vectorizer.vector(tags), size)
 
     def colorize(self, drawing, tags, size=None):
         """Colours an 'L' drawing of any size: it is fitted into a size x size square
@@ -93,50 +79,12 @@ class ColorModel:
         square = Image.new('L', (size, size), 255)
         offset = ((size - fitted.size[0]) // 2, (size - fitted.size[1]) // 2)
         square.paste(fitted, offset)
-        x_in = np.concatenate([dataset.to_unit(np.asarray(square.convert('RGB'))),
-                               self.tag_plane(tags, size)[None]])[None]
+        x_in = dataset.network_input(square, self.vectorizer, tags)[None]
         with net.generating():
             x_out = self.dec(self.enc(self.device.send(x_in)))
         pixels = dataset.to_uint8(chainer.backend.CpuDevice().send(x_out.array)[0])
         box = (offset[0], offset[1], offset[0] + fitted.size[0], offset[1] + fitted.size[1])
         return Image.fromarray(pixels).crop(box).resize((w, h), Image.BICUBIC)
-
-
-def font(size):
-    """A font that draws Japanese (Noto CJK or IPA Gothic) if installed, else Pillow's."""
-    for path in FONT_PATHS:
-        if os.path.exists(path):
-            return ImageFont.truetype(path, size)
-    return ImageFont.load_default(size)
-
-
-def has_cjk_font():
-    return any(os.path.exists(p) for p in FONT_PATHS)
-
-
-def label_text(text):
-    """Text as a label: unchanged with a CJK font, else its code points (U+97FF), which
-    Pillow's own font can draw."""
-    if has_cjk_font() or all(ord(c) < 128 for c in text):
-        return text
-    return ''.join(c if ord(c) < 128 else 'U+{:04X} '.format(ord(c)) for c in text).strip()
-
-
-def sheet(rows, labels, cell=None):
-    """A grid of images (rows of equal length) with a label above each column."""
-    cell = cell or max(im.size[0] for row in rows for im in row)
-    label_h = max(16, cell // 8)
-    label_font = font(label_h - 4)
-    cols = len(rows[0])
-    grid = Image.new('RGB', (cols * cell, label_h + len(rows) * cell), 'white')
-    draw = ImageDraw.Draw(grid)
-    for c, text in enumerate(labels):
-        draw.text((c * cell + 4, 1), label_text(text), fill='black', font=label_font)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            grid.paste(image.convert('RGB').resize((cell, cell), Image.BICUBIC),
-                       (c * cell, label_h + r * cell))
-    return grid
 
 
 def output_paths(out, tag_sets):
@@ -156,7 +104,7 @@ def main(argv=None):
                         help='tags for one output, comma-separated; repeat for several outputs')
     parser.add_argument('--out', '-o', default='colorized.png', help='output image (PNG)')
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model folder written by training')
-    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative: CPU)')
+    compat.add_device_arguments(parser)
     parser.add_argument('--size', type=int, default=None,
                         help='side in pixels the network runs at (a multiple of 128; default: the training size)')
     parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default='asis',
@@ -168,7 +116,7 @@ def main(argv=None):
     try:
         image = dataset.load_image(args.input)
         drawing = image.convert('L') if args.drawing == 'asis' else dataset.make_drawing(image, args.drawing)
-        model = ColorModel(args.model, compat.get_device(args.gpu))
+        model = ColorModel.load(args.model, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
@@ -193,7 +141,7 @@ def main(argv=None):
         outputs.append((','.join(tags) or '(no tag)', result))
         print('wrote {}'.format(path))
     if sheet_path and outputs:
-        sheet([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs]).save(sheet_path)
+        sheets.grid([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs]).save(sheet_path)
         print('wrote {}'.format(sheet_path))
     return 1 if failed else 0
 

@@ -38,7 +38,8 @@ except ImportError:
     sys.modules['numpy.distutils'] = _distutils
     sys.modules['numpy.distutils.system_info'] = _system_info
 
-# Chainer asks for cupy<8 by name; CuPy 13/14 work with it (REFERENCE §3), so the
+# Chainer asks for cupy<8 by name; CuPy 13/14 work with it (BENCHMARKS.md: CuPy 14 on an
+# H100; CuPy 14 has no cuDNN module, so Chainer runs im2col + GEMM there), so the
 # version warning it prints for cupy-cuda12x would only be noise.
 warnings.filterwarnings('ignore', message=r'(?s).*may not be compatible with this version of Chainer')
 # Chainer imports pkg_resources, which newer setuptools (<81) marks as deprecated.
@@ -51,16 +52,38 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used (no CuPy, or no such GPU)."""
 
 
-def get_device(gpu):
-    """Returns the chainer device for ``-g``: a negative id is the CPU (NumPy)."""
-    if gpu is None or gpu < 0:
+def add_device_arguments(parser):
+    """``--device`` (Chainer 7's examples' flag) and ``-g`` (the pix2pix example's)."""
+    parser.add_argument('--device', '-d', default=None,
+                        help='Device specifier: @numpy, @cupy:N, or an integer (GPU id; negative: CPU)')
+    parser.add_argument('--gpu', '-g', type=int, default=None,
+                        help='GPU ID (negative value indicates CPU); --device wins when both are given')
+
+
+def device_of(args):
+    """The device that parsed ``--device`` / ``-g`` arguments name (the CPU when neither)."""
+    if args.device is not None:
+        return get_device(args.device)
+    return get_device(args.gpu)
+
+
+def get_device(spec):
+    """The chainer device for a GPU id (negative or None: the CPU, NumPy) or a device
+    specifier string ('@numpy', '@cupy:0', '0', '-1')."""
+    if isinstance(spec, str):
+        try:
+            spec = int(spec)
+        except ValueError:
+            pass
+    if spec is None or spec == '@numpy' or (isinstance(spec, int) and spec < 0):
         return chainer.get_device('@numpy')
-    if not chainer.backends.cuda.available:
-        raise DeviceError('-g {} asks for a GPU, but CuPy is not usable here: '
-                          'pip install cupy-cuda12x (see README "GPU")'.format(gpu))
+    name = '@cupy:{}'.format(spec) if isinstance(spec, int) else spec
+    if name.startswith('@cupy') and not chainer.backends.cuda.available:
+        raise DeviceError('{} asks for a GPU, but CuPy is not usable here: '
+                          'pip install cupy-cuda12x (see README "GPU")'.format(name))
     try:
-        device = chainer.get_device('@cupy:{}'.format(gpu))
+        device = chainer.get_device(name)
         device.use()
     except Exception as error:  # CuPy raises its own CUDA errors for a bad id
-        raise DeviceError('GPU {} cannot be used: {}'.format(gpu, error)) from None
+        raise DeviceError('device {} cannot be used: {}'.format(name, error)) from None
     return device
