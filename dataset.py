@@ -8,13 +8,16 @@ without its extension.
 
 The input drawing is either read from a paired folder (``ROOT/color/X.png`` with
 ``ROOT/line/X.png``, the layout PaintsChainer used; ``line/X.png`` also pairs with
-``color/X.jpg``; prepare_drawings.py writes it, and the default data is made so,
-because line art derived from a colour image leaks its colours, REFERENCE §6) or made
-from the colour image on the fly: ``line`` (dilate-and-difference) or ``grey``.
+``color/X.jpg``; prepare_drawings.py writes it, and the default data is made so) or
+made from the colour image on the fly: ``line`` (dilate-and-difference) or ``grey``.
+Line art made from a colour image leaks its colours: a navy fill leaves stronger
+edges than a white one, so twins' drawings differ and a network reads the colour from
+the drawing, never from the tag (make_default_data.py draws its line art from the
+geometry for that reason).
 
 Memory stays flat in the number of images (the post's 20,000 filled 30 GB as the
 example's float32 arrays): only the file list and the tags are kept; images are decoded
-when an example is asked for, and tag vectors are cached per distinct tag set.
+when an example is asked for (tag_vectorizer caches the vector of each distinct tag set).
 Real folders: the scan reads every file's header and skips (with a warning naming
 them) files that are not images, colour images without their paired drawing, and
 images whose short side is under a quarter of the crop; smaller ones are upscaled
@@ -46,9 +49,6 @@ DRAWINGS = ('line', 'grey')
 # Images whose short side is under size / MIN_SIDE_DIVISOR are skipped at the scan:
 # enlarged more than about 4.5 times to the example's 286 they are blur, not pictures.
 MIN_SIDE_DIVISOR = 4
-# Distinct tag sets whose vectors are kept (tag dropout makes many subsets); each is
-# a few hundred bytes, so the cache stays under about 20 MB per process.
-TAG_CACHE_SIZE = 65536
 # How many unreadable examples in a row get_example tries to replace before giving up.
 SUBSTITUTE_TRIES = 20
 # Resizing down by more than this factor first reduces by whole pixels (Pillow's
@@ -85,6 +85,19 @@ def to_uint8(array):
     """The inverse of to_unit for a (C, H, W) network output: uint8 (H, W, C)."""
     pixels = (np.asarray(array, np.float32) + 1.0) * 128.0
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def network_input(drawing, vectorizer, tags):
+    """The generator's input (4, H, W) for an 'L' drawing and a tag set: the drawing in
+    three planes (as the example's RGB) and the tag plane (tag_vectorizer.tag_plane)."""
+    width, height = drawing.size
+    if width != height:
+        raise ValueError('the network input is square, not {}x{}'.format(width, height))
+    x_in = np.empty((4, height, width), np.float32)
+    to_unit(np.asarray(drawing), out=x_in[:1])
+    x_in[1] = x_in[2] = x_in[0]
+    x_in[3] = tag_vectorizer.tag_plane(vectorizer, tags, width)
+    return x_in
 
 
 def _open_error(path, error):
@@ -150,6 +163,9 @@ def make_drawing(image, kind):
 
 def resized(image, size):
     """Bicubic resize to size (w, h), reducing by whole pixels first when shrinking a lot."""
+    # deviation from the example: bicubic, not bilinear. Drawings are thin dark lines on
+    # white, and bicubic keeps them sharper than bilinear when the example's 286 px short
+    # side enlarges a small picture.
     return image.resize(size, Image.BICUBIC, reducing_gap=REDUCING_GAP)
 
 
@@ -301,16 +317,6 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
                           'plane), e.g. {}'.format(self.untagged, len(self.paths), self.root, next(
                               p for p, tags in zip(self.paths, self.tags) if not tags)), DataWarning)
 
-    @property
-    def vectorizer(self):
-        return self._vectorizer
-
-    @vectorizer.setter
-    def vectorizer(self, vectorizer):
-        # The training script sets the vectorizer after the scan (it learns from the tags).
-        self._vectorizer = vectorizer
-        self._tag_vectors = {}
-
     def __len__(self):
         return len(self.paths)
 
@@ -324,23 +330,6 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         if colour is None:
             colour = load_image(self.paths[i], min_side)
         return make_drawing(colour, self.drawing)
-
-    def tag_vector(self, tags):
-        """The vectorizer's vector of a tag set, computed once per distinct set."""
-        key = tuple(tags)
-        vector = self._tag_vectors.get(key)
-        if vector is None:
-            if len(self._tag_vectors) >= TAG_CACHE_SIZE:
-                del self._tag_vectors[next(iter(self._tag_vectors))]  # the oldest
-            vector = self._tag_vectors[key] = self.vectorizer.vector(tags)
-        return vector
-
-    def tag_plane(self, tags):
-        # Planes are not kept: each is size*size floats, and laying out a cached vector
-        # costs less than a tenth of a millisecond.
-        if self.vectorizer is None:
-            return np.zeros((self.size, self.size), np.float32)
-        return tag_vectorizer.plane(self.tag_vector(tags), self.size)
 
     def sampled_tags(self, i):
         tags = self.tags[i]
@@ -381,11 +370,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         colour = load_image(self.paths[i], min_side)
         drawing = self._drawing(i, colour, min_side)
         colour, drawing = self.resize_and_crop(colour, drawing)
-        x_in = np.empty((4, self.size, self.size), np.float32)
-        to_unit(np.asarray(drawing), out=x_in[:1])
-        x_in[1] = x_in[2] = x_in[0]  # the drawing in three planes, as the example's RGB
-        x_in[3] = self.tag_plane(self.sampled_tags(i))
-        return x_in, to_unit(np.asarray(colour))
+        return network_input(drawing, self.vectorizer, self.sampled_tags(i)), to_unit(np.asarray(colour))
 
     def resize_and_crop(self, colour, drawing):
         """Both images resized (each from its own size, so a drawing stored at another
@@ -398,6 +383,10 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         new_size = (max(size, round(w * scale)), max(size, round(h * scale)))
         colour = resized(colour, new_size)
         drawing = resized(drawing, new_size)
+        # deviation from the example: Python's random.randint includes its end, where the
+        # example's np.random.randint(0, w - 256) leaves out the last offset and fails on
+        # a side of exactly 256. Python's generator also keeps the crops apart from the
+        # dropout masks, which draw from NumPy's.
         left = random.randint(0, new_size[0] - size)
         top = random.randint(0, new_size[1] - size)
         box = (left, top, left + size, top + size)

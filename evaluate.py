@@ -8,7 +8,28 @@ Writes OUT/scores.json (its path is printed), the post's figures as PNG (figures
 OUT/REPORT.md, which links them. Both models should be trained on the same data with
 the same settings; their model.json files are copied into the JSON.
 
-How the numbers are made (data/default/test: line/ drawings, color/ targets and tags,
+How the numbers are made is METHOD below; every REPORT.md ends with it.
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+from PIL import Image
+
+import compat
+import colorize
+import dataset
+import figures
+import tag_vectorizer
+
+METHOD = """\
+Data (data/default/test: line/ drawings, color/ targets and tags,
 mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
 
 * Size: every test drawing is resized (bicubic) to the model's size and coloured there
@@ -34,23 +55,6 @@ Tags: each image's full list (its .txt) for the main scores; the accuracies also
 the character tag alone, which is what a user types. The baseline always gets the
 zero tag plane. Each extra model (``--extra LABEL=DIR``) is scored like the tag model.
 """
-import argparse
-import collections
-import json
-import math
-import os
-import sys
-import time
-import warnings
-
-import numpy as np
-from PIL import Image
-
-import compat
-import colorize
-import dataset
-import tag_vectorizer
-
 REGIONS = ('hair', 'eyes', 'clothes')
 # (score key, '>=' or '<=', limit(scores), the rule as shown)
 TARGETS = (
@@ -180,7 +184,8 @@ class DataError(ValueError):
     """The data folder is not the default data's layout; the message is one line."""
 
 
-TestImage = collections.namedtuple('TestImage', 'name character tags mono drawing target mask')
+# tags_no_mono: the image's tags less モノクロ / ノート (the colour-suppression comparison).
+TestImage = collections.namedtuple('TestImage', 'name character tags tags_no_mono mono drawing target mask')
 
 
 def read_description(data_dir):
@@ -222,7 +227,7 @@ def load_test_images(data_dir, description, size):
         if target.size[0] != target.size[1]:
             raise DataError('{} is not square: evaluate expects the default data'.format(file_name))
         images.append(TestImage(
-            name, character, tags, any(t in mono_tags for t in tags),
+            name, character, tags, [t for t in tags if t not in mono_tags], any(t in mono_tags for t in tags),
             dataset.resized(drawing, (size, size)),
             np.asarray(dataset.resized(target, (size, size))),
             np.asarray(mask.resize((size, size), Image.NEAREST))))
@@ -237,7 +242,7 @@ class ScoredModel:
 
     def __init__(self, label, model_dir, device, images_at):
         self.label, self.dir = label, model_dir
-        self.model = colorize.ColorModel(model_dir, device)
+        self.model = colorize.ColorModel.load(model_dir, device)
         self.settings = self.model.settings
         self.size = self.model.size
         self.tagged = self.model.vectorizer is not None
@@ -263,10 +268,6 @@ class ScoredModel:
 
 def character_tag(image):
     return [image.character['tag']]
-
-
-def without_mono(tags, mono_tags):
-    return [t for t in tags if t not in mono_tags]
 
 
 def swapped(tags, own, twin):
@@ -324,7 +325,6 @@ def score_model(model, description):
     """Every score of one model; the tag-only ones (swap, suppression) for tag models."""
     labels = description['labels']
     characters = {c['tag']: c for c in description['characters']}
-    mono_tags = set(description['mono_tags'])
     full = lambda image: image.tags
     outputs = [(model.output(image.name, image.tags), image.target) for image in model.images]
     scores = dict(
@@ -343,7 +343,7 @@ def score_model(model, description):
             tag_swap_accuracy=pair_accuracy(model, characters, labels, swap_full, True),
             tag_swap_accuracy_character_tag=pair_accuracy(
                 model, characters, labels, lambda image: [image.character['twin']], True),
-            mono_chroma_without_tag=chroma_score(model, lambda image: without_mono(image.tags, mono_tags)))
+            mono_chroma_without_tag=chroma_score(model, lambda image: image.tags_no_mono))
     return scores
 
 
@@ -443,10 +443,17 @@ def load_models(args, device, images_at):
     return models
 
 
+def command_of(args):
+    """The command line that reproduces this evaluation, for the report."""
+    return 'python evaluate.py --model {} --baseline {} --data {} --out {}{}'.format(
+        args.model, args.baseline, args.data, args.out,
+        ''.join(' --extra {}={}'.format(label, path) for label, path in args.extra))
+
+
 def evaluate(args):
     started = time.perf_counter()
     description = read_description(args.data)
-    device = compat.get_device(args.gpu)
+    device = compat.device_of(args)
     images_by_size = {}
 
     def images_at(size):
@@ -474,7 +481,6 @@ def evaluate(args):
         data=os.path.abspath(args.data),
         scoring_seconds=round(time.perf_counter() - started, 2))
 
-    import figures  # here: the scores do not need the figure code
     os.makedirs(args.out, exist_ok=True)
     result['figures'] = figures.make_all(models, description, args.out)
     result['unknown_tags'] = {label: sorted(model.unknown) for label, model in models.items() if model.unknown}
@@ -484,7 +490,7 @@ def evaluate(args):
         json.dump(finite(result), f, ensure_ascii=False, indent=1)
     report_path = os.path.join(args.out, 'REPORT.md')
     with open(report_path, 'w', encoding='utf-8') as f:
-        f.write(figures.report(result, args))
+        f.write(figures.report(result, command_of(args), METHOD))
     return result, scores_path, report_path
 
 
@@ -497,7 +503,7 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join('result', 'report'), help='output folder')
     parser.add_argument('--extra', action='append', default=[], type=parse_extra, metavar='LABEL=DIR',
                         help='a further tag model to score (e.g. onehot=result/demo-onehot); repeatable')
-    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative: CPU)')
+    compat.add_device_arguments(parser)
     args = parser.parse_args(argv)
     try:
         result, scores_path, report_path = evaluate(args)

@@ -157,7 +157,7 @@ def report(summary):
 @contextlib.contextmanager
 def local_server(model_dir, gpu, max_waiting):
     """server.py's app on 127.0.0.1 (a free port) in this process; yields its URL."""
-    model = colorize.ColorModel(model_dir, compat.get_device(gpu))
+    model = colorize.ColorModel.load(model_dir, compat.get_device(gpu))
     logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no access log line per request
     app = server.create_app(model, max_waiting=max_waiting)
     httpd = server.serve(app, '127.0.0.1', 0)

@@ -39,6 +39,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server, select_address_fam
 import compat
 import colorize
 import dataset
+import sheets
 import tag_vectorizer
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
@@ -255,7 +256,7 @@ def png_bytes(image):
 
 
 def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, timeout=60.0):
-    """The Flask app around a loaded colorize.ColorModel."""
+    """The Flask app around a loaded colorize.ColorModel: error handlers, the page, the API."""
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path='/static')
     app.request_class = InMemoryRequest
     app.config['MAX_CONTENT_LENGTH'] = int(max_upload_mb * 1024 * 1024)
@@ -263,10 +264,14 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
     app.json.ensure_ascii = False
     colorizer = Colorizer(model, max_waiting=max_waiting, timeout=timeout)
     app.extensions['colorizer'] = colorizer
-    vocabulary = list(model.vectorizer.kv.index_to_key) if model.vectorizer is not None else []
-    pairs = find_pairs(model, vocabulary)
-    samples = find_samples(model)
+    add_error_handlers(app, max_upload_mb)
+    add_pages(app, model, colorizer)
+    add_colorize_route(app, colorizer, max_pixels)
+    return app
 
+
+def add_error_handlers(app, max_upload_mb):
+    """Every error as JSON {"error": ...}, and the page's security headers."""
     @app.errorhandler(ApiError)
     def api_error(error):
         response = jsonify(error=error.message, **{k: v for k, v in error.extra.items() if k != 'retry_after'})
@@ -292,6 +297,13 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
         response.headers['X-Content-Type-Options'] = 'nosniff'
         response.headers['Referrer-Policy'] = 'no-referrer'
         return response
+
+
+def add_pages(app, model, colorizer):
+    """The page, the health check, the tag vocabulary and the sample drawings."""
+    vocabulary = list(model.vectorizer.kv.index_to_key) if model.vectorizer is not None else []
+    pairs = find_pairs(model, vocabulary)
+    samples = find_samples(model)
 
     @app.get('/')
     def index():
@@ -319,6 +331,9 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
         path = samples[index]['path']
         return send_from_directory(os.path.dirname(path), os.path.basename(path), max_age=3600)
 
+
+def add_colorize_route(app, colorizer, max_pixels):
+    """POST /api/colorize: one PNG for one tag set, a labelled sheet for several."""
     @app.post('/api/colorize')
     def colorize_route():
         upload = request.files.get('image')
@@ -335,10 +350,8 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
         else:
             labels = ['input'] + [','.join(tags) or '(no tag)' for tags in tag_sets]
             cell = min(SHEET_CELL, max(drawing.size))
-            body = png_bytes(colorize.sheet([[drawing] + results], labels, cell=cell))
+            body = png_bytes(sheets.grid([[drawing] + results], labels, cell=cell))
         return app.response_class(body, mimetype='image/png', headers={'Cache-Control': 'no-store'})
-
-    return app
 
 
 def serve(app, host, port):
@@ -353,7 +366,7 @@ def serve(app, host, port):
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Web page and API to colour line art with tags')
     parser.add_argument('--model', default=colorize.DEFAULT_MODEL, help='model folder written by training')
-    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative: CPU)')
+    compat.add_device_arguments(parser)
     parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
     parser.add_argument('--port', type=int, default=8000, help='port to listen on (0: any free port)')
     parser.add_argument('--max-upload-mb', type=float, default=10, help='largest upload in MB')
@@ -367,7 +380,7 @@ def main(argv=None):
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
-        model = colorize.ColorModel(args.model, compat.get_device(args.gpu))
+        model = colorize.ColorModel.load(args.model, compat.device_of(args))
         app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout)
         server = serve(app, args.host, args.port)
     except (colorize.ModelError, compat.DeviceError) as error:

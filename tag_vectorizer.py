@@ -1,7 +1,8 @@
 """Turns an image's text tags into the fourth input plane: tags -> vector -> plane.
 
-The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector over a
-256x256 plane beside the drawing. Here, in one place:
+The post vectorises an image's pixiv tags and spreads the vector over a 256x256 plane
+beside the drawing (its author notes that the plane is "stretched a lot" and may be
+crushed by the CNN). Here, in one place:
 
 1. Vectors: a gensim ``Word2Vec`` trained on the training set's tag lists (one list per
    image; a whole tag is one word, and a tag of several words also contributes its
@@ -17,11 +18,12 @@ The post (REFERENCE §1) vectorises an image's pixiv tags and spreads the vector
    (twins that share every neighbour come out alike); whitening leaves what tells tags
    apart, and the RMS scaling gives one tag and a set of ten the same
    full-range plane. On the default data (16 values) cosine(響, 暁) is 0.988 raw after
-   20 epochs (REFERENCE §6 measured 0.985) and 0.16 after this; after the 300 epochs
-   used here, 0.58 raw and 0.09 after this.
-4. The plane: the vector laid out row by row on the smallest square grid that holds it
-   (zero-padded), enlarged by nearest neighbour to the image size. 16 values give a
-   4x4 grid of 64x64-pixel cells at 256x256.
+   20 epochs and 0.16 after this; after the 300 epochs used here, 0.58 raw and 0.09
+   after this (evaluate.py reports both for every model).
+4. The plane (``tag_plane``): the vector laid out row by row on the smallest square
+   grid that holds it (zero-padded), enlarged by nearest neighbour to the image size.
+   16 values give a 4x4 grid of 64x64-pixel cells at 256x256. No vectorizer (a
+   ``--no-tag`` model) or no tag gives the zero plane.
 """
 import collections
 import functools
@@ -32,6 +34,9 @@ import zlib
 import numpy as np
 
 DEFAULT_DIM = 16
+# Distinct tag sets whose vectors are kept (tag dropout makes many subsets, a server
+# meets endless ones); each is a few hundred bytes, so the cache stays under 20 MB.
+SET_CACHE_SIZE = 65536
 
 
 class UnknownTagWarning(UserWarning):
@@ -80,6 +85,7 @@ class TagVectorizer:
         self.kv = keyed_vectors
         self.mean, self.whitening = whitening_of(keyed_vectors.vectors)
         self._tag_cache = {}
+        self._set_cache = {}
 
     @property
     def dim(self):
@@ -146,7 +152,17 @@ class TagVectorizer:
         return [tag for tag in tags if self.tag_vector(tag) is None]
 
     def vector(self, tags):
-        """The standardised vector of a tag set, in [-1, 1]; zeros for no (known) tag."""
+        """The standardised vector of a tag set, in [-1, 1]; zeros for no (known) tag.
+        Computed once per distinct set (unknown tags are warned about that once)."""
+        key = tuple(tags)
+        vector = self._set_cache.get(key)
+        if vector is None:
+            while len(self._set_cache) >= SET_CACHE_SIZE:
+                del self._set_cache[next(iter(self._set_cache))]  # the oldest
+            vector = self._set_cache[key] = self._standardised(tags)
+        return vector
+
+    def _standardised(self, tags):
         vectors = []
         for tag in tags:
             vector = self.tag_vector(tag)
@@ -174,6 +190,13 @@ def whitening_of(vectors):
     variances, axes = np.linalg.eigh(np.cov(vectors - mean, rowvar=False))
     floor = max(variances.max(), 1e-12) * 1e-3
     return mean, axes @ np.diag(1.0 / np.sqrt(np.maximum(variances, floor))) @ axes.T
+
+
+def tag_plane(vectorizer, tags, size):
+    """The fourth input plane (size x size) of a tag set; zeros without a vectorizer or tags."""
+    if vectorizer is None or not tags:
+        return np.zeros((size, size), np.float32)
+    return plane(vectorizer.vector(tags), size)
 
 
 def plane(vector, size):

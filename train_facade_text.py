@@ -8,7 +8,10 @@ the post's), --no-tag (the conventional pix2pix of the post's Fig. 5), --width,
 --size and a --demo preset. The output folder holds the model colorize.py reads
 (model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to resume from
 (-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
-drawing | tags | output | truth). Ctrl-C saves a snapshot first.
+drawing | tag plane | output | truth). Ctrl-C saves a snapshot first.
+
+``main`` reads top to bottom like the example's: device, data, networks, optimizers,
+updater, trainer and extensions, resume, run.
 """
 import argparse
 import glob
@@ -28,8 +31,9 @@ from chainer.training import extensions
 import colorize
 import dataset
 from net import Decoder, Discriminator, Encoder
+import sheets
 import tag_vectorizer
-from updater import TextPix2pixUpdater
+from updater import TextPix2pixUpdater, make_optimizer
 
 # The CPU demo: a narrow network at 128 px, one core, minutes. Its learning rate is 30
 # times the post's: measured on the default data, the twins' tags (響/暁) still made no
@@ -39,12 +43,17 @@ DEMO = dict(width=16, size=128, lr=6e-4, iteration=5000, snapshot_interval=1000,
             display_interval=50, dataset='data/default', out='result/demo')
 
 
+class SetupError(RuntimeError):
+    """Training cannot start (no data, no snapshot); the message is one line."""
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='pix2pix with text (Chainer)')
     parser.add_argument('--batchsize', '-b', type=int, default=1, help='Number of images in each mini-batch')
+    # deviation from the example: 300 epochs (the post's), not 200.
     parser.add_argument('--epoch', '-e', type=int, default=300, help='Number of sweeps over the dataset to train')
     parser.add_argument('--iteration', type=int, default=None, help='Stop after this many updates instead')
-    parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative value indicates CPU)')
+    compat.add_device_arguments(parser)
     parser.add_argument('--dataset', '-i', default='data/default',
                         help='Folder of tagged images (or with train/ and test/ inside)')
     parser.add_argument('--out', '-o', default='result', help='Directory to output the result')
@@ -89,13 +98,6 @@ def split_folders(root):
     return root, None
 
 
-def make_optimizer(model, alpha, beta1=0.5):
-    optimizer = chainer.optimizers.Adam(alpha=alpha, beta1=beta1)
-    optimizer.setup(model)
-    optimizer.add_hook(chainer.optimizer.WeightDecay(0.00001), 'hook_dec')
-    return optimizer
-
-
 def save_model(out, enc, dec):
     """Writes enc.npz and dec.npz for colorize.py (replaced whole, never half-written)."""
     for name, link in (('enc.npz', enc), ('dec.npz', dec)):
@@ -132,84 +134,69 @@ class RandomStates(training.Extension):
 
 
 def preview_extension(model, preview_set, out, count=4):
-    """Every trigger: a sheet of drawing | tags | output | truth for fixed test images."""
+    """Every trigger: a sheet of drawing | tag plane | output | truth for fixed test images,
+    each row labelled with the image's first tags."""
     indices = list(range(min(count, len(preview_set))))
 
     @training.make_extension()
     def preview(trainer):
-        rows = []
+        rows, row_labels = [], []
         for i in indices:
             tags = preview_set.tags[i]
             drawing = preview_set.drawing_of(i)
             truth = dataset.load_image(preview_set.paths[i])
-            plane = model.tag_plane(tags, model.size)
+            plane = tag_vectorizer.tag_plane(model.vectorizer, tags, model.size)
             plane_image = Image.fromarray(np.uint8((plane + 1) * 127.5), 'L')
             rows.append([drawing, plane_image, model.colorize(drawing, tags), truth])
-        labels = ['drawing', 'tag plane', 'output', 'truth']
-        grid = colorize.sheet(rows, labels, cell=model.size)
-        # The tags of each row, written over its tag-plane cell.
-        draw = colorize.ImageDraw.Draw(grid)
-        label_h = max(16, model.size // 8)
-        small = colorize.font(max(10, model.size // 12))
-        for r, i in enumerate(indices):
-            text = colorize.label_text(','.join(preview_set.tags[i][:3]) or '(no tag)')
-            draw.text((model.size + 3, label_h + r * model.size + 3), text, fill='red', font=small)
+            row_labels.append(','.join(tags[:3]) or '(no tag)')
+        grid = sheets.grid(rows, ['drawing', 'tag plane', 'output', 'truth'], row_labels, cell=model.size)
         os.makedirs(os.path.join(out, 'preview'), exist_ok=True)
         grid.save(os.path.join(out, 'preview', 'iter_{}.png'.format(trainer.updater.iteration)))
 
     return preview
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        device = compat.get_device(args.gpu)
-    except compat.DeviceError as error:
-        print('error: {}'.format(error), file=sys.stderr)
-        return 1
-    print('Device: {}'.format(device))
-    print('# Minibatch-size: {}'.format(args.batchsize))
-    print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
-    print('')
-    chainer.global_config.cudnn_deterministic = True
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-
+def load_data(args):
+    """The training set (with its tag vectorizer set) and the preview set."""
     train_dir, test_dir = split_folders(args.dataset)
     try:
         train_set = dataset.TaggedImageDataset(train_dir, None, args.size, args.drawing, augment=True,
                                                flip=args.flip, tag_dropout=args.tag_dropout)
     except (FileNotFoundError, ValueError) as error:
-        print('error: {} (make the default data with: python make_default_data.py)'.format(error),
-              file=sys.stderr)
-        return 1
+        raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
     os.makedirs(args.out, exist_ok=True)
     if train_set.skipped:
         with open(os.path.join(args.out, 'skipped.txt'), 'w', encoding='utf-8') as f:
             f.writelines('{}\t{}\n'.format(path, reason) for path, reason in train_set.skipped)
-    vectorizer = None
-    saved_vectors = os.path.join(args.out, 'tag_vectors.txt')
-    if not args.no_tag:
-        if args.resume and os.path.exists(saved_vectors):
-            vectorizer = tag_vectorizer.TagVectorizer.load(saved_vectors)  # the planes the snapshot learnt
-        elif args.vectors:
-            vectorizer = tag_vectorizer.TagVectorizer.load(args.vectors)
-        elif args.tag_encoding == 'onehot':
-            vectorizer = tag_vectorizer.TagVectorizer.one_hot(train_set.tags)
-        else:
-            vectorizer = tag_vectorizer.TagVectorizer.train(train_set.tags, dim=args.tag_dim, seed=args.seed)
-        vectorizer.save(saved_vectors)
-    train_set.vectorizer = vectorizer
+    train_set.vectorizer = make_vectorizer(args, train_set.tags)
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
-        len(train_set), train_set.untagged, len(vectorizer.kv) if vectorizer else 0))
-    preview_set = dataset.TaggedImageDataset(test_dir or train_dir, vectorizer, args.size, args.drawing,
-                                             augment=False)
+        len(train_set), train_set.untagged, len(train_set.vectorizer.kv) if train_set.vectorizer else 0))
+    preview_set = dataset.TaggedImageDataset(test_dir or train_dir, train_set.vectorizer, args.size,
+                                             args.drawing, augment=False)
+    return train_set, preview_set
 
-    enc = Encoder(in_ch=4, width=args.width)
-    dec = Decoder(out_ch=3, width=args.width)
-    dis = Discriminator(in_ch=4, out_ch=3, width=args.width)
-    for link in (enc, dec, dis):
-        link.to_device(device)
+
+def make_vectorizer(args, tag_lists):
+    """The tag vectors: none for --no-tag; a resumed run's saved ones; --vectors; one-hot;
+    else word2vec trained on the tag lists. Saved as OUT/tag_vectors.txt."""
+    if args.no_tag:
+        return None
+    saved = os.path.join(args.out, 'tag_vectors.txt')
+    if args.resume and os.path.exists(saved):
+        vectorizer = tag_vectorizer.TagVectorizer.load(saved)  # the planes the snapshot learnt
+    elif args.vectors:
+        vectorizer = tag_vectorizer.TagVectorizer.load(args.vectors)
+    elif args.tag_encoding == 'onehot':
+        vectorizer = tag_vectorizer.TagVectorizer.one_hot(tag_lists)
+    else:
+        vectorizer = tag_vectorizer.TagVectorizer.train(tag_lists, dim=args.tag_dim, seed=args.seed)
+    vectorizer.save(saved)
+    return vectorizer
+
+
+def write_settings(args, train_set):
+    """OUT/model.json: what colorize.py needs to rebuild the generator, and how it was trained."""
+    vectorizer = train_set.vectorizer
     settings = dict(in_ch=4, out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
@@ -220,19 +207,17 @@ def main(argv=None):
     with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
         json.dump(settings, f, ensure_ascii=False, indent=1)
 
-    train_iter = dataset.make_iterator(train_set, args.batchsize, args.loaderjob)
-    updater = TextPix2pixUpdater(
-        models=(enc, dec, dis), iterator={'main': train_iter},
-        optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
-                   'dis': make_optimizer(dis, args.lr)},
-        device=device, adversarial_weight=args.adv_weight)
-    stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
-    trainer = training.Trainer(updater, stop, out=args.out)
 
+def extend_trainer(trainer, args, enc, dec, preview):
+    """The example's snapshot, log, report and progress extensions, plus the model files,
+    the random states, loss curves and previews."""
     snapshot_interval = (args.snapshot_interval, 'iteration')
     display_interval = (args.display_interval, 'iteration')
     trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}.npz', n_retains=3),
                    trigger=snapshot_interval)
+    # deviation from the example: instead of enc/dec/dis_iter_N.npz every interval, the
+    # latest enc.npz and dec.npz (what colorize.py reads); the discriminator is only
+    # needed to go on training, and the trainer snapshot holds it.
     trainer.extend(lambda t: save_model(args.out, enc, dec), name='save_model', trigger=snapshot_interval)
     trainer.extend(extensions.LogReport(trigger=display_interval))
     trainer.extend(extensions.PrintReport(['epoch', 'iteration', 'enc/loss', 'dec/l1', 'dis/loss',
@@ -242,17 +227,21 @@ def main(argv=None):
                                              trigger=display_interval))
     trainer.extend(extensions.ProgressBar(update_interval=10))
     trainer.extend(RandomStates(), name='random_states')
-    trainer.extend(preview_extension(colorize.ColorModel.from_networks(enc, dec, vectorizer, args.size),
-                                     preview_set, args.out), trigger=snapshot_interval)
+    trainer.extend(preview, trigger=snapshot_interval)
 
-    if args.resume:
-        resume = latest_snapshot(args.out) if args.resume == 'latest' else args.resume
-        if not resume or not os.path.exists(resume):
-            print('error: no snapshot to resume from: {}'.format(resume or 'none in ' + args.out), file=sys.stderr)
-            return 1
-        chainer.serializers.load_npz(resume, trainer)
-        print('Resumed from {} at iteration {}'.format(resume, updater.iteration))
 
+def resume(trainer, args):
+    """Loads -r SNAPSHOT (or the newest in --out for -r latest) into the trainer."""
+    path = latest_snapshot(args.out) if args.resume == 'latest' else args.resume
+    if not path or not os.path.exists(path):
+        raise SetupError('no snapshot to resume from: {}'.format(path or 'none in ' + args.out))
+    chainer.serializers.load_npz(path, trainer)
+    print('Resumed from {} at iteration {}'.format(path, trainer.updater.iteration))
+
+
+def run(trainer, args, enc, dec):
+    """Runs the trainer; Ctrl-C saves a snapshot and the model first. Returns the exit code."""
+    updater = trainer.updater
     try:
         trainer.run()
     except KeyboardInterrupt:
@@ -266,6 +255,56 @@ def main(argv=None):
     print('Model saved in {} (colour with: python colorize.py --model {} -i DRAWING -t TAG)'.format(
         args.out, args.out))
     return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        device = compat.device_of(args)
+    except compat.DeviceError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    print('Device: {}'.format(device))
+    print('# Minibatch-size: {}'.format(args.batchsize))
+    print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
+    print('')
+    chainer.global_config.cudnn_deterministic = True
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+
+    try:
+        train_set, preview_set = load_data(args)
+    except SetupError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+
+    # Set up the networks to train
+    enc = Encoder(in_ch=4, width=args.width)
+    dec = Decoder(out_ch=3, width=args.width)
+    dis = Discriminator(in_ch=4, out_ch=3, width=args.width)
+    for link in (enc, dec, dis):
+        link.to_device(device)
+    write_settings(args, train_set)
+
+    # Set up the optimizers, the updater and the trainer
+    updater = TextPix2pixUpdater(
+        models=(enc, dec, dis),
+        iterator={'main': dataset.make_iterator(train_set, args.batchsize, args.loaderjob)},
+        optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
+                   'dis': make_optimizer(dis, args.lr)},
+        device=device, adversarial_weight=args.adv_weight)
+    stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
+    trainer = training.Trainer(updater, stop, out=args.out)
+    model = colorize.ColorModel(enc, dec, train_set.vectorizer, args.size)
+    extend_trainer(trainer, args, enc, dec, preview_extension(model, preview_set, args.out))
+
+    if args.resume:
+        try:
+            resume(trainer, args)
+        except SetupError as error:
+            print('error: {}'.format(error), file=sys.stderr)
+            return 1
+    return run(trainer, args, enc, dec)
 
 
 if __name__ == '__main__':

@@ -98,7 +98,7 @@ def test_same_weights_give_the_same_losses_and_gradients():
 
 
 def test_one_value_per_channel_batch_norm_is_beta_as_in_chainer():
-    # Batch 1 at 128 px: the encoder's last map is 1x1 (REFERENCE section 6).
+    # Batch 1 at 128 px: the encoder's last map is 1x1 (seven halvings of 128).
     trainer = bench_torch.Trainer(width=4)
     x, t = (torch.from_numpy(a) for a in bench.fixed_batch(1, 128))
     losses = trainer.step(x, t)

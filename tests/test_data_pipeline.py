@@ -16,6 +16,7 @@ from PIL import Image
 import dataset
 import prepare_drawings
 from dataset import DataWarning, TaggedImageDataset
+import tag_vectorizer
 from tag_vectorizer import TagVectorizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,32 +218,22 @@ def test_to_unit_writes_in_place_exactly_as_x_over_128_minus_1():
 
 
 # ---------------------------------------------------------------- tags
-class CountingVectorizer:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-
-    def vector(self, tags):
-        self.calls += 1
-        return self.inner.vector(tags)
-
-
-def test_tag_vectors_are_computed_once_per_distinct_tag_set(tmp_path, vectorizer, monkeypatch):
+def test_tag_vectors_are_computed_once_per_distinct_tag_set(tmp_path, monkeypatch):
     write_set(tmp_path, 12)
-    counting = CountingVectorizer(vectorizer)
-    data = TaggedImageDataset(str(tmp_path), counting, size=64)
+    vectorizer = TagVectorizer.train(TAG_SETS * 3, dim=16, epochs=5)
+    computed = []
+    standardised = vectorizer._standardised
+    monkeypatch.setattr(vectorizer, '_standardised', lambda tags: computed.append(tuple(tags)) or standardised(tags))
+    data = TaggedImageDataset(str(tmp_path), vectorizer, size=64)
     planes = [data[i][0][3] for i in range(len(data)) for _ in range(2)]
-    assert counting.calls == len(TAG_SETS)
-    np.testing.assert_array_equal(planes[0], data.tag_plane(TAG_SETS[0]))
-    assert not np.array_equal(planes[0], planes[2])  # 響 vs 暁
-    fresh = CountingVectorizer(vectorizer)
-    data.vectorizer = fresh  # as the training script does after the scan
-    data[0]
-    assert fresh.calls == 1
-    monkeypatch.setattr(dataset, 'TAG_CACHE_SIZE', 3)
+    assert sorted(computed) == sorted(tuple(tags) for tags in TAG_SETS)
+    np.testing.assert_array_equal(planes[0], tag_vectorizer.tag_plane(vectorizer, TAG_SETS[0], 64))
+    assert np.abs(planes[0] - planes[2]).mean() > 0.3  # 響 vs 暁: most cells differ
+    monkeypatch.setattr(tag_vectorizer, 'SET_CACHE_SIZE', 3)
     data.tag_dropout = 0.5
     for i in range(len(data)):
         data[i]
-    assert len(data._tag_vectors) <= 3
+    assert len(vectorizer._set_cache) <= 3
 
 
 # ---------------------------------------------------------------- loader workers

@@ -73,5 +73,5 @@ def test_generating_is_deterministic_and_uses_batch_statistics():
         a = dec(enc(x)).array
         b = dec(enc(x)).array
     np.testing.assert_array_equal(a, b)
-    # Running statistics at batch 1 with 1x1 maps would blow the output up (REFERENCE §6).
+    # Running statistics at batch 1 with 1x1 maps would blow the output up (to thousands).
     assert np.abs(a).max() < 50

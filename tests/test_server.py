@@ -19,7 +19,7 @@ import server
 
 @pytest.fixture(scope='module')
 def model(tiny_model):
-    return colorize.ColorModel(str(tiny_model), compat.get_device(-1))
+    return colorize.ColorModel.load(str(tiny_model), compat.get_device(-1))
 
 
 @pytest.fixture(scope='module')
