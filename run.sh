@@ -3,9 +3,9 @@
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
 #   ./run.sh test    set up and run the tests
 #   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
-#   ./run.sh bench   set up with PyTorch and time training and colouring against it (bench.py)
+#   ./run.sh bench   set up with PyTorch and time training and colouring against it (benchmarks/bench.py)
 #   ./run.sh setup   only set up (.venv with the pinned dependencies)
-# Arguments after the command go to pytest, to both demo trainings, to server.py or to bench.py.
+# Arguments after the command go to pytest, to both demo trainings, to server.py or to benchmarks/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
@@ -55,8 +55,8 @@ demo() {
 
 bench() {
   setup
-  "$PY" -m pip install -q -r requirements-bench.txt
-  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$PY" bench.py --threads 1 --impl chainer-plain chainer torch "$@"
+  "$PY" -m pip install -q -r benchmarks/requirements-bench.txt
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$PY" benchmarks/bench.py --threads 1 --impl chainer-plain chainer torch "$@"
 }
 
 case "${1:-}" in

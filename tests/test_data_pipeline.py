@@ -81,7 +81,7 @@ def test_memory_stays_flat_with_the_number_of_images(tmp_path, vectorizer):
 
 
 def bench(tmp_path, n):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'bench_data.py'), '--n', str(n), '--size', '128',
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--n', str(n), '--size', '128',
                           '--image-size', '128', '--loaderjob', '2', '--batches', '40', '--write-jobs', '1',
                           '--data', str(tmp_path / 'bench{}'.format(n)), '--json'],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -101,10 +101,10 @@ def test_benchmark_rss_grows_far_below_the_float32_footprint(tmp_path):
 
 
 def test_benchmark_rejects_bad_arguments_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'bench_data.py'), '--n', '0'],
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--n', '0'],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and 'Traceback' not in out.stderr and '--n' in out.stderr
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'bench_data.py'), '--dataset', str(tmp_path / 'no')],
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--dataset', str(tmp_path / 'no')],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and 'Traceback' not in out.stderr and 'does not exist' in out.stderr
 

@@ -1,8 +1,8 @@
 """Bounded load test of server.py on this machine: N colour requests, C at a time.
 
-    python load_test.py                                # starts the server here with result/demo
-    python load_test.py -n 200 -c 8 --model result/demo
-    python load_test.py --url http://127.0.0.1:8000/   # a server.py already running
+    python benchmarks/load_test.py                                # starts the server here with result/demo
+    python benchmarks/load_test.py -n 200 -c 8 --model result/demo
+    python benchmarks/load_test.py --url http://127.0.0.1:8000/   # a server.py already running
 
 Each request is a POST /api/colorize of one drawing with one tag set (cycling through the
 tag sets); a request counts as ok only when it answers 200 with a PNG of the drawing's
@@ -29,7 +29,9 @@ import uuid
 
 from PIL import Image
 
-import compat
+# The project's modules live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compat  # noqa: E402
 import colorize
 import server
 

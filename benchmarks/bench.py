@@ -1,11 +1,11 @@
 """Times the training step and colourisation of the port, against PyTorch in the same run.
 
-    python bench.py                                    # CPU: 256 px, width 64, batch 1
-    python bench.py --size 128 --width 16 --task train  # the CPU demo's network
-    python bench.py -g 0 --batch 1 8 --json             # GPU, one JSON line per result
-    CUPY_TF32=1 python bench.py -g 0 --precision tf32   # CuPy reads CUPY_TF32 at import
-    python bench.py -g 0 --check                        # the faster paths against Chainer's
-    python bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
+    python benchmarks/bench.py                                    # CPU: 256 px, width 64, batch 1
+    python benchmarks/bench.py --size 128 --width 16 --task train  # the CPU demo's network
+    python benchmarks/bench.py -g 0 --batch 1 8 --json             # GPU, one JSON line per result
+    CUPY_TF32=1 python benchmarks/bench.py -g 0 --precision tf32   # CuPy reads CUPY_TF32 at import
+    python benchmarks/bench.py -g 0 --check                        # the faster paths against Chainer's
+    python benchmarks/bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
 
 What is timed is the project's own code: a training step is
 ``TextPix2pixUpdater.update()`` with the networks of net.py and the optimizers of
@@ -18,7 +18,7 @@ implementations:
 * ``chainer-plain``: the same with ``user_fast_paths='off'``: Chainer's own functions
   and full backward passes, i.e. the port before the speed-ups;
 * ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
-  (only when PyTorch is installed: requirements-bench.txt).
+  (only when PyTorch is installed: benchmarks/requirements-bench.txt).
 
 Each configuration runs the implementations interleaved: warm-up steps, then
 ``--repeats`` rounds of ``--steps`` timed steps, one implementation after another in
@@ -38,6 +38,9 @@ import sys
 import time
 
 import numpy as np
+
+# The project's modules live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('fp32', 'tf32', 'mixed16')
 IMPLS = ('chainer', 'chainer-plain', 'torch')
@@ -201,8 +204,7 @@ class ChainerRunner:
         import chainer
         from chainer.dataset import concat_examples
         import net
-        from updater import make_optimizer
-        from updater import TextPix2pixUpdater
+        from updater import TextPix2pixUpdater, make_optimizer
         self.chainer, self.net, self.fast = chainer, net, fast
         self.dtype = {'mixed16': np.float16, 'fp64': np.float64}.get(precision, np.float32)
         with self.config():
@@ -549,7 +551,7 @@ def main(argv=None):
                 print(json.dumps(dict(r, versions=info)))
         return 0
     if 'torch' in impls and not torch_available():
-        print('error: --impl torch needs PyTorch: pip install -r requirements-bench.txt', file=sys.stderr)
+        print('error: --impl torch needs PyTorch: pip install -r benchmarks/requirements-bench.txt', file=sys.stderr)
         return 1
     print('# {} warm-up steps, {} rounds of {} steps, median; threads: torch {}, OMP_NUM_THREADS={}'.format(
         args.warmup, args.repeats, args.steps,

@@ -1,8 +1,8 @@
 """Measures the training data pipeline at the post's scale: memory and images per second.
 
-    python bench_data.py --n 20000 --json
-    python bench_data.py --n 200 --loaderjob 0 --batchsize 8
-    python bench_data.py --dataset my_set              # your own folder, as training reads it
+    python benchmarks/bench_data.py --n 20000 --json
+    python benchmarks/bench_data.py --n 200 --loaderjob 0 --batchsize 8
+    python benchmarks/bench_data.py --dataset my_set              # your own folder, as training reads it
 
 Writes N tagged colour images with paired line art (ROOT/train/color/img_K.png + .txt
 tags, ROOT/train/line/img_K.png) into a temporary folder, or into --data DIR where they
@@ -38,7 +38,9 @@ import time
 import numpy as np
 from PIL import Image
 
-import compat  # noqa: F401  (Chainer shims; must precede chainer)
+# The project's modules live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compat  # noqa: F401,E402  (Chainer shims; must precede chainer)
 import chainer
 
 import dataset

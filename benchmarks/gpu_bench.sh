@@ -13,9 +13,9 @@
 # bench.log (the tables), bench.jsonl (one JSON object per result), summary.txt.
 #
 # Usage (see BENCHMARKS.md): here  /work/shared/tools/build_chainer_wheels.sh .whl
-#        there  bash gpu_bench.sh [WHEEL_DIR=.whl]
+#        there  bash benchmarks/gpu_bench.sh [WHEEL_DIR=.whl]
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository root: bench.py imports the project
 WHEELS=${1:-.whl}
 OUT=${OUT:-/tmp/gpu_bench_out}
 GPU=${GPU:-0}
@@ -50,7 +50,7 @@ fi
 
 # 2. The faster convolutions on the GPU, against Chainer's.
 FAST=cpu
-if step 120 $PY bench.py -g "$GPU" --check --fast all 2>&1 | tee "$OUT/check.txt"; then
+if step 120 $PY benchmarks/bench.py -g "$GPU" --check --fast all 2>&1 | tee "$OUT/check.txt"; then
   FAST=all
 else
   echo "FAIL: the faster paths differ from Chainer's on the GPU; timing without them (--fast cpu)" | tee -a "$OUT/summary.txt"
@@ -59,9 +59,9 @@ fi
 
 # 3. Precision quality: L1 after the same training from the same start.
 : > "$OUT/quality.jsonl"
-step 150 $PY bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision fp32 mixed16 --json \
+step 150 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision fp32 mixed16 --json \
   2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
-CUPY_TF32=1 step 90 $PY bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision tf32 --json \
+CUPY_TF32=1 step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision tf32 --json \
   2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
 $PY - "$OUT/quality.jsonl" "$QUALITY_TOLERANCE" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt" || fail=1
 import json, sys
@@ -89,10 +89,10 @@ IMPLS="--impl chainer-plain chainer torch --fast $FAST --warmup 3 --steps 10 --r
 run_bench() {
   step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/bench.jsonl"
 }
-run_bench 150 $PY bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $IMPLS
-CUPY_TF32=1 run_bench 60 $PY bench.py -g "$GPU" --task train --batch 8 --precision tf32 $IMPLS
-run_bench 60 $PY bench.py -g "$GPU" --task train --batch 8 --precision mixed16 $IMPLS
-run_bench 60 $PY bench.py -g "$GPU" --task colorize --precision fp32 $IMPLS
+run_bench 150 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $IMPLS
+CUPY_TF32=1 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision tf32 $IMPLS
+run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision mixed16 $IMPLS
+run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $IMPLS
 
 $PY - "$OUT/bench.jsonl" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt"
 import json, sys
