@@ -32,7 +32,10 @@ def test_several_tags_give_one_image_each_and_a_sheet(tiny_model, small_data, tm
     assert str(tmp_path / 'swap_sheet.png') in written
     hibiki = np.asarray(Image.open(tmp_path / 'swap_1_響.png'), np.int16)
     akatsuki = np.asarray(Image.open(tmp_path / 'swap_2_暁.png'), np.int16)
-    assert np.abs(hibiki - akatsuki).max() > 0  # the tag reaches the output
+    # The tag reaches the output: even this 6-update model changes nearly every pixel
+    # (measured: 3.9 levels on average, 99.6 % of pixels).
+    difference = np.abs(hibiki - akatsuki)
+    assert difference.mean() > 1.0 and (difference.max(axis=-1) > 0).mean() > 0.5
 
 
 def test_model_colours_deterministically(tiny_model, small_data):

@@ -123,8 +123,9 @@ def test_mixed16_step_with_loss_scale_trains():
     run = bench.ChainerRunner(device, width=4, batch=1, size=128, precision='mixed16', fast='cpu')
     assert run.enc.c1.c.W.dtype == np.float16 and run.updater.loss_scale == bench.LOSS_SCALE
     before = run.l1()
-    for _ in range(3):
+    for _ in range(5):
         run.train_step()
     params = [p.array for link in (run.enc, run.dec, run.dis) for p in link.params()]
     assert all(np.isfinite(p).all() for p in params)
-    assert run.l1() != before
+    # L1 on the fixed batch falls steadily (measured: 0.672 -> 0.6664 in 5 steps).
+    assert run.l1() < before - 0.003
