@@ -2,11 +2,14 @@
 
     python colorize.py -i line.png -t 初音ミク
     python colorize.py -i line.png -t 響 -t 暁 -o hibiki_vs_akatsuki.png
+    python colorize.py --blank 256 -t 初音ミク -o miku.png     # no drawing: tags alone
 
 Each ``-t`` is one tag set (several tags separated by commas, e.g. ``-t 響,銀髪``);
 several ``-t`` give one image per tag set and a side-by-side sheet, so the effect of
 the tag can be seen. No ``-t`` colours without a tag (a zero tag plane, the post's
-Fig. 5). The output has the input's size. The model folder is what
+Fig. 5). The output has the input's size. ``--blank SIZE`` colours white paper of that
+size instead of a drawing: text to image, the post's next step (a model trained with
+``--blank-fraction`` has learnt it). The model folder is what
 train_facade_text.py writes (model.json, enc.npz, dec.npz, tag_vectors.txt).
 """
 import argparse
@@ -64,6 +67,14 @@ class ColorModel:
         dec.to_device(device)
         return cls(enc, dec, vectorizer, settings['size'], settings)
 
+    @property
+    def tags(self):
+        """The tags the model was trained on, most frequent first (for suggestions); models
+        from before model.json listed them give their whole vocabulary."""
+        if self.vectorizer is None:
+            return []
+        return self.settings.get('tags') or list(self.vectorizer.kv.index_to_key)
+
     def unknown_tags(self, tags):
         if self.vectorizer is None:
             return []
@@ -99,7 +110,10 @@ def output_paths(out, tag_sets):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Colour a drawing with a pix2pix-with-text model')
-    parser.add_argument('--input', '-i', required=True, help='drawing (PNG, JPEG or WebP; any size and mode)')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--input', '-i', help='drawing (PNG, JPEG or WebP; any size and mode)')
+    source.add_argument('--blank', type=int, metavar='SIZE',
+                        help='no drawing: colour blank paper of SIZE x SIZE pixels from the tags alone')
     parser.add_argument('--tag', '-t', action='append', default=[],
                         help='tags for one output, comma-separated; repeat for several outputs')
     parser.add_argument('--out', '-o', default='colorized.png', help='output image (PNG)')
@@ -113,9 +127,14 @@ def main(argv=None):
 
     if args.size is not None and (args.size <= 0 or args.size % 128):
         parser.error('--size must be a positive multiple of 128')
+    if args.blank is not None and not 0 < args.blank <= 4096:
+        parser.error('--blank takes a side from 1 to 4096 pixels')
     try:
-        image = dataset.load_image(args.input)
-        drawing = image.convert('L') if args.drawing == 'asis' else dataset.make_drawing(image, args.drawing)
+        if args.blank:
+            image = drawing = Image.new('L', (args.blank, args.blank), 255)
+        else:
+            image = dataset.load_image(args.input)
+            drawing = image.convert('L') if args.drawing == 'asis' else dataset.make_drawing(image, args.drawing)
         model = ColorModel.load(args.model, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)

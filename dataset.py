@@ -250,6 +250,8 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     size x size. ``vectorizer=None`` gives the zero tag plane (``--no-tag``).
     ``tag_dropout`` leaves each tag out with that probability per example, so the
     network also learns from partial tag sets such as the single tag a user types.
+    ``blank_fraction`` replaces the drawing by white paper in that share of examples, so
+    the network also learns to paint from the tags alone (the post's text-to-image step).
 
     After the scan, ``skipped`` lists (path, reason) of the files left out and
     ``untagged`` counts the images without tags; ``unreadable`` holds the indices that
@@ -257,7 +259,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     """
 
     def __init__(self, root, vectorizer=None, size=256, drawing='line', augment=True,
-                 flip=False, tag_dropout=0.0):
+                 flip=False, tag_dropout=0.0, blank_fraction=0.0):
         if not os.path.isdir(root):
             raise FileNotFoundError('dataset folder {} does not exist'.format(root))
         if drawing not in DRAWINGS:
@@ -271,6 +273,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         self.augment = augment
         self.flip = flip
         self.tag_dropout = tag_dropout
+        self.blank_fraction = blank_fraction
         self.vectorizer = vectorizer
         self.unreadable = set()
         self._pid = os.getpid()
@@ -370,6 +373,9 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         colour = load_image(self.paths[i], min_side)
         drawing = self._drawing(i, colour, min_side)
         colour, drawing = self.resize_and_crop(colour, drawing)
+        # Drawn only when asked for, so that runs without it keep their random sequence.
+        if self.augment and self.blank_fraction > 0 and random.random() < self.blank_fraction:
+            drawing = Image.new('L', drawing.size, 255)
         return network_input(drawing, self.vectorizer, self.sampled_tags(i)), to_unit(np.asarray(colour))
 
     def resize_and_crop(self, colour, drawing):

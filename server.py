@@ -14,7 +14,7 @@ can be downloaded. The API:
                          sheet (input + one labelled column per tag set).
                          Errors -> JSON {"error": "..."} with a 4xx status; unknown tags ->
                          422 with {"unknown": [...]}; a full waiting line or a timeout -> 503.
-    GET  /api/tags       -> {"tags": [vocabulary], "pairs": [[tag, twin], ...]}
+    GET  /api/tags       -> {"tags": [training tags, most frequent first], "pairs": [[tag, twin], ...]}
     GET  /api/samples    -> test drawings of the model's dataset, if it is on this machine
     GET  /healthz        -> {"status": "ok", ...}
 
@@ -301,7 +301,7 @@ def add_error_handlers(app, max_upload_mb):
 
 def add_pages(app, model, colorizer):
     """The page, the health check, the tag vocabulary and the sample drawings."""
-    vocabulary = list(model.vectorizer.kv.index_to_key) if model.vectorizer is not None else []
+    vocabulary = model.tags  # the training tags, not the janome words of multi-word ones
     pairs = find_pairs(model, vocabulary)
     samples = find_samples(model)
 

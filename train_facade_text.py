@@ -14,6 +14,7 @@ drawing | tag plane | output | truth). Ctrl-C saves a snapshot first.
 updater, trainer and extensions, resume, run.
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -73,6 +74,8 @@ def parse_args(argv):
                         help='Weight of the adversarial term in the generator loss (the example: 1; 0: L1 only)')
     parser.add_argument('--tag-dropout', type=float, default=0.0,
                         help='Leave each tag of a training image out with this probability')
+    parser.add_argument('--blank-fraction', type=float, default=0.0,
+                        help='Share of training examples whose drawing is blank paper (learn colours from tags alone)')
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
@@ -161,7 +164,8 @@ def load_data(args):
     train_dir, test_dir = split_folders(args.dataset)
     try:
         train_set = dataset.TaggedImageDataset(train_dir, None, args.size, args.drawing, augment=True,
-                                               flip=args.flip, tag_dropout=args.tag_dropout)
+                                               flip=args.flip, tag_dropout=args.tag_dropout,
+                                               blank_fraction=args.blank_fraction)
     except (FileNotFoundError, ValueError) as error:
         raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
     os.makedirs(args.out, exist_ok=True)
@@ -195,15 +199,19 @@ def make_vectorizer(args, tag_lists):
 
 
 def write_settings(args, train_set):
-    """OUT/model.json: what colorize.py needs to rebuild the generator, and how it was trained."""
+    """OUT/model.json: what colorize.py needs to rebuild the generator, how it was trained,
+    and the training tags, most frequent first (the web page suggests them)."""
     vectorizer = train_set.vectorizer
+    counts = collections.Counter(tag for tags in train_set.tags for tag in tags)
     settings = dict(in_ch=4, out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, adv_weight=args.adv_weight,
+                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                    adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
-                    dataset=os.path.abspath(args.dataset))
+                    dataset=os.path.abspath(args.dataset),
+                    tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
         json.dump(settings, f, ensure_ascii=False, indent=1)
 

@@ -1,5 +1,6 @@
 """colorize.py end to end on a tiny trained model, and its one-line errors."""
 import numpy as np
+import pytest
 from PIL import Image
 
 import compat
@@ -70,3 +71,16 @@ def test_bad_inputs_are_one_line_errors(tiny_model, small_data, tmp_path, capsys
     assert code == 1 and len(err) == 1 and 'ぜったいないタグ' in err[0]
     assert (tmp_path / 'u_1_響.png').exists()  # what could be made was made
     assert not (tmp_path / 'u_2_ぜったいないタグ.png').exists()
+
+
+def test_blank_colours_paper_from_tags_alone(tiny_model, tmp_path, capsys):
+    out = tmp_path / 'miku.png'
+    assert colorize.main(['--blank', '96', '-t', '初音ミク', '-t', '響', '--model', str(tiny_model),
+                          '-o', str(out)]) == 0
+    miku = np.asarray(Image.open(tmp_path / 'miku_1_初音ミク.png'), np.int16)
+    hibiki = np.asarray(Image.open(tmp_path / 'miku_2_響.png'), np.int16)
+    assert miku.shape == hibiki.shape == (96, 96, 3)
+    assert np.abs(miku - hibiki).mean() > 1.0  # the tags alone decide the picture
+    with pytest.raises(SystemExit) as exit:  # a drawing or blank paper, not both
+        colorize.main(['--blank', '96', '-i', 'x.png', '--model', str(tiny_model)])
+    assert exit.value.code == 2

@@ -130,3 +130,21 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         TaggedImageDataset(str(tmp_path / 'nope'))
     with pytest.raises(ValueError, match='no images'):
         TaggedImageDataset(str(tmp_path))
+
+
+def test_blank_fraction_replaces_the_drawing_by_paper_and_keeps_the_tags(tmp_path):
+    for i in range(4):
+        write(tmp_path, 'p{}.png'.format(i), tags='響,艦これ')
+    vectorizer = TagVectorizer.train([['響', '艦これ'], ['暁', '艦これ']] * 3, dim=16, epochs=5)
+    drawn = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=0.0)
+    blank = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=1.0)
+    for i in range(len(blank)):
+        x_blank, t_blank = blank[i]
+        x_drawn, t_drawn = drawn[i]
+        paper = np.float32(255 / 128 - 1)
+        assert (x_blank[:3] == paper).all() and (x_drawn[:3] < paper).mean() > 0.2  # the drawing is gone
+        np.testing.assert_array_equal(x_blank[3], x_drawn[3])  # the tag plane is not
+        assert np.abs(x_blank[3]).mean() > 0.3
+    half = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=0.5)
+    blanked = [bool((half[i % 4][0][:3] == paper).all()) for i in range(200)]
+    assert 0.35 < np.mean(blanked) < 0.65

@@ -128,20 +128,55 @@ def test_psnr_and_l1():
 
 def test_targets_say_met_not_met_or_no_data():
     values = dict(ambiguous_hair_accuracy_tag=1.0, ambiguous_hair_accuracy_notag=0.7,
-                  tag_swap_accuracy=None, mono_chroma_with_tag=1.0, mono_chroma_without_tag=4.0)
+                  tag_swap_accuracy=None, mono_chroma_with_tag=1.0, mono_chroma_without_tag=4.0,
+                  region_delta_e_tag=6.0)
     targets = evaluate.check_targets(values)
-    assert [targets[k]['met'] for k in values if k != 'mono_chroma_without_tag'] == [True, False, None, True]
+    assert [targets[k]['met'] for k in values if k != 'mono_chroma_without_tag'] == [True, False, None, True, None]
+    assert targets['text_only_palette_accuracy']['met'] is None  # not scored at all
+    values['post_design'] = dict(region_delta_e_tag=10.0)
+    assert evaluate.check_targets(values)['region_delta_e_tag']['met'] is True  # 6.0 <= 0.6 * 10.0
+    values['post_design'] = dict(region_delta_e_tag=9.0)
+    assert evaluate.check_targets(values)['region_delta_e_tag']['met'] is False  # 6.0 > 5.4
+
+
+def test_swap_as_typed_replaces_the_character_and_hair_colour_tags(small_data):
+    description = evaluate.read_description(str(small_data))
+    characters = {c['tag']: c for c in description['characters']}
+    hibiki = characters['響']
+    assert hibiki['hair_tags'] == ['銀髪', '白髪'] and characters['暁']['hair_tags'] == ['紺髪']
+    image = lambda tags: evaluate.TestImage('x', hibiki, tags, tags, False, None, None, None)
+    assert evaluate.swapped_as_typed(image(['響', '艦これ', '銀髪', 'かわいい']), characters) == [
+        '暁', '艦これ', 'かわいい', '紺髪']
+    assert evaluate.swapped_as_typed(image(['響', '艦これ', 'ロングヘア']), characters) == ['暁', '艦これ', 'ロングヘア']
+
+
+def test_palette_leaves_out_the_paper_and_sums_to_one():
+    white = np.full((4, 4, 3), 255, np.uint8)
+    assert evaluate.palette(white).sum() == 0  # nothing but paper
+    hair = white.copy()
+    hair[:2] = (235, 235, 240)  # 響's hair: L* 93, kept
+    hair[2, 0] = (40, 45, 95)   # 暁's
+    histogram = evaluate.palette(hair)
+    assert histogram.sum() == pytest.approx(1.0)
+    assert sorted(histogram[histogram > 0]) == pytest.approx([1 / 9, 8 / 9])
 
 
 class Oracle:
-    """A 'model' whose output is the target itself, whatever the tags."""
+    """A 'model' whose output is the target itself, whatever the tags; on a blank drawing
+    it paints a colour test image of the character tagged (or of ``always``)."""
 
-    def __init__(self, images):
+    def __init__(self, images, always=None):
         self.images = images
         self.by_name = {image.name: image for image in images}
+        self.size = images[0].target.shape[0]
+        self.always = always
 
     def output(self, name, tags):
         return self.by_name[name].target
+
+    def colour_drawing(self, drawing, tags):
+        tag = self.always or tags[0]
+        return next(image.target for image in self.images if image.character['tag'] == tag and not image.mono)
 
 
 def test_the_truth_scores_perfectly(small_data):
@@ -156,6 +191,13 @@ def test_the_truth_scores_perfectly(small_data):
     swap = evaluate.pair_accuracy(oracle, characters, description['labels'], lambda image: [], True)
     assert swap['accuracy'] == 0 and swap['n'] == own['n']
     assert evaluate.chroma_score(oracle, lambda image: image.tags)['chroma'] == pytest.approx(0, abs=1e-9)
+    text_only = evaluate.text_only_scores(oracle)
+    in_colour = {image.character['tag'] for image in oracle.images if not image.mono}
+    assert text_only['accuracy'] == 1 and text_only['n'] == len(in_colour) >= 6
+    # A 'model' that paints 初音ミク whatever the tag is right for her alone.
+    always_miku = evaluate.text_only_scores(Oracle(oracle.images, always='初音ミク'))
+    assert always_miku['accuracy'] == pytest.approx(1 / len(in_colour))
+    assert set(always_miku['nearest'].values()) == {'初音ミク'}
 
 
 @pytest.fixture(scope='module')
@@ -170,7 +212,7 @@ def notag_model(small_data, tmp_path_factory):
 def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_data, tmp_path, capsys):
     out = tmp_path / 'report'
     assert evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--data', str(small_data),
-                          '--out', str(out), '--extra', 'again={}'.format(tiny_model)]) == 0
+                          '--out', str(out), '--post', str(tiny_model), '--extra', 'again={}'.format(tiny_model)]) == 0
     printed = capsys.readouterr().out
     assert str(out / 'scores.json') in printed
     scores = json.loads((out / 'scores.json').read_text('utf-8'))
@@ -185,9 +227,14 @@ def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_dat
     assert counts['mono'] == description['counts']['test_mono']
     assert counts['ambiguous'] == 4 - sum(name.split('_0')[0] in ('hibiki', 'akatsuki', 'artoria', 'artoria_alter')
                                           for name in description['mono']['test'])
-    assert set(scores['models']) == {'tag', 'notag', 'again'}
+    assert set(scores['models']) == {'tag', 'notag', 'post', 'again'}
     # The same model under two labels scores the same: the colouring is deterministic.
-    assert scores['models']['again'] == scores['models']['tag']
+    assert scores['models']['again'] == scores['models']['tag'] == scores['models']['post']
+    assert scores['post_design']['region_delta_e_tag'] == scores['region_delta_e_tag']
+    assert scores['targets']['region_delta_e_tag']['met'] is False  # not under 0.6 x itself
+    assert set(scores['ambiguous_hair_accuracy_per_pair']) == {
+        'アルトリア・ペンドラゴン/アルトリア・ペンドラゴン〔オルタ〕', '暁/響'}
+    assert 0 <= scores['text_only_palette_accuracy'] <= 1
     assert scores['settings']['notag']['tag_vectors'] is None
     assert [row['pair'] for row in scores['tag_vector_similarity']['tag']] == [
         ['アルトリア・ペンドラゴン', 'アルトリア・ペンドラゴン〔オルタ〕'], ['暁', '響']]

@@ -167,9 +167,13 @@ def test_uploads_are_never_spooled_to_disk(client, monkeypatch):
 
 # ---- the other routes ----
 
-def test_tags_health_and_samples(client):
+def test_tags_health_and_samples(client, model):
     tags = client.get('/api/tags').get_json()
     assert '響' in tags['tags'] and '暁' in tags['tags']
+    # Training tags only: オルタ is a janome word of アルトリア・ペンドラゴン〔オルタ〕, usable
+    # (its vector falls back to it) but not a tag anyone put on a picture.
+    assert 'アルトリア・ペンドラゴン〔オルタ〕' in tags['tags'] and 'オルタ' not in tags['tags']
+    assert not model.unknown_tags(['オルタ'])
     assert ['響', '暁'] in tags['pairs'] or ['暁', '響'] in tags['pairs']
     health = client.get('/healthz').get_json()
     assert health['status'] == 'ok' and health['tags'] is True and health['size'] == 128
