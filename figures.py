@@ -25,47 +25,65 @@ def first_image(model, tag, mono=False):
                  if image.character['tag'] == tag and image.mono == mono), None)
 
 
+def name_of(label, models):
+    """How a model is named in figures and tables."""
+    if label == 'tag':
+        return 'new design' if 'post' in models else 'tag model'
+    return {'notag': 'no tag (baseline)', 'post': "post's design"}.get(label, label)
+
+
+def tag_models(models):
+    """(name, model) of every tag model: the post's design first, then the tag model, then extras."""
+    order = (['post'] if 'post' in models else []) + ['tag'] + [
+        label for label in models if label not in ('tag', 'notag', 'post')]
+    return [(name_of(label, models), models[label]) for label in order]
+
+
 def fig_miku(models, description):
-    tag, notag = models['tag'], models['notag']
-    image = first_image(tag, '初音ミク')
+    tagged, notag = tag_models(models), models['notag']
+    image = first_image(models['tag'], '初音ミク')
     if image is None:
         return None
-    row = [image.drawing, notag.output(image.name, []), tag.output(image.name, ['初音ミク']), image.target]
-    return sheets.grid([row], ['drawing', 'no tag (baseline)', '初音ミク', 'truth'], cell=CELL)
+    row = ([image.drawing, notag.output(image.name, [])]
+           + [model.output(image.name, ['初音ミク']) for _, model in tagged] + [image.target])
+    columns = (['drawing', name_of('notag', models)]
+               + ['初音ミク ({})'.format(name) for name, _ in tagged] + ['truth'])
+    return sheets.grid([row], columns, cell=CELL)
 
 
 def fig_characters(models, description):
-    tag, notag = models['tag'], models['notag']
-    extras = [m for label, m in models.items() if label not in ('tag', 'notag')]
+    tagged, notag = tag_models(models), models['notag']
     rows, labels = [], []
     for character in description['characters']:
-        image = first_image(tag, character['tag'])
+        image = first_image(models['tag'], character['tag'])
         if image is None:
             continue
-        rows.append([image.drawing, notag.output(image.name, []), tag.output(image.name, image.tags)]
-                    + [m.output(image.name, image.tags) for m in extras] + [image.target])
+        rows.append([image.drawing, notag.output(image.name, [])]
+                    + [model.output(image.name, image.tags) for _, model in tagged] + [image.target])
         labels.append(character['tag'])
     if not rows:
         return None
-    columns = (['drawing', 'no tag (baseline)', 'tags ({})'.format(tag.label)]
-               + ['tags ({})'.format(m.label) for m in extras] + ['truth'])
+    columns = ['drawing', name_of('notag', models)] + ['tags ({})'.format(name) for name, _ in tagged] + ['truth']
     return sheets.grid(rows, columns, labels, cell=CELL)
 
 
 def fig_mono(models, description, limit=4):
-    tag, notag = models['tag'], models['notag']
+    tagged, notag = tag_models(models), models['notag']
     mono_tags = description['mono_tags']
-    images = [image for image in tag.images if image.mono][:limit]
+    images = [image for image in models['tag'].images if image.mono][:limit]
     if not images:
         return None
-    rows = [[image.drawing, tag.output(image.name, image.tags),
-             tag.output(image.name, image.tags_no_mono),
-             notag.output(image.name, []), image.target] for image in images]
+    rows = [[image.drawing]
+            + [output for _, model in tagged for output in (model.output(image.name, image.tags),
+                                                            model.output(image.name, image.tags_no_mono))]
+            + [notag.output(image.name, []), image.target] for image in images]
     labels = ['{}\n{}'.format(image.character['tag'], '・'.join(t for t in image.tags if t in mono_tags))
               for image in images]
     mono = '/'.join(mono_tags)
-    return sheets.grid(rows, ['drawing', 'tags with ' + mono, 'tags without ' + mono, 'no tag (baseline)', 'truth'],
-                       labels, cell=CELL)
+    columns = (['drawing'] + [column.format(mono, name) for name, _ in tagged
+                              for column in ('with {} ({})', 'without {} ({})')]
+               + [name_of('notag', models), 'truth'])
+    return sheets.grid(rows, columns, labels, cell=CELL)
 
 
 def fig_text_only(models, description, seed=0):
@@ -79,36 +97,39 @@ def fig_text_only(models, description, seed=0):
 
 
 def fig_tag_swap(models, description):
-    tag = models['tag']
+    tagged = tag_models(models)
     rows, labels = [], []
     for character in description['characters']:
         twin = character['twin']
-        image = first_image(tag, character['tag'])
+        image = first_image(models['tag'], character['tag'])
         if twin is None or image is None:
             continue
-        rows.append([image.drawing, tag.output(image.name, [character['tag']]),
-                     tag.output(image.name, [twin]), image.target])
+        rows.append([image.drawing] + [output for _, model in tagged for output in (
+            model.output(image.name, [character['tag']]), model.output(image.name, [twin]))] + [image.target])
         labels.append('{}\n→ {}'.format(character['tag'], twin))
     if not rows:
         return None
-    return sheets.grid(rows, ['drawing', 'own tag', "twin's tag", 'truth'], labels, cell=CELL)
+    columns = ['drawing'] + [column.format(name) for name, _ in tagged
+                             for column in ('own tag ({})', "twin's tag ({})")] + ['truth']
+    return sheets.grid(rows, columns, labels, cell=CELL)
 
 
 FIGURES = (
     ('fig5_6_miku.png', 'Fig. 5/6: 初音ミク without and with the tag', fig_miku,
-     'A 初音ミク test drawing coloured by the --no-tag baseline and by the tag model given '
+     'A 初音ミク test drawing coloured by the --no-tag baseline and by each tag model given '
      'the single tag 初音ミク (the post: is green hair right? / with the tag, green).'),
     ('fig7_characters.png', 'Fig. 7: every character, no tag vs tag', fig_characters,
-     'The first colour test image of each character: the baseline, the tag model (and any '
-     'extra model) with the image\'s full tag list, and the truth.'),
+     'The first colour test image of each character: the baseline, each tag model with '
+     'the image\'s full tag list, and the truth.'),
     ('fig8_mono.png', 'Fig. 8: モノクロ / ノート suppress colour', fig_mono,
-     'Test drawings whose target is monochrome, coloured by the tag model with their full '
+     'Test drawings whose target is monochrome, coloured by each tag model with their full '
      'tags and with the same tags less モノクロ / ノート.'),
     ('fig9_text_only.png', 'Fig. 9: text only (white and noise drawings)', fig_text_only,
      'No line art: a white and a noise drawing (seed 0) with no tag and with each '
-     'character tag, coloured by the tag model.'),
+     'character tag, coloured by the tag model (the new design where there is one).'),
     ('tag_swap.png', 'Tag swap: 響 ↔ 暁 and the FGO pair on one drawing', fig_tag_swap,
-     'Each twin\'s first colour test drawing with its own character tag and with the twin\'s.'),
+     'Each twin\'s first colour test drawing with its own character tag and with the twin\'s, '
+     'by each tag model.'),
 )
 
 
@@ -146,9 +167,12 @@ SCORE_ROWS = (
     ('twins\' hair right, full tags', lambda m: counted(m['ambiguous_hair_accuracy'], 'accuracy')),
     ('twins\' hair right, character tag only',
      lambda m: counted(m.get('ambiguous_hair_accuracy_character_tag'), 'accuracy')),
-    ('tag swap: hair follows the twin\'s tag, full tags',
+    ('tag swap: hair follows the twin\'s tags as a user types them',
      lambda m: counted(m.get('tag_swap_accuracy'), 'accuracy')),
     ('tag swap, character tag only', lambda m: counted(m.get('tag_swap_accuracy_character_tag'), 'accuracy')),
+    ('tag swap, own hair-colour tags kept',
+     lambda m: counted(m.get('tag_swap_accuracy_keep_hair_tags'), 'accuracy')),
+    ('text only: own palette nearest', lambda m: counted(m.get('text_only_palette'), 'accuracy')),
     ('region ΔE00, overall', lambda m: fmt(m['region_delta_e']['overall'], 2)),
     ('REGIONS', None),  # one row per region of the scores, in their order
     ('monochrome targets: chroma, full tags', lambda m: counted(m['mono_chroma'], 'chroma')),
@@ -189,8 +213,7 @@ def report(result, command, method):
     """REPORT.md: targets, scores of every model, per pair and character, tag vectors,
     figures, settings, and the method text evaluate.py gives."""
     labels = list(result['models'])
-    names = {'tag': 'tag model', 'notag': 'no tag (baseline)'}
-    header = [names.get(label, label) for label in labels]
+    header = [name_of(label, result['models']) for label in labels]
     counts = result['counts']
     parts = ['# pix2pix with text: evaluation\n\n',
              'Models: ' + '; '.join(describe_model(label, result['settings'][label]) for label in labels) + '.\n\n',
