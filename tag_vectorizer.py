@@ -33,14 +33,36 @@ import zlib
 
 import numpy as np
 
+import atomic
+
 DEFAULT_DIM = 16
 # Distinct tag sets whose vectors are kept (tag dropout makes many subsets, a server
 # meets endless ones); each is a few hundred bytes, so the cache stays under 20 MB.
 SET_CACHE_SIZE = 65536
+# Characters of a tag that messages show (a 5000-character tag is not printed whole).
+SHOWN_TAG_CHARS = 40
+TEXT_NUMBER_BYTES = frozenset(b'0123456789.+-eE \t\rnaifNAIF')
 
 
 class UnknownTagWarning(UserWarning):
     """A tag (and every word of it) is missing from the vectors' vocabulary."""
+
+
+class VectorsError(ValueError):
+    """A word-vectors file is missing or damaged; the message is one line naming it."""
+
+
+def shorten(tag, limit=SHOWN_TAG_CHARS):
+    """A tag as messages show it: a long one cut, with its length."""
+    return tag if len(tag) <= limit else '{}… ({} characters)'.format(tag[:limit], len(tag))
+
+
+def is_binary_word2vec(head):
+    """Whether the first bytes of a word2vec file are of the binary format: there the
+    first vector, after "COUNT DIM\nWORD ", is raw float32 bytes, in the text format
+    decimal numbers."""
+    first_vector = head.partition(b'\n')[2].partition(b' ')[2].partition(b'\n')[0][:64]
+    return any(byte not in TEXT_NUMBER_BYTES for byte in first_vector)
 
 
 def _stable_hash(text):
@@ -122,17 +144,27 @@ class TagVectorizer:
 
     @classmethod
     def load(cls, path):
-        """Loads vectors in word2vec format: binary if the file says so, else text."""
+        """Loads vectors in word2vec format, binary or text (told apart by the bytes of
+        the first vector). VectorsError names the file and what is wrong with it."""
         from gensim.models import KeyedVectors
+        binary = False
         try:
-            kv = KeyedVectors.load_word2vec_format(str(path), binary=False)
-        except (UnicodeDecodeError, ValueError):
-            kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
+            with open(path, 'rb') as f:
+                binary = is_binary_word2vec(f.read(4096))
+            kv = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+        except FileNotFoundError:
+            raise VectorsError('{}: no such file'.format(path)) from None
+        except (OSError, ValueError, EOFError) as error:  # UnicodeDecodeError is a ValueError
+            raise VectorsError('{}: not a complete word2vec {} file ({})'.format(
+                path, 'binary' if binary else 'text', error)) from None
+        if len(kv) == 0:
+            raise VectorsError('{}: holds no vectors'.format(path))
         return cls(kv)
 
     def save(self, path):
-        """Saves the vectors in word2vec text format (loadable again with --vectors)."""
-        self.kv.save_word2vec_format(str(path), binary=False)
+        """Saves the vectors in word2vec text format (loadable again with --vectors),
+        replacing the file whole (atomic.write_file)."""
+        atomic.write_file(path, lambda temp: self.kv.save_word2vec_format(temp, binary=False))
 
     def tag_vector(self, tag):
         """The raw vector of one tag, its janome words' mean as a fallback, or None."""
@@ -168,7 +200,7 @@ class TagVectorizer:
             vector = self.tag_vector(tag)
             if vector is None:
                 warnings.warn('unknown tag {!r}: neither it nor any of its words is in the '
-                              'vocabulary; it is left out'.format(tag), UnknownTagWarning)
+                              'vocabulary; it is left out'.format(shorten(tag)), UnknownTagWarning)
             else:
                 vectors.append(vector)
         if not vectors:
