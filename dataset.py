@@ -21,7 +21,10 @@ when an example is asked for (tag_vectorizer caches the vector of each distinct 
 Real folders: the scan reads every file's header and skips (with a warning naming
 them) files that are not images, colour images without their paired drawing, and
 images whose short side is under a quarter of the crop; smaller ones are upscaled
-like any other (the example's short side to size*286/256). A file that fails later
+like any other (the example's short side to size*286/256). Tag files and entries that
+cannot be read (not UTF-8, tags.json that is not an object of names to tags) are
+skipped with a warning naming the file (and line): their images train without those
+tags. A file that fails later
 (a truncated body) is replaced by another example with a warning, so training neither
 dies on one bad file nor trains on it. Forked loader workers (MultiprocessIterator)
 reseed their random states, so their crops, flips and tag dropouts differ.
@@ -56,6 +59,7 @@ SUBSTITUTE_TRIES = 20
 REDUCING_GAP = 3.0
 # Skipped files named in the scan's warning (all of them are in .skipped).
 NAMES_IN_WARNING = 10
+UTF8_BOM = b'\xef\xbb\xbf'
 
 
 class ImageError(ValueError):
@@ -186,28 +190,81 @@ def find_images(folder):
 
 
 def read_tag_table(root):
-    """The tags.tsv or tags.json mapping at the folder's top, as {name: [tags]}."""
+    """The tags.tsv or tags.json mapping at the folder's top, as ({name: [tags]}, problems).
+    What cannot be read (a line or a file that is not UTF-8, JSON that is not an object of
+    names to tags) is left out and listed in problems as (file or file:line, reason)."""
+    table, problems = {}, []
     tsv, js = os.path.join(root, 'tags.tsv'), os.path.join(root, 'tags.json')
-    table = {}
     if os.path.exists(tsv):
-        with open(tsv, encoding='utf-8') as f:
-            for line in f:
-                if line.strip():
-                    name, _, text = line.rstrip('\n').partition('\t')
-                    table[name.strip()] = parse_tags(text)
+        try:
+            with open(tsv, 'rb') as f:
+                lines = f.read().removeprefix(UTF8_BOM).splitlines()
+        except OSError as error:
+            problems.append((tsv, error.strerror or str(error)))
+            lines = []
+        for number, line in enumerate(lines, 1):
+            try:
+                name, _, text = line.decode('utf-8').partition('\t')
+            except UnicodeDecodeError as error:
+                problems.append(('{}:{}'.format(tsv, number), not_utf8(error)))
+                continue
+            if name.strip():
+                table[name.strip()] = parse_tags(text)
     if os.path.exists(js):
-        with open(js, encoding='utf-8') as f:
-            for name, tags in json.load(f).items():
-                table[name] = parse_tags(tags) if isinstance(tags, str) else list(tags)
-    return table
+        try:
+            mapping = json.loads(read_tag_file(js))
+        except TagFileError as error:
+            problems.append((js, str(error)))
+        except json.JSONDecodeError as error:
+            problems.append(('{}:{}'.format(js, error.lineno), 'not JSON ({})'.format(error.msg)))
+        else:
+            problems.extend(add_json_tags(table, mapping, js))
+    return table, problems
+
+
+def add_json_tags(table, mapping, path):
+    """Adds tags.json's {"NAME": ["tag", ...] or "tag, tag"} to table; returns the problems."""
+    if not isinstance(mapping, dict):
+        return [(path, 'a JSON {}, not an object {{"NAME": ["tag", ...]}}'.format(type(mapping).__name__))]
+    problems = []
+    for name, tags in mapping.items():
+        if isinstance(tags, str):
+            table[name] = parse_tags(tags)
+        elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+            table[name] = [tag.strip() for tag in tags if tag.strip()]
+        else:
+            problems.append(('{} "{}"'.format(path, tag_vectorizer.shorten(name)),
+                             'tags must be a string or a list of strings, not {}'.format(json.dumps(tags)[:60])))
+    return problems
+
+
+class TagFileError(ValueError):
+    """A tag file cannot be read; the message says why (the caller names the file)."""
+
+
+def not_utf8(error):
+    return 'not UTF-8 text (byte 0x{:02x} at position {})'.format(error.object[error.start], error.start)
+
+
+def read_tag_file(path):
+    """A tag file's text: UTF-8, with or without a byte-order mark."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as error:
+        raise TagFileError(error.strerror or str(error)) from None
+    try:
+        return data.removeprefix(UTF8_BOM).decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise TagFileError(not_utf8(error)) from None
 
 
 def tags_for(image_path, colour_root, table):
-    """An image's tags: its sidecar NAME.txt, else its entry in the mapping file."""
+    """An image's tags: its sidecar NAME.txt, else its entry in the mapping file.
+    TagFileError if the sidecar cannot be read."""
     sidecar = os.path.splitext(image_path)[0] + '.txt'
     if os.path.exists(sidecar):
-        with open(sidecar, encoding='utf-8') as f:
-            return parse_tags(f.read())
+        return parse_tags(read_tag_file(sidecar))
     relative = os.path.relpath(image_path, colour_root).replace(os.sep, '/')
     for key in (relative, os.path.splitext(relative)[0], os.path.basename(relative),
                 os.path.splitext(os.path.basename(relative))[0]):
@@ -253,8 +310,9 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     ``blank_fraction`` replaces the drawing by white paper in that share of examples, so
     the network also learns to paint from the tags alone (the post's text-to-image step).
 
-    After the scan, ``skipped`` lists (path, reason) of the files left out and
-    ``untagged`` counts the images without tags; ``unreadable`` holds the indices that
+    After the scan, ``skipped`` lists (path, reason) of the files left out,
+    ``tag_problems`` (file, reason) of the tag files or entries that could not be read
+    (skipped), and ``untagged`` counts the images without tags; ``unreadable`` holds the indices that
     failed at load time in this process.
     """
 
@@ -311,14 +369,31 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
                 len(self.skipped), len(found), self.root, describe(self.skipped)), DataWarning)
         if not self.paths:
             raise ValueError('no usable images under {}: all {} were skipped'.format(self.root, len(found)))
-        table = read_tag_table(self.root)
-        # One string object per distinct tag, however many images carry it.
-        self.tags = [[sys.intern(tag) for tag in tags_for(p, self.colour_root, table)] for p in self.paths]
+        self.tags, self.tag_problems = self.read_tags()
         self.untagged = sum(1 for tags in self.tags if not tags)
         if self.untagged:
             warnings.warn('{} of {} images under {} have no tags (they train with the zero tag '
                           'plane), e.g. {}'.format(self.untagged, len(self.paths), self.root, next(
                               p for p, tags in zip(self.paths, self.tags) if not tags)), DataWarning)
+
+    def read_tags(self):
+        """Every image's tags, and (file, reason) of the tag files or entries that could
+        not be read: those are skipped, with a warning, and never stop training."""
+        table, problems = read_tag_table(self.root)
+        tags = []
+        for path in self.paths:
+            try:
+                image_tags = tags_for(path, self.colour_root, table)
+            except TagFileError as error:
+                problems.append((os.path.splitext(path)[0] + '.txt', str(error)))
+                image_tags = []
+            # One string object per distinct tag, however many images carry it.
+            tags.append([sys.intern(tag) for tag in image_tags])
+        if problems:
+            warnings.warn('skipped {} unreadable tag files or entries under {} (their images train '
+                          'without those tags): {}'.format(len(problems), self.root, describe(problems)),
+                          DataWarning)
+        return tags, problems
 
     def __len__(self):
         return len(self.paths)
