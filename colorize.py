@@ -11,18 +11,26 @@ Fig. 5). The output has the input's size. ``--blank SIZE`` colours white paper o
 size instead of a drawing: text to image, the post's next step (a model trained with
 ``--blank-fraction`` has learnt it). The model folder is what
 train_facade_text.py writes (model.json, enc.npz, dec.npz, tag_vectors.txt).
+
+Every output path is checked before the model runs (its folder exists and can be
+written, it is not a folder, it ends in an image extension), and every picture is
+written whole or not at all (atomic.py). A damaged model file is named with what is
+wrong with it.
 """
 import argparse
 import json
 import os
 import sys
 import warnings
+import zipfile
+import zlib
 
 from PIL import Image
 
 import compat
 import chainer
 
+import atomic
 import dataset
 import net
 import sheets
@@ -32,7 +40,47 @@ DEFAULT_MODEL = os.path.join('result', 'demo')
 
 
 class ModelError(RuntimeError):
-    """The model folder is missing or incomplete; the message is one line."""
+    """The model folder (or a snapshot) is missing, incomplete or damaged; the message is
+    one line naming the file."""
+
+
+def load_npz(path, target):
+    """chainer.serializers.load_npz(path, target), checked: every member's checksum is
+    tested first, and a missing, truncated or damaged file, or one of another network,
+    is a ModelError naming it and what is wrong."""
+    if not os.path.isfile(path):
+        raise ModelError('{} is missing'.format(path))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged:
+            raise ModelError('{} is damaged ({} fails its checksum)'.format(path, damaged))
+        chainer.serializers.load_npz(path, target)
+    except zipfile.BadZipFile as error:
+        raise ModelError('{} is not a complete .npz file ({})'.format(path, error)) from None
+    except (zlib.error, EOFError, OSError) as error:
+        raise ModelError('{} is damaged ({})'.format(path, error)) from None
+    except (KeyError, ValueError) as error:
+        raise ModelError('{} does not fit this network ({})'.format(path, str(error).strip('"\''))) from None
+
+
+def read_settings(path):
+    """model.json, checked: ModelError naming it when it is not what training writes."""
+    try:
+        with open(path, 'rb') as f:
+            settings = json.loads(f.read().decode('utf-8'))
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ModelError('{} is not a readable model description ({})'.format(path, error)) from None
+    if not isinstance(settings, dict):
+        raise ModelError('{} is not a model description (a JSON object)'.format(path))
+    for key in ('in_ch', 'out_ch', 'width', 'size'):
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ModelError('{}: "{}" must be a positive whole number, not {}'.format(
+                path, key, json.dumps(value)))
+    if not isinstance(settings.get('tag_vectors'), (str, type(None))):
+        raise ModelError('{}: "tag_vectors" must be a file name or null'.format(path))
+    return settings
 
 
 class ColorModel:
@@ -51,18 +99,20 @@ class ColorModel:
         if not os.path.exists(settings_path):
             raise ModelError('no trained model in {} (model.json missing): train one with '
                              'train_facade_text.py, or pass --model DIR'.format(model_dir))
-        with open(settings_path, encoding='utf-8') as f:
-            settings = json.load(f)
+        settings = read_settings(settings_path)
         enc = net.Encoder(in_ch=settings['in_ch'], width=settings['width'])
         dec = net.Decoder(out_ch=settings['out_ch'], width=settings['width'])
         for name, link in (('enc.npz', enc), ('dec.npz', dec)):
             path = os.path.join(model_dir, name)
             if not os.path.exists(path):
                 raise ModelError('{} is missing: the model in {} has no saved weights yet'.format(path, model_dir))
-            chainer.serializers.load_npz(path, link)
+            load_npz(path, link)
         vectorizer = None
         if settings.get('tag_vectors'):
-            vectorizer = tag_vectorizer.TagVectorizer.load(os.path.join(model_dir, settings['tag_vectors']))
+            try:
+                vectorizer = tag_vectorizer.TagVectorizer.load(os.path.join(model_dir, settings['tag_vectors']))
+            except tag_vectorizer.VectorsError as error:
+                raise ModelError(str(error)) from None
         enc.to_device(device)
         dec.to_device(device)
         return cls(enc, dec, vectorizer, settings['size'], settings)
@@ -108,6 +158,29 @@ def output_paths(out, tag_sets):
              for i, tags in enumerate(tag_sets)], '{}_sheet{}'.format(stem, ext))
 
 
+def output_problem(path):
+    """Why a picture cannot be written to path, or None; checked before the model runs."""
+    extension = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path):
+        return '{} is a folder: give a file name, such as {}'.format(path, os.path.join(path, 'colorized.png'))
+    if extension not in dataset.IMAGE_EXTENSIONS:
+        return '{}: the output needs an image extension ({})'.format(path, ', '.join(dataset.IMAGE_EXTENSIONS))
+    folder = os.path.dirname(path) or '.'
+    if not os.path.isdir(folder):
+        return 'the output folder {} does not exist'.format(folder)
+    try:
+        atomic.check_writable(folder)
+    except OSError as error:
+        return 'cannot write to the output folder {} ({})'.format(folder, error.strerror or error)
+    return None
+
+
+def save_image(image, path):
+    """Writes image whole or not at all, in the format its extension names."""
+    image_format = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+    atomic.write_file(path, lambda temp: image.save(temp, format=image_format))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Colour a drawing with a pix2pix-with-text model')
     source = parser.add_mutually_exclusive_group(required=True)
@@ -116,7 +189,8 @@ def main(argv=None):
                         help='no drawing: colour blank paper of SIZE x SIZE pixels from the tags alone')
     parser.add_argument('--tag', '-t', action='append', default=[],
                         help='tags for one output, comma-separated; repeat for several outputs')
-    parser.add_argument('--out', '-o', default='colorized.png', help='output image (PNG)')
+    parser.add_argument('--out', '-o', default='colorized.png',
+                        help='output image (.png; .jpg and .webp also work); its folder must exist')
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model folder written by training')
     compat.add_device_arguments(parser)
     parser.add_argument('--size', type=int, default=None,
@@ -129,6 +203,13 @@ def main(argv=None):
         parser.error('--size must be a positive multiple of 128')
     if args.blank is not None and not 0 < args.blank <= 4096:
         parser.error('--blank takes a side from 1 to 4096 pixels')
+    tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
+    paths, sheet_path = output_paths(args.out, tag_sets)
+    problems = [problem for problem in map(output_problem, paths + ([sheet_path] if sheet_path else []))
+                if problem]
+    if problems:
+        print('error: {}'.format(problems[0]), file=sys.stderr)
+        return 1
     try:
         if args.blank:
             image = drawing = Image.new('L', (args.blank, args.blank), 255)
@@ -139,28 +220,27 @@ def main(argv=None):
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
-    tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
     if model.vectorizer is None and any(tag_sets):
         print('warning: the model in {} was trained without tags (--no-tag); the tags are '
               'ignored'.format(args.model), file=sys.stderr)
-    paths, sheet_path = output_paths(args.out, tag_sets)
     failed = False
     outputs = []
     for tags, path in zip(tag_sets, paths):
         unknown = model.unknown_tags(tags)
         if unknown:
-            print('error: unknown tag {} (not in the model\'s vocabulary, nor any of its words); '
-                  'no image for -t {}'.format(', '.join(unknown), ','.join(tags)), file=sys.stderr)
+            print('error: unknown tag {} (not in the model\'s vocabulary, nor any of its words); no image '
+                  'for that tag set'.format(', '.join(map(tag_vectorizer.shorten, unknown))), file=sys.stderr)
             failed = True
             continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             result = model.colorize(drawing, tags, args.size)
-        result.save(path)
+        save_image(result, path)
         outputs.append((','.join(tags) or '(no tag)', result))
         print('wrote {}'.format(path))
     if sheet_path and outputs:
-        sheets.grid([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs]).save(sheet_path)
+        sheet = sheets.grid([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs])
+        save_image(sheet, sheet_path)
         print('wrote {}'.format(sheet_path))
     return 1 if failed else 0
 
