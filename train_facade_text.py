@@ -8,18 +8,25 @@ the post's), --no-tag (the conventional pix2pix of the post's Fig. 5), --width,
 --size and a --demo preset. The output folder holds the model colorize.py reads
 (model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to resume from
 (-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
-drawing | tag plane | output | truth). Ctrl-C saves a snapshot first.
+drawing | tag plane | output | truth). Snapshots and model files are written to a
+temporary name and renamed into place (atomic.py), so a killed run never leaves a
+half-written one. Ctrl-C or SIGTERM stops at the end of the current update and saves
+a snapshot first; ``-r latest`` resumes from the newest snapshot that loads.
 
 ``main`` reads top to bottom like the example's: device, data, networks, optimizers,
-updater, trainer and extensions, resume, run.
+updater, trainer and extensions, resume, then the output folder (written only once
+training can start), run.
 """
 import argparse
 import collections
+import contextlib
 import glob
 import json
 import os
 import random
+import signal
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -29,6 +36,7 @@ import chainer
 from chainer import training
 from chainer.training import extensions
 
+import atomic
 import colorize
 import dataset
 from net import Decoder, Discriminator, Encoder
@@ -44,8 +52,23 @@ DEMO = dict(width=16, size=128, lr=6e-4, iteration=5000, snapshot_interval=1000,
             display_interval=50, dataset='data/default', out='result/demo')
 
 
+# The fault tests (tests/test_faults.py) set this to a folder: every snapshot, once
+# written to its temporary name, then waits until the test removes FOLDER/paused, so
+# that a signal or a kill lands exactly inside the write.
+PAUSE_IN_SNAPSHOT = 'PIX2PIX_PAUSE_IN_SNAPSHOT'
+
+
 class SetupError(RuntimeError):
     """Training cannot start (no data, no snapshot); the message is one line."""
+
+
+class TrainingStopped(BaseException):
+    """Raised by StopOnSignal after a signal. A BaseException, as KeyboardInterrupt is,
+    so that Chainer's trainer does not report it as a crash with a traceback."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def parse_args(argv):
@@ -104,16 +127,76 @@ def split_folders(root):
 def save_model(out, enc, dec):
     """Writes enc.npz and dec.npz for colorize.py (replaced whole, never half-written)."""
     for name, link in (('enc.npz', enc), ('dec.npz', dec)):
-        path = os.path.join(out, name)
-        chainer.serializers.save_npz(path + '.tmp.npz', link)
-        os.replace(path + '.tmp.npz', path)
+        atomic.write_file(os.path.join(out, name), lambda temp: chainer.serializers.save_npz(temp, link))
 
 
-def latest_snapshot(out):
-    snapshots = glob.glob(os.path.join(out, 'snapshot_iter_*.npz'))
-    if not snapshots:
-        return None
-    return max(snapshots, key=lambda p: int(p.rsplit('_', 1)[1].split('.')[0]))
+def snapshots_newest_first(out):
+    paths = glob.glob(os.path.join(glob.escape(out), 'snapshot_iter_*.npz'))
+    numbered = [(int(p.rsplit('_', 1)[1][:-len('.npz')]), p) for p in paths
+                if p.rsplit('_', 1)[1][:-len('.npz')].isdigit()]
+    return [p for _, p in sorted(numbered, reverse=True)]
+
+
+class SnapshotWriter(extensions.snapshot_writers.Writer):
+    """Chainer's snapshot writer interface over atomic.write_file: the snapshot appears
+    under its name whole or not at all. (Chainer's default SimpleWriter writes into a
+    tmpsnapshot_iter_N folder first and leaves that folder behind when killed.)"""
+
+    def __call__(self, filename, outdir, target):
+        def save(temp):
+            chainer.serializers.save_npz(temp, target)
+            pause_for_fault_tests(filename)
+        atomic.write_file(os.path.join(outdir, filename), save)
+        self._post_save()  # the snapshot extension's n_retains clean-up
+
+
+def pause_for_fault_tests(filename):
+    """Only under the fault tests (PAUSE_IN_SNAPSHOT set): waits inside the write."""
+    folder = os.environ.get(PAUSE_IN_SNAPSHOT)
+    if not folder:
+        return
+    marker = os.path.join(folder, 'paused')
+    atomic.write_text(marker, filename)
+    deadline = time.monotonic() + 60
+    while os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class StopOnSignal(training.Extension):
+    """Ctrl-C (SIGINT) and SIGTERM stop training at the end of the current update, once
+    its extensions (a scheduled snapshot included) have run, so that run() saves a
+    consistent state. Signals that come while it stops and saves are reported and
+    ignored: a second Ctrl-C cannot break the save. (kill -9 can; atomic.write_file
+    then leaves only a temporary file, which the next start removes.)"""
+    trigger = 1, 'iteration'
+    priority = -1000  # after every other extension, the snapshot's -100 included
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, trainer):
+        if self.signum is not None:
+            raise TrainingStopped(self.signum)
+
+    @contextlib.contextmanager
+    def handling_signals(self):
+        previous = {signum: signal.signal(signum, self.received) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def received(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            print('\n{}: stopping after this update; a snapshot and the model will be saved'.format(name),
+                  file=sys.stderr, flush=True)
+        else:
+            print('\n{} again: still saving, please wait (the files are renamed into place when '
+                  'complete, so even kill -9 now would lose only this snapshot)'.format(name),
+                  file=sys.stderr, flush=True)
 
 
 class RandomStates(training.Extension):
@@ -160,7 +243,8 @@ def preview_extension(model, preview_set, out, count=4):
 
 
 def load_data(args):
-    """The training set (with its tag vectorizer set) and the preview set."""
+    """The training set (with its tag vectorizer set) and the preview set. Reads only:
+    the output folder is written by prepare_output, once training can start."""
     train_dir, test_dir = split_folders(args.dataset)
     try:
         train_set = dataset.TaggedImageDataset(train_dir, None, args.size, args.drawing, augment=True,
@@ -168,11 +252,10 @@ def load_data(args):
                                                blank_fraction=args.blank_fraction)
     except (FileNotFoundError, ValueError) as error:
         raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
-    os.makedirs(args.out, exist_ok=True)
-    if train_set.skipped:
-        with open(os.path.join(args.out, 'skipped.txt'), 'w', encoding='utf-8') as f:
-            f.writelines('{}\t{}\n'.format(path, reason) for path, reason in train_set.skipped)
-    train_set.vectorizer = make_vectorizer(args, train_set.tags)
+    try:
+        train_set.vectorizer = make_vectorizer(args, train_set.tags)
+    except tag_vectorizer.VectorsError as error:
+        raise SetupError(str(error)) from None
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
         len(train_set), train_set.untagged, len(train_set.vectorizer.kv) if train_set.vectorizer else 0))
     preview_set = dataset.TaggedImageDataset(test_dir or train_dir, train_set.vectorizer, args.size,
@@ -181,21 +264,46 @@ def load_data(args):
 
 
 def make_vectorizer(args, tag_lists):
-    """The tag vectors: none for --no-tag; a resumed run's saved ones; --vectors; one-hot;
-    else word2vec trained on the tag lists. Saved as OUT/tag_vectors.txt."""
+    """The tag vectors: none for --no-tag; a resumed run's saved ones; none, with a
+    warning, when no image has tags; --vectors; one-hot; else word2vec trained on the
+    tag lists."""
     if args.no_tag:
         return None
     saved = os.path.join(args.out, 'tag_vectors.txt')
     if args.resume and os.path.exists(saved):
-        vectorizer = tag_vectorizer.TagVectorizer.load(saved)  # the planes the snapshot learnt
-    elif args.vectors:
-        vectorizer = tag_vectorizer.TagVectorizer.load(args.vectors)
-    elif args.tag_encoding == 'onehot':
-        vectorizer = tag_vectorizer.TagVectorizer.one_hot(tag_lists)
-    else:
-        vectorizer = tag_vectorizer.TagVectorizer.train(tag_lists, dim=args.tag_dim, seed=args.seed)
-    vectorizer.save(saved)
-    return vectorizer
+        return tag_vectorizer.TagVectorizer.load(saved)  # the planes the snapshot learnt
+    if not any(tag_lists):
+        # The zero plane for every image is what --no-tag trains; say so rather than stop,
+        # since untagged images are documented to train with the zero plane.
+        print('warning: no training image under {} has tags: training with the zero tag plane, as '
+              '--no-tag does (the model will ignore tags)'.format(args.dataset), file=sys.stderr)
+        return None
+    if args.vectors:
+        return tag_vectorizer.TagVectorizer.load(args.vectors)
+    if args.tag_encoding == 'onehot':
+        return tag_vectorizer.TagVectorizer.one_hot(tag_lists)
+    return tag_vectorizer.TagVectorizer.train(tag_lists, dim=args.tag_dim, seed=args.seed)
+
+
+def prepare_output(args, train_set):
+    """The output folder, once training can start: stale temporaries of a killed run
+    removed; skipped.txt (what the data scan left out), tag_vectors.txt and model.json."""
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        removed = atomic.remove_stale(args.out)
+        if removed:
+            print('Removed what a killed run left half-written in {}: {}'.format(args.out, ', '.join(removed)))
+        skipped = [(path, reason) for path, reason in train_set.skipped] + \
+            [(path, 'tags skipped: ' + reason) for path, reason in train_set.tag_problems]
+        if skipped:
+            atomic.write_text(os.path.join(args.out, 'skipped.txt'),
+                              ''.join('{}\t{}\n'.format(path, reason) for path, reason in skipped))
+        if train_set.vectorizer:
+            train_set.vectorizer.save(os.path.join(args.out, 'tag_vectors.txt'))
+        write_settings(args, train_set)
+    except OSError as error:
+        raise SetupError('cannot write the results to {}: {}'.format(
+            args.out, error.strerror or error)) from None
 
 
 def write_settings(args, train_set):
@@ -205,24 +313,27 @@ def write_settings(args, train_set):
     counts = collections.Counter(tag for tags in train_set.tags for tag in tags)
     settings = dict(in_ch=4, out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
-                    tag_encoding=None if args.no_tag else ('vectors' if args.vectors else args.tag_encoding),
+                    tag_encoding=(None if vectorizer is None else
+                                  'vectors' if args.vectors else args.tag_encoding),
                     drawing='paired' if train_set.line_root else args.drawing,
                     tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
                     adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
-    with open(os.path.join(args.out, 'model.json'), 'w', encoding='utf-8') as f:
-        json.dump(settings, f, ensure_ascii=False, indent=1)
+    atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 
 def extend_trainer(trainer, args, enc, dec, preview):
     """The example's snapshot, log, report and progress extensions, plus the model files,
-    the random states, loss curves and previews."""
+    the random states, loss curves, previews and the stop on Ctrl-C or SIGTERM."""
     snapshot_interval = (args.snapshot_interval, 'iteration')
     display_interval = (args.display_interval, 'iteration')
-    trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}.npz', n_retains=3),
-                   trigger=snapshot_interval)
+    # deviation from the example: SnapshotWriter, so that a killed run leaves no
+    # half-written snapshot (nor Chainer's tmpsnapshot folders) behind.
+    trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}.npz', n_retains=3,
+                                       writer=SnapshotWriter()),
+                   trigger=snapshot_interval, name='snapshot')
     # deviation from the example: instead of enc/dec/dis_iter_N.npz every interval, the
     # latest enc.npz and dec.npz (what colorize.py reads); the discriminator is only
     # needed to go on training, and the trainer snapshot holds it.
@@ -236,30 +347,50 @@ def extend_trainer(trainer, args, enc, dec, preview):
     trainer.extend(extensions.ProgressBar(update_interval=10))
     trainer.extend(RandomStates(), name='random_states')
     trainer.extend(preview, trigger=snapshot_interval)
+    trainer.extend(StopOnSignal(), name='stop_on_signal')
 
 
 def resume(trainer, args):
-    """Loads -r SNAPSHOT (or the newest in --out for -r latest) into the trainer."""
-    path = latest_snapshot(args.out) if args.resume == 'latest' else args.resume
-    if not path or not os.path.exists(path):
-        raise SetupError('no snapshot to resume from: {}'.format(path or 'none in ' + args.out))
-    chainer.serializers.load_npz(path, trainer)
-    print('Resumed from {} at iteration {}'.format(path, trainer.updater.iteration))
+    """Loads -r SNAPSHOT into the trainer; for -r latest, the newest snapshot in --out
+    that loads, naming those it skips (damaged, or of another network)."""
+    if args.resume == 'latest':
+        candidates = snapshots_newest_first(args.out) if os.path.isdir(args.out) else []
+        if not candidates:
+            raise SetupError('no snapshot to resume from: none in {}'.format(args.out))
+    elif not os.path.isfile(args.resume):
+        raise SetupError('no snapshot to resume from: {}'.format(args.resume))
+    else:
+        candidates = [args.resume]
+    problems = []
+    for path in candidates:
+        try:
+            colorize.load_npz(path, trainer)
+        except colorize.ModelError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            print('warning: skipped {} snapshot(s) that do not load: {}'.format(
+                len(problems), '; '.join(problems)), file=sys.stderr)
+        print('Resumed from {} at iteration {}'.format(path, trainer.updater.iteration))
+        return
+    raise SetupError('cannot resume: {}'.format('; '.join(problems)))
 
 
 def run(trainer, args, enc, dec):
-    """Runs the trainer; Ctrl-C saves a snapshot and the model first. Returns the exit code."""
-    updater = trainer.updater
-    try:
-        trainer.run()
-    except KeyboardInterrupt:
-        path = os.path.join(args.out, 'snapshot_iter_{}.npz'.format(updater.iteration))
-        chainer.serializers.save_npz(path, trainer)
+    """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model saved
+    first (exit code 128 + the signal's number, as a shell reports it). Returns the exit code."""
+    stop = trainer.get_extension('stop_on_signal')
+    with stop.handling_signals():
+        try:
+            trainer.run()
+        except TrainingStopped as stopped:
+            trainer.get_extension('snapshot')(trainer)
+            save_model(args.out, enc, dec)
+            print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz and the model; '
+                  'resume with -r latest'.format(signal.Signals(stopped.signum).name, trainer.updater.iteration,
+                                                 trainer.updater.iteration), file=sys.stderr)
+            return 128 + stopped.signum
         save_model(args.out, enc, dec)
-        print('\nInterrupted at iteration {}: saved {}; resume with -r {}'.format(
-            updater.iteration, path, path), file=sys.stderr)
-        return 130
-    save_model(args.out, enc, dec)
     print('Model saved in {} (colour with: python colorize.py --model {} -i DRAWING -t TAG)'.format(
         args.out, args.out))
     return 0
@@ -269,49 +400,45 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         device = compat.device_of(args)
-    except compat.DeviceError as error:
-        print('error: {}'.format(error), file=sys.stderr)
-        return 1
-    print('Device: {}'.format(device))
-    print('# Minibatch-size: {}'.format(args.batchsize))
-    print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
-    print('')
-    chainer.global_config.cudnn_deterministic = True
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+        print('Device: {}'.format(device))
+        print('# Minibatch-size: {}'.format(args.batchsize))
+        print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
+        print('')
+        chainer.global_config.cudnn_deterministic = True
+        np.random.seed(args.seed)
+        random.seed(args.seed)
 
-    try:
         train_set, preview_set = load_data(args)
-    except SetupError as error:
+
+        # Set up the networks to train
+        enc = Encoder(in_ch=4, width=args.width)
+        dec = Decoder(out_ch=3, width=args.width)
+        dis = Discriminator(in_ch=4, out_ch=3, width=args.width)
+        for link in (enc, dec, dis):
+            link.to_device(device)
+
+        # Set up the optimizers, the updater and the trainer
+        updater = TextPix2pixUpdater(
+            models=(enc, dec, dis),
+            iterator={'main': dataset.make_iterator(train_set, args.batchsize, args.loaderjob)},
+            optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
+                       'dis': make_optimizer(dis, args.lr)},
+            device=device, adversarial_weight=args.adv_weight)
+        stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
+        trainer = training.Trainer(updater, stop, out=args.out)
+        model = colorize.ColorModel(enc, dec, train_set.vectorizer, args.size)
+        extend_trainer(trainer, args, enc, dec, preview_extension(model, preview_set, args.out))
+
+        if args.resume:
+            resume(trainer, args)
+        # Written only now: a run that cannot start changes nothing in --out.
+        prepare_output(args, train_set)
+    except (SetupError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
-
-    # Set up the networks to train
-    enc = Encoder(in_ch=4, width=args.width)
-    dec = Decoder(out_ch=3, width=args.width)
-    dis = Discriminator(in_ch=4, out_ch=3, width=args.width)
-    for link in (enc, dec, dis):
-        link.to_device(device)
-    write_settings(args, train_set)
-
-    # Set up the optimizers, the updater and the trainer
-    updater = TextPix2pixUpdater(
-        models=(enc, dec, dis),
-        iterator={'main': dataset.make_iterator(train_set, args.batchsize, args.loaderjob)},
-        optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
-                   'dis': make_optimizer(dis, args.lr)},
-        device=device, adversarial_weight=args.adv_weight)
-    stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
-    trainer = training.Trainer(updater, stop, out=args.out)
-    model = colorize.ColorModel(enc, dec, train_set.vectorizer, args.size)
-    extend_trainer(trainer, args, enc, dec, preview_extension(model, preview_set, args.out))
-
-    if args.resume:
-        try:
-            resume(trainer, args)
-        except SetupError as error:
-            print('error: {}'.format(error), file=sys.stderr)
-            return 1
+    except KeyboardInterrupt:
+        print('\nInterrupted before training started; nothing to save', file=sys.stderr)
+        return 128 + signal.SIGINT
     return run(trainer, args, enc, dec)
 
 
