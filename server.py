@@ -2,6 +2,7 @@
 
     python server.py                       # result/demo on the CPU, http://127.0.0.1:8000
     python server.py --model result/demo -g 0 --port 8080
+    python server.py --host 0.0.0.0 --allow-host mybox.local   # reachable as http://mybox.local:8000
 
 The post's own next step, "switch any word over the web to make any image". The page
 (static/) sends one request per tag set, so several tag sets appear side by side and each
@@ -20,21 +21,37 @@ can be downloaded. The API:
 
 Nothing is written to disk: uploads are read into memory (capped by --max-upload-mb) and
 the only files served are static/ and the sample drawings listed at start-up.
+
+The app runs on waitress, a production WSGI server: a fixed number of threads
+(--max-waiting + 2: one colouring, one per waiting request, one for the page and
+/healthz), at most --max-connections open connections (waiting ones cost a socket, not
+a thread), a connection silent for IDLE_TIMEOUT seconds is closed, and a request must
+arrive whole within REQUEST_READ_TIMEOUT seconds of its first byte (a client that sends
+one header line every few seconds is dropped). Only requests whose Host header names
+this machine (localhost, 127.0.0.1, ::1, the --host address, and --allow-host names)
+are answered: a web page elsewhere cannot point its own name at this server (DNS
+rebinding).
 """
 import argparse
 import concurrent.futures
+import contextlib
+import functools
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 import warnings
 
 from PIL import Image
 from flask import Flask, Request, jsonify, request, send_from_directory
+import waitress
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import WSGIRequestHandler, make_server, select_address_family
 
 import compat
 import colorize
@@ -49,7 +66,11 @@ MAX_TAGS_PER_SET = 16
 MAX_TAG_CHARS = 64
 MAX_SAMPLES = 12
 SHEET_CELL = 512
-SOCKET_TIMEOUT = 30
+# Seconds a connection may stay silent, and a request may take to arrive whole.
+IDLE_TIMEOUT = 30
+REQUEST_READ_TIMEOUT = 30
+MAX_CONNECTIONS = 500
+LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 
 
 class ApiError(Exception):
@@ -66,12 +87,6 @@ class InMemoryRequest(Request):
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
-
-
-class TimedRequestHandler(WSGIRequestHandler):
-    """Drops a connection that sends nothing for SOCKET_TIMEOUT seconds (a stalled or
-    slow client), so it does not hold its thread for ever."""
-    timeout = SOCKET_TIMEOUT
 
 
 class Upload(io.BytesIO):
@@ -255,8 +270,10 @@ def png_bytes(image):
     return buffer.getvalue()
 
 
-def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, timeout=60.0):
-    """The Flask app around a loaded colorize.ColorModel: error handlers, the page, the API."""
+def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, timeout=60.0,
+               allowed_hosts=LOOPBACK_NAMES):
+    """The Flask app around a loaded colorize.ColorModel: error handlers, the Host check,
+    the page, the API."""
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path='/static')
     app.request_class = InMemoryRequest
     app.config['MAX_CONTENT_LENGTH'] = int(max_upload_mb * 1024 * 1024)
@@ -265,6 +282,7 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
     colorizer = Colorizer(model, max_waiting=max_waiting, timeout=timeout)
     app.extensions['colorizer'] = colorizer
     add_error_handlers(app, max_upload_mb)
+    add_host_check(app, allowed_hosts)
     add_pages(app, model, colorizer)
     add_colorize_route(app, colorizer, max_pixels)
     return app
@@ -297,6 +315,29 @@ def add_error_handlers(app, max_upload_mb):
         response.headers['X-Content-Type-Options'] = 'nosniff'
         response.headers['Referrer-Policy'] = 'no-referrer'
         return response
+
+
+def host_name(header):
+    """The name in a Host header: 'LocalHost:8000' -> 'localhost', '[::1]:8000' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith('['):
+        return header[1:].partition(']')[0]
+    return header.partition(':')[0].rstrip('.')
+
+
+def add_host_check(app, allowed_hosts):
+    """Answers only requests for this machine's names (and the allowed ones): a page on
+    another site that points its own name at 127.0.0.1 (DNS rebinding) sends its own
+    name as the Host, and gets a 400. (Flask's TRUSTED_HOSTS cannot match ::1.)"""
+    allowed = frozenset(host_name(name) for name in allowed_hosts)
+
+    @app.before_request
+    def check_host():
+        name = host_name(request.headers.get('Host', ''))
+        if name not in allowed:
+            raise ApiError(400, 'this server answers only for {} (Host {}); start it with --allow-host NAME '
+                           'to add a name'.format(', '.join(sorted(allowed)),
+                                                  json.dumps(tag_vectorizer.shorten(name), ensure_ascii=False)))
 
 
 def add_pages(app, model, colorizer):
@@ -354,13 +395,85 @@ def add_colorize_route(app, colorizer, max_pixels):
         return app.response_class(body, mimetype='image/png', headers={'Cache-Control': 'no-store'})
 
 
-def serve(app, host, port):
-    """A threaded server (one thread per connection, so a slow client holds only its own).
-    The socket is bound here so that a port in use is an OSError, not Werkzeug's exit."""
-    family = select_address_family(host, port)
-    with socket.create_server((host, port), family=family) as listening:
-        return make_server(host, port, app, threaded=True, request_handler=TimedRequestHandler,
-                           fd=listening.fileno())
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (a malformed request, headers or a body over the caps)
+    as JSON {"error": ...}, as the app answers every error."""
+
+    def execute(self):
+        error = self.request.error
+        body = json.dumps({'error': '{} ({})'.format(error.reason, error.body)}).encode('utf-8')
+        self.status = '{} {}'.format(error.code, error.reason)
+        self.response_headers.append(('Content-Type', 'application/json'))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class Channel(HTTPChannel):
+    """waitress's connection, with a deadline on reading each request: it must arrive
+    whole (headers and body) within read_timeout seconds of its first byte, or the
+    connection is closed. waitress's own channel_timeout only closes connections that
+    are silent that long, so a client sending a header line every 20 s would stay."""
+    error_task_class = JsonErrorTask
+
+    def __init__(self, *args, read_timeout, **kwargs):
+        self.read_timeout = read_timeout
+        self.request_deadline = None
+        super().__init__(*args, **kwargs)
+
+    def received(self, data):
+        reading = self.request
+        result = super().received(data)
+        if self.request is not None and self.request is not reading:  # a new request began
+            self.request_deadline = time.monotonic() + self.read_timeout
+        return result
+
+    def readable(self):
+        # waitress's loop asks every connection this at least once a second.
+        if self.request is not None and time.monotonic() > self.request_deadline:
+            self.will_close = True
+        return super().readable()
+
+
+def serve(app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TIMEOUT,
+          read_timeout=REQUEST_READ_TIMEOUT):
+    """A waitress server for app on host:port, bound but not yet running (call .run()).
+    The socket is bound here so that a port in use is an OSError. Threads: one per slot
+    of the colouring line (the one colouring and the waiting ones), and one more, so
+    that the page and /healthz answer while the line is full."""
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    listening = socket.create_server((host, port), family=family)
+    max_body = app.config['MAX_CONTENT_LENGTH']
+    httpd = waitress.create_server(
+        app, sockets=[listening], threads=app.extensions['colorizer'].capacity + 1,
+        connection_limit=max_connections,
+        channel_timeout=idle_timeout, cleanup_interval=1, asyncore_use_poll=True,
+        # The same cap as the app's (waitress refuses a larger body before reading it)...
+        max_request_body_size=max_body,
+        # ...and uploads and responses stay in memory, as the app keeps them: waitress
+        # would spool those over 512 kB and 1 MB to temporary files.
+        inbuf_overflow=max_body + 1, outbuf_overflow=2 ** 40, ident='server.py')
+    httpd.channel_class = functools.partial(Channel, read_timeout=read_timeout)
+    return httpd
+
+
+def url_of(host, port):
+    return 'http://{}:{}/'.format('[{}]'.format(host) if ':' in host else host, port)
+
+
+@contextlib.contextmanager
+def serving_in_background(app, host='127.0.0.1', port=0, **limits):
+    """serve(app, ...) running on a thread while the block runs; yields its URL."""
+    httpd = serve(app, host, port, **limits)
+    thread = threading.Thread(target=httpd.run, name='waitress', daemon=True)
+    thread.start()
+    try:
+        yield url_of(host, httpd.effective_port)
+    finally:
+        # Closing every socket from the loop's own thread ends httpd.run().
+        httpd.trigger.pull_trigger(lambda: waitress.wasyncore.close_all(httpd._map))
+        thread.join(10)
+        httpd.task_dispatcher.shutdown()
 
 
 def main(argv=None):
@@ -368,21 +481,29 @@ def main(argv=None):
     parser.add_argument('--model', default=colorize.DEFAULT_MODEL, help='model folder written by training')
     compat.add_device_arguments(parser)
     parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
+    parser.add_argument('--allow-host', action='append', default=[], metavar='NAME',
+                        help='also answer requests for this host name (the Host header); repeat for several')
     parser.add_argument('--port', type=int, default=8000, help='port to listen on (0: any free port)')
     parser.add_argument('--max-upload-mb', type=float, default=10, help='largest upload in MB')
     parser.add_argument('--max-pixels', type=int, default=4096 * 4096, help='largest image in pixels')
     parser.add_argument('--max-waiting', type=int, default=16,
                         help='requests that may wait for the model; more are answered 503')
     parser.add_argument('--timeout', type=float, default=60, help='seconds a request may wait and run')
+    parser.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS,
+                        help='open connections at most; more wait to be accepted')
     args = parser.parse_args(argv)
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_waiting < 0 or args.timeout <= 0:
-        parser.error('--max-upload-mb, --max-pixels and --timeout must be positive, --max-waiting >= 0')
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_waiting < 0 or args.timeout <= 0 \
+            or args.max_connections <= 0:
+        parser.error('--max-upload-mb, --max-pixels, --timeout and --max-connections must be positive, '
+                     '--max-waiting >= 0')
+    listening_name = [] if args.host in ('0.0.0.0', '::', '') else [args.host]
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
         model = colorize.ColorModel.load(args.model, compat.device_of(args))
-        app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout)
-        server = serve(app, args.host, args.port)
+        app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout,
+                         LOOPBACK_NAMES + tuple(listening_name + args.allow_host))
+        httpd = serve(app, args.host, args.port, max_connections=args.max_connections)
     except (colorize.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
@@ -390,14 +511,14 @@ def main(argv=None):
         print('error: cannot listen on {}:{}: {}'.format(args.host, args.port, error.strerror or error),
               file=sys.stderr)
         return 1
-    shown_host = '[{}]'.format(args.host) if ':' in args.host else args.host
-    print('serving {} on http://{}:{}/ (Ctrl+C to stop)'.format(args.model, shown_host, server.port), flush=True)
+    print('serving {} on {} (Ctrl+C to stop)'.format(args.model, url_of(args.host, httpd.effective_port)),
+          flush=True)
+    # SIGTERM stops the server as Ctrl-C does: waitress's run() ends its threads on either.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        httpd.run()
     finally:
-        server.server_close()
+        httpd.close()
         app.extensions['colorizer'].close()
     return 0
 

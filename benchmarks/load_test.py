@@ -3,6 +3,7 @@
     python benchmarks/load_test.py                                # starts the server here with result/demo
     python benchmarks/load_test.py -n 200 -c 8 --model result/demo
     python benchmarks/load_test.py --url http://127.0.0.1:8000/   # a server.py already running
+    python benchmarks/load_test.py --url http://127.0.0.1:8000/ --idle 300 --server-pid PID
 
 Each request is a POST /api/colorize of one drawing with one tag set (cycling through the
 tag sets); a request counts as ok only when it answers 200 with a PNG of the drawing's
@@ -10,6 +11,11 @@ size. Prints the counts and a latency table (p50/p95/p99) and exits 1 on any err
 drawing and the tag sets default to the server's first sample drawing (GET /api/samples)
 and its first pair of twin tags (GET /api/tags). Only loopback addresses are accepted:
 this is a check of a server on this machine, not a tool to load anyone else's.
+
+``--idle N`` holds N connections open that send nothing while the requests run, and
+reports how many the server still holds at the end; ``--server-pid PID`` (a server.py
+started separately) reports that process's largest thread count and memory (resident,
+sampled every 0.1 s, and its peak) during the run.
 """
 import argparse
 import concurrent.futures
@@ -17,8 +23,8 @@ import contextlib
 import io
 import ipaddress
 import json
-import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -160,18 +166,62 @@ def report(summary):
 def local_server(model_dir, gpu, max_waiting):
     """server.py's app on 127.0.0.1 (a free port) in this process; yields its URL."""
     model = colorize.ColorModel.load(model_dir, compat.get_device(gpu))
-    logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no access log line per request
     app = server.create_app(model, max_waiting=max_waiting)
-    httpd = server.serve(app, '127.0.0.1', 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield 'http://127.0.0.1:{}/'.format(httpd.port)
+        with server.serving_in_background(app) as url:
+            yield url
     finally:
-        httpd.shutdown()
-        httpd.server_close()
         app.extensions['colorizer'].close()
-        thread.join()
+
+
+@contextlib.contextmanager
+def idle_connections(base, count):
+    """count connections to the server that send nothing; yields a function that says
+    how many of them the server still holds open."""
+    address = (urllib.parse.urlsplit(base).hostname, urllib.parse.urlsplit(base).port)
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(address, timeout=10))
+
+        def still_open():
+            held = 0
+            for sock in sockets:
+                sock.setblocking(False)
+                try:
+                    held += sock.recv(1, socket.MSG_PEEK) != b''  # b'': closed by the server
+                except BlockingIOError:
+                    held += 1  # nothing to read: still open
+                except OSError:
+                    pass
+            return held
+        yield still_open
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class ProcessSampler(threading.Thread):
+    """Samples a process's thread count and resident memory every 0.1 s (Linux /proc)."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.threads, self.rss_kb, self.peak_kb = pid, 0, 0, 0
+        self.done = threading.Event()
+
+    def status(self):
+        with open('/proc/{}/status'.format(self.pid)) as f:
+            return dict(line.split(':', 1) for line in f if ':' in line)
+
+    def run(self):
+        while not self.done.wait(0.1):
+            try:
+                fields = self.status()
+            except OSError:
+                return
+            self.threads = max(self.threads, int(fields['Threads']))
+            self.rss_kb = max(self.rss_kb, int(fields['VmRSS'].split()[0]))
+            self.peak_kb = int(fields['VmHWM'].split()[0])
 
 
 def main(argv=None):
@@ -185,9 +235,12 @@ def main(argv=None):
     parser.add_argument('--tags', action='append', default=None,
                         help='a comma-separated tag set; repeat to cycle (default: the first twin pair)')
     parser.add_argument('--timeout', type=float, default=60, help='seconds one request may take')
+    parser.add_argument('--idle', type=int, default=0, help='connections held open, silent, during the run')
+    parser.add_argument('--server-pid', type=int, default=None,
+                        help='process id of the server (with --url): report its threads and memory')
     args = parser.parse_args(argv)
-    if not 1 <= args.requests <= 100000 or not 1 <= args.concurrency <= 64:
-        parser.error('--requests must be 1..100000 and --concurrency 1..64')
+    if not 1 <= args.requests <= 100000 or not 1 <= args.concurrency <= 64 or not 0 <= args.idle <= 1000:
+        parser.error('--requests must be 1..100000, --concurrency 1..64 and --idle 0..1000')
     if args.url and not is_loopback(args.url):
         parser.error('--url must be a loopback address (127.0.0.1, localhost or [::1])')
     image_bytes = None
@@ -198,11 +251,19 @@ def main(argv=None):
         except OSError as error:
             print('error: {}'.format(error), file=sys.stderr)
             return 1
+    sampler = ProcessSampler(args.server_pid) if args.server_pid else None
     try:
         with contextlib.ExitStack() as stack:
             base = args.url or stack.enter_context(local_server(args.model, args.gpu, args.concurrency))
             base = base if base.endswith('/') else base + '/'
+            still_open = stack.enter_context(idle_connections(base, args.idle))
+            if sampler:
+                sampler.start()
             summary = run(base, args.requests, args.concurrency, image_bytes, args.tags, args.timeout)
+            summary['idle'] = (args.idle, still_open())
+            if sampler:
+                sampler.done.set()
+                sampler.join()
     except LoadTestError as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
@@ -213,6 +274,12 @@ def main(argv=None):
         print('error: cannot reach the server: {}'.format(error), file=sys.stderr)
         return 1
     print(report(summary))
+    if args.idle:
+        print('idle connections: {} opened, {} still held open by the server after the run'.format(
+            *summary['idle']))
+    if sampler:
+        print('server process {}: at most {} threads, {:.0f} MB resident during the run (peak {:.0f} MB)'.format(
+            args.server_pid, sampler.threads, sampler.rss_kb / 1024, sampler.peak_kb / 1024))
     return 1 if summary['errors'] else 0
 
 
