@@ -322,6 +322,8 @@ def host_name(header):
     header = header.strip().lower()
     if header.startswith('['):
         return header[1:].partition(']')[0]
+    if header.count(':') > 1:  # an IPv6 address without brackets (--host ::1)
+        return header
     return header.partition(':')[0].rstrip('.')
 
 
@@ -329,7 +331,7 @@ def add_host_check(app, allowed_hosts):
     """Answers only requests for this machine's names (and the allowed ones): a page on
     another site that points its own name at 127.0.0.1 (DNS rebinding) sends its own
     name as the Host, and gets a 400. (Flask's TRUSTED_HOSTS cannot match ::1.)"""
-    allowed = frozenset(host_name(name) for name in allowed_hosts)
+    allowed = frozenset(host_name(name) for name in allowed_hosts) - {''}
 
     @app.before_request
     def check_host():
@@ -448,11 +450,13 @@ def serve(app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TI
         app, sockets=[listening], threads=app.extensions['colorizer'].capacity + 1,
         connection_limit=max_connections,
         channel_timeout=idle_timeout, cleanup_interval=1, asyncore_use_poll=True,
-        # The same cap as the app's (waitress refuses a larger body before reading it)...
-        max_request_body_size=max_body,
+        # The app's cap (waitress refuses a body of this size or more, Flask one over it),
+        # checked before the body is read...
+        max_request_body_size=max_body + 1,
         # ...and uploads and responses stay in memory, as the app keeps them: waitress
-        # would spool those over 512 kB and 1 MB to temporary files.
-        inbuf_overflow=max_body + 1, outbuf_overflow=2 ** 40, ident='server.py')
+        # would spool those over 512 kB and 1 MB to temporary files. (A chunked body
+        # is checked after each read, so it may pass the cap by one read.)
+        inbuf_overflow=max_body + 65536, outbuf_overflow=2 ** 40, ident='server.py')
     httpd.channel_class = functools.partial(Channel, read_timeout=read_timeout)
     return httpd
 
