@@ -155,7 +155,7 @@ class TagVectorizer:
         except FileNotFoundError:
             raise VectorsError('{}: no such file'.format(path)) from None
         except (OSError, ValueError, EOFError) as error:  # UnicodeDecodeError is a ValueError
-            raise VectorsError('{}: not a complete word2vec {} file ({})'.format(
+            raise VectorsError('{}: not a complete word2vec file (read as {}: {})'.format(
                 path, 'binary' if binary else 'text', error)) from None
         if len(kv) == 0:
             raise VectorsError('{}: holds no vectors'.format(path))

@@ -20,10 +20,10 @@ training can start), run.
 import argparse
 import collections
 import contextlib
-import glob
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -131,10 +131,13 @@ def save_model(out, enc, dec):
 
 
 def snapshots_newest_first(out):
-    paths = glob.glob(os.path.join(glob.escape(out), 'snapshot_iter_*.npz'))
-    numbered = [(int(p.rsplit('_', 1)[1][:-len('.npz')]), p) for p in paths
-                if p.rsplit('_', 1)[1][:-len('.npz')].isdigit()]
-    return [p for _, p in sorted(numbered, reverse=True)]
+    """The snapshot_iter_N.npz files in out, the highest N first."""
+    numbered = []
+    for name in os.listdir(out):
+        match = re.fullmatch(r'snapshot_iter_(\d+)\.npz', name)
+        if match:
+            numbered.append((int(match.group(1)), os.path.join(out, name)))
+    return [path for _, path in sorted(numbered, reverse=True)]
 
 
 class SnapshotWriter(extensions.snapshot_writers.Writer):
