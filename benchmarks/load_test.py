@@ -14,8 +14,9 @@ this is a check of a server on this machine, not a tool to load anyone else's.
 
 ``--idle N`` holds N connections open that send nothing while the requests run, and
 reports how many the server still holds at the end; ``--server-pid PID`` (a server.py
-started separately) reports that process's largest thread count and memory (resident,
-sampled every 0.1 s, and its peak) during the run.
+started separately) reports that process's largest thread count, open files (its
+sockets among them) and memory (resident, sampled every 0.1 s, and its peak) during
+the run.
 """
 import argparse
 import concurrent.futures
@@ -67,16 +68,17 @@ def get_bytes(base, path, timeout):
 
 
 def multipart(fields, image_bytes):
-    """A multipart/form-data body with the image and (name, value) text fields."""
+    """A multipart/form-data body with the image (none if None) and (name, value) text fields."""
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in fields:
         parts.append('--{}\r\nContent-Disposition: form-data; name="{}"\r\n\r\n{}\r\n'.format(
             boundary, name, value).encode('utf-8'))
-    parts.append('--{}\r\nContent-Disposition: form-data; name="image"; filename="drawing.png"\r\n'
-                 'Content-Type: application/octet-stream\r\n\r\n'.format(boundary).encode('ascii'))
-    parts.append(image_bytes)
-    parts.append('\r\n--{}--\r\n'.format(boundary).encode('ascii'))
+    if image_bytes is not None:
+        parts.append('--{}\r\nContent-Disposition: form-data; name="image"; filename="drawing.png"\r\n'
+                     'Content-Type: application/octet-stream\r\n\r\n'.format(boundary).encode('ascii'))
+        parts.append(image_bytes + b'\r\n')
+    parts.append('--{}--\r\n'.format(boundary).encode('ascii'))
     return b''.join(parts), 'multipart/form-data; boundary=' + boundary
 
 
@@ -202,11 +204,12 @@ def idle_connections(base, count):
 
 
 class ProcessSampler(threading.Thread):
-    """Samples a process's thread count and resident memory every 0.1 s (Linux /proc)."""
+    """Samples a process's threads, open files (its sockets among them) and resident
+    memory every 0.1 s (Linux /proc), keeping the largest."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
-        self.pid, self.threads, self.rss_kb, self.peak_kb = pid, 0, 0, 0
+        self.pid, self.threads, self.files, self.rss_kb, self.peak_kb = pid, 0, 0, 0, 0
         self.done = threading.Event()
 
     def status(self):
@@ -220,6 +223,7 @@ class ProcessSampler(threading.Thread):
             except OSError:
                 return
             self.threads = max(self.threads, int(fields['Threads']))
+            self.files = max(self.files, len(os.listdir('/proc/{}/fd'.format(self.pid))))
             self.rss_kb = max(self.rss_kb, int(fields['VmRSS'].split()[0]))
             self.peak_kb = int(fields['VmHWM'].split()[0])
 
@@ -278,8 +282,9 @@ def main(argv=None):
         print('idle connections: {} opened, {} still held open by the server after the run'.format(
             *summary['idle']))
     if sampler:
-        print('server process {}: at most {} threads, {:.0f} MB resident during the run (peak {:.0f} MB)'.format(
-            args.server_pid, sampler.threads, sampler.rss_kb / 1024, sampler.peak_kb / 1024))
+        print('server process {}: at most {} threads, {} open files, {:.0f} MB resident during the run '
+              '(peak {:.0f} MB)'.format(args.server_pid, sampler.threads, sampler.files, sampler.rss_kb / 1024,
+                                        sampler.peak_kb / 1024))
     return 1 if summary['errors'] else 0
 
 
