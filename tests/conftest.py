@@ -4,6 +4,11 @@ import pytest
 import make_default_data
 import train_facade_text
 
+# The tiny model's training (width 8, 128 px, 6 updates, snapshots at 3 and 6), shared
+# with the fault tests, which kill and resume it.
+TINY_TRAINING = ['--width', '8', '--size', '128', '--iteration', '6', '--snapshot_interval', '3',
+                 '--display_interval', '3', '--lr', '2e-4', '--tag-dim', '16']
+
 
 @pytest.fixture(scope='session')
 def small_data(tmp_path_factory):
@@ -15,8 +20,6 @@ def small_data(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_model(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('model')
-    code = train_facade_text.main(['-i', str(small_data), '-o', str(out), '--width', '8', '--size', '128',
-                                   '--iteration', '6', '--snapshot_interval', '3', '--display_interval', '3',
-                                   '--lr', '2e-4', '--tag-dim', '16'])
+    code = train_facade_text.main(['-i', str(small_data), '-o', str(out)] + TINY_TRAINING)
     assert code == 0
     return out
