@@ -207,6 +207,7 @@ class BlockingModel:
     """A stand-in model whose colouring waits for the test to let it finish."""
     size = 64
     vectorizer = None
+    tags = []
     settings = {}
     device = None
 
