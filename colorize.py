@@ -80,6 +80,9 @@ def read_settings(path):
                 path, key, json.dumps(value)))
     if not isinstance(settings.get('tag_vectors'), (str, type(None))):
         raise ModelError('{}: "tag_vectors" must be a file name or null'.format(path))
+    tags = settings.get('tags', [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ModelError('{}: "tags" must be a list of tags'.format(path))
     return settings
 
 

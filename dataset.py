@@ -24,9 +24,8 @@ images whose short side is under a quarter of the crop; smaller ones are upscale
 like any other (the example's short side to size*286/256). Tag files and entries that
 cannot be read (not UTF-8, tags.json that is not an object of names to tags) are
 skipped with a warning naming the file (and line): their images train without those
-tags. A file that fails later
-(a truncated body) is replaced by another example with a warning, so training neither
-dies on one bad file nor trains on it. Forked loader workers (MultiprocessIterator)
+tags. A file that fails later (a truncated body) is replaced by another example with a
+warning, so training neither dies on one bad file nor trains on it. Forked loader workers (MultiprocessIterator)
 reseed their random states, so their crops, flips and tag dropouts differ.
 
 Pixel values enter and leave the networks through ``to_unit`` / ``to_uint8`` (the

@@ -228,6 +228,9 @@ BAD_INPUTS = [
     ('colorize', 'model.json that is a list', '', damage(write('model/model.json', '[]')), 1, 'model.json'),
     ('colorize', 'model.json with a text width', '', damage(write('model/model.json', '{"in_ch": 4, "out_ch": 3, '
                                                                   '"width": "8", "size": 128}')), 1, '"width"'),
+    ('colorize', 'model.json with tags that are not a list', '',
+     damage(write('model/model.json', '{"in_ch": 4, "out_ch": 3, "width": 8, "size": 128, "tags": 5}')), 1,
+     '"tags"'),
     ('colorize', 'truncated tag_vectors.txt', '', damage(truncate('model/tag_vectors.txt')), 1, 'tag_vectors.txt'),
     ('colorize', 'a 5000-character unknown tag', '-t ' + 'x' * 5000, None, 1, '(5000 characters)'),
     ('colorize', 'drawing missing', '-i {tmp}/none.png', None, 1, 'no such file'),
