@@ -25,8 +25,9 @@ like any other (the example's short side to size*286/256). Tag files and entries
 cannot be read (not UTF-8, tags.json that is not an object of names to tags) are
 skipped with a warning naming the file (and line): their images train without those
 tags. A file that fails later (a truncated body) is replaced by another example with a
-warning, so training neither dies on one bad file nor trains on it. Forked loader workers (MultiprocessIterator)
-reseed their random states, so their crops, flips and tag dropouts differ.
+warning, so training neither dies on one bad file nor trains on it. Forked loader
+workers (MultiprocessIterator) reseed their random states, so their crops, flips and tag
+dropouts differ.
 
 Pixel values enter and leave the networks through ``to_unit`` / ``to_uint8`` (the
 example's x/128 - 1), the one place of that scaling.
@@ -233,7 +234,8 @@ def add_json_tags(table, mapping, path):
             table[name] = [tag.strip() for tag in tags if tag.strip()]
         else:
             problems.append(('{} "{}"'.format(path, tag_vectorizer.shorten(name)),
-                             'tags must be a string or a list of strings, not {}'.format(json.dumps(tags)[:60])))
+                             'tags must be a string or a list of strings, not {}'.format(
+                                 json.dumps(tags, ensure_ascii=False)[:60])))
     return problems
 
 
