@@ -60,24 +60,41 @@ def add_device_arguments(parser):
                         help='GPU ID (negative value indicates CPU); --device wins when both are given')
 
 
-def device_of(args):
-    """The device that parsed ``--device`` / ``-g`` arguments name (the CPU when neither)."""
-    if args.device is not None:
-        return get_device(args.device)
-    return get_device(args.gpu)
+def device_of(args, local_rank=None):
+    """The device that parsed ``--device`` / ``-g`` arguments name (the CPU when neither).
+
+    ``local_rank``: this process's rank among those of its machine, for training under
+    MPI (train_facade_text.py --communicator). A GPU request then means GPU local_rank,
+    one GPU per process as in ChainerMN's examples, counted modulo the GPUs this process
+    sees, so that more processes than GPUs share them (the naive communicator allows it;
+    NCCL needs a GPU per process)."""
+    spec = args.device if args.device is not None else args.gpu
+    if local_rank is not None and device_name(spec).startswith('@cupy'):
+        if not chainer.backends.cuda.available:
+            return get_device(spec)  # the one-line error of a GPU request without CuPy
+        spec = local_rank % chainer.backends.cuda.cupy.cuda.runtime.getDeviceCount()
+    return get_device(spec)
+
+
+def device_name(spec):
+    """Chainer's name of a GPU id (negative or None: the CPU) or a device specifier
+    string ('@numpy', '@cupy:0', '0', '-1')."""
+    if isinstance(spec, str):
+        try:
+            spec = int(spec)
+        except ValueError:
+            return spec
+    if spec is None or spec < 0:
+        return '@numpy'
+    return '@cupy:{}'.format(spec)
 
 
 def get_device(spec):
     """The chainer device for a GPU id (negative or None: the CPU, NumPy) or a device
     specifier string ('@numpy', '@cupy:0', '0', '-1')."""
-    if isinstance(spec, str):
-        try:
-            spec = int(spec)
-        except ValueError:
-            pass
-    if spec is None or spec == '@numpy' or (isinstance(spec, int) and spec < 0):
+    name = device_name(spec)
+    if name == '@numpy':
         return chainer.get_device('@numpy')
-    name = '@cupy:{}'.format(spec) if isinstance(spec, int) else spec
     if name.startswith('@cupy') and not chainer.backends.cuda.available:
         raise DeviceError('{} asks for a GPU, but CuPy is not usable here: '
                           'pip install cupy-cuda12x (see README "GPU")'.format(name))
