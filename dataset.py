@@ -430,6 +430,13 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         raise ImageError('{} images in a row under {} could not be read; last: {}'.format(
             SUBSTITUTE_TRIES, self.root, self.paths[i]))
 
+    def __setstate__(self, state):
+        # Unpickled in another process: the file list chainermn.scatter_dataset sends to
+        # every MPI rank (train_facade_text.py --communicator). That process seeded its
+        # own random states; only a forked loader worker must reseed (below).
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
     def _reseed_if_forked(self):
         # A forked loader worker starts with its parent's random states; without fresh
         # seeds, workers would repeat each other's crops, flips and tag dropouts.
