@@ -27,6 +27,8 @@ setup() {
 
 test_setup() {
   setup
+  # tests/test_multi_node.py trains on 2 MPI processes (ChainerMN): mpi4py and the mpich wheel's mpiexec.
+  "$PY" -m pip install -q --no-build-isolation -r requirements-mpi.txt
   # tests/test_browser.py drives Debian's headless Chromium (it skips without it).
   if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||

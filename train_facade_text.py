@@ -13,6 +13,10 @@ temporary name and renamed into place (atomic.py), so a killed run never leaves 
 half-written one. Ctrl-C or SIGTERM stops at the end of the current update and saves
 a snapshot first; ``-r latest`` resumes from the newest snapshot that loads.
 
+Under MPI, ``mpiexec -n N python train_facade_text.py --communicator pure_nccl -g 0``
+trains on N processes, one per GPU, with ChainerMN (multi_node.py says what changes);
+without --communicator training is one process, as above.
+
 ``main`` reads top to bottom like the example's: device, data, networks, optimizers,
 updater, trainer and extensions, resume, then the output folder (written only once
 training can start), run.
@@ -35,10 +39,12 @@ import compat
 import chainer
 from chainer import training
 from chainer.training import extensions
+import chainermn
 
 import atomic
 import colorize
 import dataset
+import multi_node
 from net import Decoder, Discriminator, Encoder
 import sheets
 import tag_vectorizer
@@ -59,7 +65,13 @@ PAUSE_IN_SNAPSHOT = 'PIX2PIX_PAUSE_IN_SNAPSHOT'
 
 
 class SetupError(RuntimeError):
-    """Training cannot start (no data, no snapshot); the message is one line."""
+    """Training cannot start (no data, no snapshot); the message is one line.
+    ``every_rank``: under MPI, raised alike on every rank (they agreed), so that each can
+    simply exit; any other setup error on one rank ends the whole job."""
+
+    def __init__(self, message, every_rank=False):
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 class TrainingStopped(BaseException):
@@ -78,6 +90,11 @@ def parse_args(argv):
     parser.add_argument('--epoch', '-e', type=int, default=300, help='Number of sweeps over the dataset to train')
     parser.add_argument('--iteration', type=int, default=None, help='Stop after this many updates instead')
     compat.add_device_arguments(parser)
+    parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS, default=None,
+                        help='Train on several processes under mpiexec with this ChainerMN communicator '
+                             '(pure_nccl: one GPU per process; naive: CPUs)')
+    parser.add_argument('--bn-across-ranks', action='store_true',
+                        help='Batch norm over the images of all processes together (default: each its own)')
     parser.add_argument('--dataset', '-i', default='data/default',
                         help='Folder of tagged images (or with train/ and test/ inside)')
     parser.add_argument('--out', '-o', default='result', help='Directory to output the result')
@@ -113,6 +130,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.size <= 0 or args.size % 128:
         parser.error('--size must be a positive multiple of 128 (the encoder halves it 7 times)')
+    if args.bn_across_ranks and not args.communicator:
+        parser.error('--bn-across-ranks needs --communicator (several processes)')
     return args
 
 
@@ -130,11 +149,12 @@ def save_model(out, enc, dec):
         atomic.write_file(os.path.join(out, name), lambda temp: chainer.serializers.save_npz(temp, link))
 
 
-def snapshots_newest_first(out):
-    """The snapshot_iter_N.npz files in out, the highest N first."""
+def snapshots_newest_first(out, suffix=''):
+    """The snapshot_iter_N.npz files in out, the highest N first (under MPI, those of one
+    rank: snapshot_iter_N.npz.RANK, suffix '.RANK')."""
     numbered = []
     for name in os.listdir(out):
-        match = re.fullmatch(r'snapshot_iter_(\d+)\.npz', name)
+        match = re.fullmatch(r'snapshot_iter_(\d+)\.npz' + re.escape(suffix), name)
         if match:
             numbered.append((int(match.group(1)), os.path.join(out, name)))
     return [path for _, path in sorted(numbered, reverse=True)]
@@ -170,16 +190,21 @@ class StopOnSignal(training.Extension):
     its extensions (a scheduled snapshot included) have run, so that run() saves a
     consistent state. Signals that come while it stops and saves are reported and
     ignored: a second Ctrl-C cannot break the save. (kill -9 can; atomic.write_file
-    then leaves only a temporary file, which the next start removes.)"""
+    then leaves only a temporary file, which the next start removes.) Under MPI
+    (``comm``) every rank stops after the update in which any rank got the signal."""
     trigger = 1, 'iteration'
     priority = -1000  # after every other extension, the snapshot's -100 included
 
-    def __init__(self):
+    def __init__(self, comm=None):
         self.signum = None
+        self.comm = comm
 
     def __call__(self, trainer):
-        if self.signum is not None:
-            raise TrainingStopped(self.signum)
+        signum = self.signum
+        if self.comm is not None:
+            signum = multi_node.agreed_signal(self.comm, signum)
+        if signum is not None:
+            raise TrainingStopped(signum)
 
     @contextlib.contextmanager
     def handling_signals(self):
@@ -222,13 +247,18 @@ class RandomStates(training.Extension):
             random.setstate((version, tuple(int(k) for k in python_keys), python_gauss))
 
 
-def preview_extension(model, preview_set, out, count=4):
+def preview_extension(model, preview_set, out, count=4, weights_of=None):
     """Every trigger: a sheet of drawing | tag plane | output | truth for fixed test images,
-    each row labelled with the image's first tags."""
+    each row labelled with the image's first tags. ``weights_of``: the (encoder, decoder)
+    whose weights model's networks take first (--bn-across-ranks trains copies whose batch
+    norms need every rank, and the preview runs on rank 0 alone)."""
     indices = list(range(min(count, len(preview_set))))
 
     @training.make_extension()
     def preview(trainer):
+        if weights_of is not None:
+            model.enc.copyparams(weights_of[0])
+            model.dec.copyparams(weights_of[1])
         rows, row_labels = [], []
         for i in indices:
             tags = preview_set.tags[i]
@@ -266,6 +296,25 @@ def load_data(args):
     return train_set, preview_set
 
 
+def load_shared_data(args, comm):
+    """Under MPI: rank 0 loads the data (load_data: the scan, the tag vectors) and every
+    rank gets its share of a shuffle seeded by --seed (chainermn.scatter_dataset sends
+    the file list, tags and vectors, never decoded images). Returns the training set
+    and the preview set (rank 0's; None on the others) and this rank's share."""
+    loaded, error = (None, None), None
+    if comm.rank == 0:
+        try:
+            loaded = load_data(args)
+            error = ''
+        except SetupError as failure:
+            error = str(failure)
+    error = comm.bcast_obj(error)  # from rank 0 (the others pass None)
+    if error:
+        raise SetupError(error, every_rank=True)
+    train_set, preview_set = loaded
+    return train_set, preview_set, chainermn.scatter_dataset(train_set, comm, shuffle=True, seed=args.seed)
+
+
 def make_vectorizer(args, tag_lists):
     """The tag vectors: none for --no-tag; a resumed run's saved ones; none, with a
     warning, when no image has tags; --vectors; one-hot; else word2vec trained on the
@@ -288,11 +337,14 @@ def make_vectorizer(args, tag_lists):
     return tag_vectorizer.TagVectorizer.train(tag_lists, dim=args.tag_dim, seed=args.seed)
 
 
-def prepare_output(args, train_set):
+def prepare_output(args, train_set, comm=None):
     """The output folder, once training can start: stale temporaries of a killed run
-    removed; skipped.txt (what the data scan left out), tag_vectors.txt and model.json."""
+    removed; skipped.txt (what the data scan left out), tag_vectors.txt and model.json.
+    Under MPI rank 0 writes them; the other ranks only make the folder."""
     try:
         os.makedirs(args.out, exist_ok=True)
+        if comm is not None and comm.rank != 0:
+            return
         removed = atomic.remove_stale(args.out)
         if removed:
             print('Removed what a killed run left half-written in {}: {}'.format(args.out, ', '.join(removed)))
@@ -327,16 +379,24 @@ def write_settings(args, train_set):
     atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 
-def extend_trainer(trainer, args, enc, dec, preview):
+def extend_trainer(trainer, args, enc, dec, preview, comm=None):
     """The example's snapshot, log, report and progress extensions, plus the model files,
-    the random states, loss curves, previews and the stop on Ctrl-C or SIGTERM."""
+    the random states, loss curves, previews and the stop on Ctrl-C or SIGTERM. Under
+    MPI every rank snapshots (its own file), keeps its random states and stops on a
+    signal; the rest is rank 0's."""
     snapshot_interval = (args.snapshot_interval, 'iteration')
     display_interval = (args.display_interval, 'iteration')
     # deviation from the example: SnapshotWriter, so that a killed run leaves no
     # half-written snapshot (nor Chainer's tmpsnapshot folders) behind.
-    trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}.npz', n_retains=3,
-                                       writer=SnapshotWriter()),
-                   trigger=snapshot_interval, name='snapshot')
+    snapshot = extensions.snapshot(filename='snapshot_iter_{.updater.iteration}.npz', n_retains=3,
+                                   writer=SnapshotWriter())
+    if comm is not None:
+        snapshot = multi_node.per_rank_snapshot(snapshot, comm)
+    trainer.extend(snapshot, trigger=snapshot_interval, name='snapshot')
+    trainer.extend(RandomStates(), name='random_states')
+    trainer.extend(StopOnSignal(comm), name='stop_on_signal')
+    if comm is not None and comm.rank != 0:
+        return
     # deviation from the example: instead of enc/dec/dis_iter_N.npz every interval, the
     # latest enc.npz and dec.npz (what colorize.py reads); the discriminator is only
     # needed to go on training, and the trainer snapshot holds it.
@@ -348,101 +408,178 @@ def extend_trainer(trainer, args, enc, dec, preview):
         trainer.extend(extensions.PlotReport(['dec/l1', 'dis/loss'], 'iteration', file_name='loss.png',
                                              trigger=display_interval))
     trainer.extend(extensions.ProgressBar(update_interval=10))
-    trainer.extend(RandomStates(), name='random_states')
     trainer.extend(preview, trigger=snapshot_interval)
-    trainer.extend(StopOnSignal(), name='stop_on_signal')
 
 
-def resume(trainer, args):
+def resume(trainer, args, comm=None):
     """Loads -r SNAPSHOT into the trainer; for -r latest, the newest snapshot in --out
-    that loads, naming those it skips (damaged, or of another network)."""
+    that loads, naming those it skips (damaged, or of another network). Under MPI each
+    rank loads its own file (SNAPSHOT.RANK), and only an iteration that every rank holds
+    and loads is taken: a rank killed inside a snapshot write has one fewer."""
+    suffix = multi_node.rank_suffix(comm)
     if args.resume == 'latest':
-        candidates = snapshots_newest_first(args.out) if os.path.isdir(args.out) else []
-        if not candidates:
-            raise SetupError('no snapshot to resume from: none in {}'.format(args.out))
-    elif not os.path.isfile(args.resume):
-        raise SetupError('no snapshot to resume from: {}'.format(args.resume))
+        candidates = snapshots_newest_first(args.out, suffix) if os.path.isdir(args.out) else []
+        missing = 'none in {}'.format(args.out)
     else:
-        candidates = [args.resume]
+        candidates = [args.resume + suffix] if os.path.isfile(args.resume + suffix) else []
+        missing = args.resume
+    if comm is not None:
+        candidates = multi_node.held_by_every_rank(comm, candidates)
+    if not candidates:
+        raise SetupError('no snapshot to resume from: {}'.format(missing), every_rank=True)
     problems = []
     for path in candidates:
         try:
             colorize.load_npz(path, trainer)
+            failed = []
         except colorize.ModelError as error:
-            problems.append(str(error))
+            failed = [str(error)]
+        if comm is not None:
+            failed = multi_node.everyones(comm, failed)
+        if failed:
+            problems.extend(failed)
             continue
-        if problems:
-            print('warning: skipped {} snapshot(s) that do not load: {}'.format(
-                len(problems), '; '.join(problems)), file=sys.stderr)
-        print('Resumed from {} at iteration {}'.format(path, trainer.updater.iteration))
+        if comm is None or comm.rank == 0:
+            if problems:
+                print('warning: skipped {} snapshot(s) that do not load: {}'.format(
+                    len(problems), '; '.join(problems)), file=sys.stderr)
+            print('Resumed from {} at iteration {}'.format(path, trainer.updater.iteration))
         return
-    raise SetupError('cannot resume: {}'.format('; '.join(problems)))
+    raise SetupError('cannot resume: {}'.format('; '.join(problems)), every_rank=True)
 
 
-def run(trainer, args, enc, dec):
+def run(trainer, args, enc, dec, comm=None):
     """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model saved
-    first (exit code 128 + the signal's number, as a shell reports it). Returns the exit code."""
+    first (exit code 128 + the signal's number, as a shell reports it). Returns the exit
+    code. Under MPI every rank snapshots and rank 0 saves the model and reports."""
+    root = comm is None or comm.rank == 0
     stop = trainer.get_extension('stop_on_signal')
     with stop.handling_signals():
         try:
             trainer.run()
         except TrainingStopped as stopped:
             trainer.get_extension('snapshot')(trainer)
-            save_model(args.out, enc, dec)
-            print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz and the model; '
-                  'resume with -r latest'.format(signal.Signals(stopped.signum).name, trainer.updater.iteration,
-                                                 trainer.updater.iteration), file=sys.stderr)
+            if root:
+                save_model(args.out, enc, dec)
+                print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz{} and the model; '
+                      'resume with -r latest'.format(signal.Signals(stopped.signum).name, trainer.updater.iteration,
+                                                     trainer.updater.iteration, '' if comm is None else '.RANK'),
+                      file=sys.stderr)
             return 128 + stopped.signum
-        save_model(args.out, enc, dec)
-    print('Model saved in {} (colour with: python colorize.py --model {} -i DRAWING -t TAG)'.format(
-        args.out, args.out))
+        if root:
+            save_model(args.out, enc, dec)
+    if root:
+        print('Model saved in {} (colour with: python colorize.py --model {} -i DRAWING -t TAG)'.format(
+            args.out, args.out))
     return 0
+
+
+def make_communicator(args):
+    """The ChainerMN communicator of --communicator; None without it (one process)."""
+    if not args.communicator:
+        return None
+    try:
+        return multi_node.create_communicator(args.communicator)
+    except ImportError as error:
+        raise SetupError('--communicator needs mpi4py and an MPI ({}): pip install -r requirements-mpi.txt, '
+                         'and start training with mpiexec'.format(error)) from None
+
+
+def choose_device(args, comm):
+    """compat.device_of; under MPI the GPU of this process's local rank, and a device
+    that one rank cannot use stops every rank."""
+    if comm is None:
+        return compat.device_of(args)
+    device, errors = None, []
+    try:
+        device = compat.device_of(args, comm.intra_rank)
+    except compat.DeviceError as error:
+        errors = ['rank {}: {}'.format(comm.rank, error)]
+    errors = multi_node.everyones(comm, errors)
+    if errors:
+        raise SetupError(errors[0], every_rank=True)
+    return device
+
+
+def setup_failed(error, comm):
+    """Prints the one-line error; returns the exit code, 1. Under MPI rank 0 prints an
+    error that every rank raised alike; one of this rank alone ends the whole job, since
+    the other ranks would wait for this one forever."""
+    every_rank = getattr(error, 'every_rank', False)
+    if comm is None or comm.rank == 0 or not every_rank:
+        print('error: {}'.format(error), file=sys.stderr)
+    if comm is not None and not every_rank:
+        multi_node.abort(comm)
+    return 1
 
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = None
     try:
-        device = compat.device_of(args)
-        print('Device: {}'.format(device))
-        print('# Minibatch-size: {}'.format(args.batchsize))
-        print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
-        print('')
+        comm = make_communicator(args)
+        rank = 0 if comm is None else comm.rank
+        device = choose_device(args, comm)
+        if rank == 0:
+            print('Device: {}'.format(device))
+            if comm is not None:
+                print('# Processes: {} ({} communicator), {} images per update'.format(
+                    comm.size, args.communicator, comm.size * args.batchsize))
+            print('# Minibatch-size: {}'.format(args.batchsize))
+            print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
+            print('')
         chainer.global_config.cudnn_deterministic = True
-        np.random.seed(args.seed)
-        random.seed(args.seed)
+        # Under MPI each rank its own crops, flips and dropout masks; rank 0's initial
+        # weights (those of one process) are sent to the others.
+        np.random.seed(args.seed + rank)
+        random.seed(args.seed + rank)
 
-        train_set, preview_set = load_data(args)
+        if comm is None:
+            train_set, preview_set = load_data(args)
+            train_share = train_set
+        else:
+            train_set, preview_set, train_share = load_shared_data(args, comm)
 
         # Set up the networks to train
         enc = Encoder(in_ch=4, width=args.width)
         dec = Decoder(out_ch=3, width=args.width)
         dis = Discriminator(in_ch=4, out_ch=3, width=args.width)
-        for link in (enc, dec, dis):
+        generator = enc, dec  # what the previews run: net.py's own batch norm
+        if args.bn_across_ranks:
+            enc, dec, dis = multi_node.across_ranks_batch_norm((enc, dec, dis), comm)
+        for link in (enc, dec, dis) + generator:
             link.to_device(device)
 
         # Set up the optimizers, the updater and the trainer
+        optimizers = {'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
+                      'dis': make_optimizer(dis, args.lr)}
+        if comm is not None:
+            optimizers = multi_node.multi_node_optimizers(optimizers, comm)
         updater = TextPix2pixUpdater(
             models=(enc, dec, dis),
-            iterator={'main': dataset.make_iterator(train_set, args.batchsize, args.loaderjob)},
-            optimizer={'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
-                       'dis': make_optimizer(dis, args.lr)},
-            device=device, adversarial_weight=args.adv_weight)
+            iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
+            optimizer=optimizers, device=device, adversarial_weight=args.adv_weight)
         stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
-        model = colorize.ColorModel(enc, dec, train_set.vectorizer, args.size)
-        extend_trainer(trainer, args, enc, dec, preview_extension(model, preview_set, args.out))
+        preview = None
+        if rank == 0:
+            model = colorize.ColorModel(*generator, train_set.vectorizer, args.size)
+            preview = preview_extension(model, preview_set, args.out,
+                                        weights_of=(enc, dec) if args.bn_across_ranks else None)
+        extend_trainer(trainer, args, enc, dec, preview, comm)
 
         if args.resume:
-            resume(trainer, args)
+            resume(trainer, args, comm)
         # Written only now: a run that cannot start changes nothing in --out.
-        prepare_output(args, train_set)
+        prepare_output(args, train_set, comm)
     except (SetupError, compat.DeviceError) as error:
-        print('error: {}'.format(error), file=sys.stderr)
-        return 1
+        return setup_failed(error, comm)
     except KeyboardInterrupt:
         print('\nInterrupted before training started; nothing to save', file=sys.stderr)
+        if comm is not None:
+            multi_node.abort(comm, 128 + signal.SIGINT)
         return 128 + signal.SIGINT
-    return run(trainer, args, enc, dec)
+    return run(trainer, args, enc, dec, comm)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,118 @@
+"""Training on several processes with ChainerMN: train_facade_text.py --communicator.
+
+    mpiexec -n 4 python train_facade_text.py --communicator pure_nccl -g 0 ...  # 4 GPUs
+    mpiexec -n 2 python train_facade_text.py --communicator naive ...           # 2 CPU processes
+
+ChainerMN, the ``chainermn`` package of Chainer 7.8.1 (as in Chainer's
+examples/chainermn), runs one MPI process (rank) per device. Each holds a copy of the
+three networks and trains on its own share of the images; every update averages the
+gradients over the ranks before the optimizer's step, so all ranks take the same step
+and their copies stay equal: an update of N ranks at batch b is one update at batch N*b.
+
+What changes with a communicator (train_facade_text.py calls these helpers):
+
+* rank 0 scans the data and learns the tag vectors; ``chainermn.scatter_dataset`` sends
+  the file list and tags (never decoded images), the vectors with them, to every rank
+  and gives each its share of a seeded shuffle;
+* the optimizers average the gradients (``multi_node_optimizers``); batch norm is each
+  rank's own by default, or over all ranks' images (``across_ranks_batch_norm``);
+* each rank seeds its random states with --seed + rank (its own crops, flips and dropout
+  masks) and keeps them, with its iterator's position, in its own snapshot,
+  snapshot_iter_N.npz.RANK (``per_rank_snapshot``); ``-r latest`` takes the newest
+  iteration that every rank holds (``held_by_every_rank``) and loads;
+* rank 0 alone reports, previews and writes the model files;
+* decisions that every rank must take alike (stop after this update, resume from this
+  snapshot, give up with this error) are taken on every rank's facts (``everyones``);
+* an exception on one rank ends the whole job (``create_communicator``).
+
+``mpi4py`` and an MPI are needed only here (requirements-mpi.txt); ``import chainermn``
+alone does not load them.
+"""
+import collections
+import os
+import sys
+import warnings
+
+import compat  # noqa: F401  (Chainer shims; must precede chainer)
+import chainermn
+
+# Chainer 7.8.1's communicators, less its test-only 'dummy'. naive and non_cuda_aware
+# work on CPUs (naive also on GPUs without a CUDA-aware MPI); flat and pure_nccl need
+# CuPy, pure_nccl also NCCL and one GPU per process.
+COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
+
+
+def create_communicator(name):
+    """ChainerMN's communicator ``name``. From here on an exception that no one catches,
+    on any rank, calls MPI_Abort and so ends every rank within seconds: without it the
+    other ranks would wait for the failed one forever, at full CPU, in their next
+    collective call (chainermn.global_except_hook; the same as setting
+    CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1 for every rank)."""
+    comm = chainermn.create_communicator(name)  # ImportError without mpi4py
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "called multiple times" when the variable added it
+        chainermn.global_except_hook.add_hook()
+    return comm
+
+
+def abort(comm, code=1):
+    """Ends every rank now, from this one (after an error the others cannot know of)."""
+    sys.stderr.flush()
+    comm.mpi_comm.Abort(code)
+
+
+def everyones(comm, items):
+    """Every rank's ``items`` (a list each) in one list, rank 0's first: the same list on
+    every rank, for decisions they must take alike."""
+    return [item for items_of_rank in comm.bcast_obj(comm.gather_obj(list(items))) for item in items_of_rank]
+
+
+def across_ranks_batch_norm(links, comm):
+    """Copies of the links whose batch norms normalise with the statistics of every
+    rank's batch together (chainermn.links.MultiNodeBatchNormalization): N ranks at
+    batch b then compute what one process computes at batch N*b. The parameters keep
+    their names, so the saved weights load into net.py's networks as they are."""
+    return [chainermn.links.create_mnbn_model(link, comm) for link in links]
+
+
+def multi_node_optimizers(optimizers, comm):
+    """Each optimizer (a dict of them) wrapped so that its update first averages the
+    gradients over the ranks (chainermn.create_multi_node_optimizer), after rank 0's
+    weights were sent to every rank. A multi-node optimizer's first update() only sends
+    them, with no step (chainermn/optimizers.py): that first call is made here, so that
+    each of the trainer's updates, the first one after a resume too, is a step."""
+    wrapped = {name: chainermn.create_multi_node_optimizer(optimizer, comm)
+               for name, optimizer in optimizers.items()}
+    for optimizer in wrapped.values():
+        optimizer.update()  # rank 0's weights to every rank
+    return wrapped
+
+
+def per_rank_snapshot(snapshot, comm):
+    """The snapshot extension writing each rank's own file, NAME.RANK (the rank appended
+    by chainermn.extensions.multi_node_snapshot, here with one replica set per rank):
+    the weights are the same on every rank, but each rank's iterator position and
+    random states are its own."""
+    return chainermn.extensions.multi_node_snapshot(comm, snapshot, [[rank] for rank in range(comm.size)])
+
+
+def rank_suffix(comm):
+    """What per_rank_snapshot appends to the snapshot names of this rank ('' for one process)."""
+    return '' if comm is None else '.{}'.format(comm.rank)
+
+
+def held_by_every_rank(comm, paths):
+    """The paths among ``paths`` (this rank's snapshots, each a NAME.RANK) whose NAME every
+    rank holds, in their order. A rank killed inside a snapshot write holds one fewer
+    than the others."""
+    names = [os.path.splitext(path)[0] for path in paths]
+    holders = collections.Counter(everyones(comm, names))
+    return [path for path, name in zip(paths, names) if holders[name] == comm.size]
+
+
+def agreed_signal(comm, signum):
+    """The stop signal if any rank received one (this rank's, or another's), else None:
+    every rank then stops after the same update. A rank that stopped alone would leave
+    the others waiting for it in the next update's averaging."""
+    received = everyones(comm, [] if signum is None else [signum])
+    return signum if signum is not None or not received else received[0]
