@@ -55,6 +55,12 @@ def create_communicator(name):
     return comm
 
 
+def world_rank():
+    """This process's rank among all MPI processes, also when no communicator could be made."""
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.rank
+
+
 def abort(comm, code=1):
     """Ends every rank now, from this one (after an error the others cannot know of)."""
     sys.stderr.flush()

@@ -483,6 +483,9 @@ def make_communicator(args):
     except ImportError as error:
         raise SetupError('--communicator needs mpi4py and an MPI ({}): pip install -r requirements-mpi.txt, '
                          'and start training with mpiexec'.format(error)) from None
+    except RuntimeError as error:  # CuPy or NCCL missing, alike on every rank
+        raise SetupError('the {} communicator cannot be used here: {}'.format(args.communicator, error),
+                         every_rank=True) from None
 
 
 def choose_device(args, comm):
@@ -506,7 +509,8 @@ def setup_failed(error, comm):
     error that every rank raised alike; one of this rank alone ends the whole job, since
     the other ranks would wait for this one forever."""
     every_rank = getattr(error, 'every_rank', False)
-    if comm is None or comm.rank == 0 or not every_rank:
+    rank = comm.rank if comm is not None else multi_node.world_rank() if every_rank else 0
+    if rank == 0 or not every_rank:
         print('error: {}'.format(error), file=sys.stderr)
     if comm is not None and not every_rank:
         multi_node.abort(comm)
