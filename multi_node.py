@@ -99,7 +99,11 @@ def per_rank_snapshot(snapshot, comm):
     by chainermn.extensions.multi_node_snapshot, here with one replica set per rank):
     the weights are the same on every rank, but each rank's iterator position and
     random states are its own."""
-    return chainermn.extensions.multi_node_snapshot(comm, snapshot, [[rank] for rank in range(comm.size)])
+    per_rank = chainermn.extensions.multi_node_snapshot(comm, snapshot, [[rank] for rank in range(comm.size)])
+    # The snapshot's own priority (-100: after the other extensions, whose states it
+    # holds); the wrapper would run at Extension's default, 100, before some of them.
+    per_rank.priority = snapshot.priority
+    return per_rank
 
 
 def rank_suffix(comm):

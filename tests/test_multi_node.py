@@ -64,11 +64,12 @@ def run(command, log, env=None):
 
 
 def state(path):
-    """What must be equal after an exact resume: networks, optimizers, iterator and random
-    states (batch-norm running averages left out: never read, as in test_train)."""
+    """What must be equal after an exact resume: networks, optimizers, iterator, random
+    states and the extensions' triggers (batch-norm running averages left out: never
+    read, as in test_train)."""
+    kept = ('updater/', 'extensions/random_states/', 'extension_triggers/')
     with np.load(path) as f:
-        return {k: f[k] for k in f.files if k.startswith(('updater/', 'extensions/random_states/'))
-                and '/avg_' not in k and not k.endswith('/N')}
+        return {k: f[k] for k in f.files if k.startswith(kept) and '/avg_' not in k and not k.endswith('/N')}
 
 
 def assert_same_state(path, reference):
