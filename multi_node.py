@@ -36,9 +36,10 @@ import warnings
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainermn
 
-# Chainer 7.8.1's communicators, less its test-only 'dummy'. naive and non_cuda_aware
-# work on CPUs (naive also on GPUs without a CUDA-aware MPI); flat and pure_nccl need
-# CuPy, pure_nccl also NCCL and one GPU per process.
+# Chainer 7.8.1's communicators, less its test-only 'dummy'. naive works on CPUs, and
+# on GPUs only with a CUDA-aware MPI, as flat does (it hands GPU memory to MPI);
+# pure_nccl averages with NCCL (one GPU per process), non_cuda_aware with NCCL inside a
+# machine and MPI on host copies between machines. All but naive need CuPy.
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
 
 
