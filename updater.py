@@ -21,10 +21,17 @@ scales both passes, as Chainer's own ``Optimizer.update(lossfun)`` does; those p
 are Chainer's full ``loss.backward``, which records the scale for the optimizer.
 
 ``make_optimizer`` is the example's (it defines it inside train_facade.py's main).
+
+addition to the example: with the film tag design's saturation gate
+(net.SaturationGate), the generator's loss also holds ``gate_weight`` times the gate's
+own loss, reported as ``dec/gate``: whether the target is in colour, read from the
+target itself (net.in_colour).
 """
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
+
+import net
 
 
 def make_optimizer(model, alpha, beta1=0.5):
@@ -72,6 +79,8 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         # The example's weight of the adversarial term (lam2); 0 trains the generator on
         # L1 alone, the ablation in README "Results".
         self.adversarial_weight = kwargs.pop('adversarial_weight', 1)
+        # The weight of the saturation gate's own loss (the film design; 0: none).
+        self.gate_weight = kwargs.pop('gate_weight', 0)
         super().__init__(*args, **kwargs)
 
     def update_core(self):
@@ -83,11 +92,16 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         batch = self.get_iterator('main').next()
         x_in, t_out = self.converter(batch, self.device)
 
-        x_out = dec(enc(x_in))
+        features = enc(x_in)
+        x_out = dec(features)
         y_fake = dis(x_in, x_out)
         y_real = dis(x_in, t_out)
 
         loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
+        if self.gate_weight and hasattr(dec, 'gate'):
+            loss_gate = dec.gate.loss(features[1], net.in_colour(t_out))
+            loss_gen = loss_gen + self.gate_weight * loss_gate
+            chainer.report({'gate': loss_gate}, dec)
         backward(loss_gen, list(enc.params()) + list(dec.params()), self.loss_scale)
         enc_optimizer.update()
         dec_optimizer.update()
