@@ -117,6 +117,9 @@ def parse_args(argv):
                         help='Leave each tag of a training image out with this probability')
     parser.add_argument('--blank-fraction', type=float, default=0.0,
                         help='Share of training examples whose drawing is blank paper (learn colours from tags alone)')
+    parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
+                        help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
+                             "distance between the output's and the target's colour distributions")
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
@@ -425,7 +428,7 @@ def write_settings(args, train_set):
                                   'vectors' if args.vectors else args.tag_encoding),
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction, blank_loss=args.blank_loss,
                     adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
@@ -618,7 +621,7 @@ def main(argv=None):
             models=(enc, dec, dis),
             iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
             optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
-            gate_weight=args.gate_loss if design else 0)
+            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss)
         stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None

@@ -216,3 +216,39 @@ def test_film_flags_need_the_film_design(capsys):
             train_facade_text.parse_args(argv)
         assert exit.value.code == 2
     assert 'only with --tag-design film' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- text only
+def test_the_colour_loss_scores_the_palette_not_the_layout():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    shuffled = target.reshape(1, 3, -1)[:, :, rng.permutation(256)].reshape(target.shape)
+    assert float(updater.colour_distribution_loss(chainer.Variable(shuffled), target).array) == 0
+    shifted = chainer.Variable(target + np.float32(0.25))
+    loss = updater.colour_distribution_loss(shifted, target)
+    # A shift by d along every channel moves the channel and grey projections by d (or d*sqrt(3)),
+    # the opponent ones not at all: (3 * 0.25 + 0.25 * sqrt(3)) / 7.
+    assert float(loss.array) == pytest.approx((3 * 0.25 + 0.25 * np.sqrt(3)) / 7, rel=1e-5)
+    loss.backward()
+    assert np.all(shifted.grad.sum(axis=1) > 0)  # every pixel is pushed back
+
+
+def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響'], ['暁']])
+    x[1, :3] = updater.PAPER  # the second drawing is blank paper
+    assert updater.blank_examples(x).tolist() == [False, True]
+    t = np.tanh(x[:, :3] * 2).astype(np.float32)
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours')
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        y_fake, y_real = dis(x, x_out), dis(x, t)
+        gen, l1, dis_loss = run.losses_with_blank_examples(x_out, t, y_fake, y_real, np.array([False, True]))
+        drawn_gen, drawn_l1 = updater.generator_loss(x_out[:1], t[:1], y_fake[:1])
+        colours = updater.colour_distribution_loss(x_out[1:], t[1:])
+    np.testing.assert_allclose(gen.array, 0.5 * drawn_gen.array + 0.5 * 100 * colours.array, rtol=1e-5)
+    np.testing.assert_allclose(dis_loss.array, 0.5 * updater.discriminator_loss(y_real[:1], y_fake[:1]).array,
+                               rtol=1e-5)
