@@ -252,3 +252,11 @@ def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
     np.testing.assert_allclose(gen.array, 0.5 * drawn_gen.array + 0.5 * 100 * colours.array, rtol=1e-5)
     np.testing.assert_allclose(dis_loss.array, 0.5 * updater.discriminator_loss(y_real[:1], y_fake[:1]).array,
                                rtol=1e-5)
+
+
+def test_the_design_benchmark_prints_every_design(small_data, capsys):
+    import bench_designs
+    assert bench_designs.main(['--data', str(small_data), '--blocks', '1', '--block', '1', '--json']) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row['design'] for row in rows] == list(bench_designs.DESIGNS)
+    assert rows[0]['ratio_vs_post'] == 1.0 and all(row['ms_per_update'] > 1 for row in rows)
