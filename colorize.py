@@ -88,6 +88,10 @@ def read_settings(path):
     tags = settings.get('tags', [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise ModelError('{}: "tags" must be a list of tags'.format(path))
+    design = settings.get('tag_design')
+    if design is not None and (not isinstance(design, dict) or set(design) != set(net.film_design())):
+        raise ModelError('{}: "tag_design" must be null or the film design\'s settings ({})'.format(
+            path, ', '.join(sorted(net.film_design()))))
     return settings
 
 
@@ -113,8 +117,9 @@ class ColorModel:
             raise ModelError('no trained model in {} (model.json missing): train one with '
                              'train_facade_text.py, or pass --model DIR'.format(model_dir))
         settings = read_settings(settings_path)
-        enc = net.Encoder(in_ch=settings['in_ch'], width=settings['width'])
-        dec = net.Decoder(out_ch=settings['out_ch'], width=settings['width'])
+        design = settings.get('tag_design')
+        enc = net.Encoder(in_ch=settings['in_ch'], width=settings['width'], design=design)
+        dec = net.Decoder(out_ch=settings['out_ch'], width=settings['width'], design=design)
         for name, link in (('enc.npz', enc), ('dec.npz', dec)):
             path = os.path.join(model_dir, name)
             if not os.path.exists(path):
@@ -124,6 +129,8 @@ class ColorModel:
         if settings.get('tag_vectors'):
             try:
                 vectorizer = tag_vectorizer.TagVectorizer.load(os.path.join(model_dir, settings['tag_vectors']))
+                if design:
+                    vectorizer.set_layout(design['layout'], design['slots'])
             except tag_vectorizer.VectorsError as error:
                 raise ModelError(str(error)) from None
         enc.to_device(device)

@@ -47,10 +47,11 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   is nearer (ΔE00) to its character's hair colour than to the twin's.
 * Tag swap (``tag_swap_accuracy``): the same drawings with the tags a user types for
   the twin: the twin's character tag in place of the image's, and, where the image has
-  hair-colour tags (characters.json ``hair_tags``: 銀髪, 紺髪 ...), the twin's in their
-  place; right when the hair lands nearer the twin's colour. Also reported: the swap
-  that keeps every other tag, hair colours included (``tag_swap_accuracy_keep_hair_tags``)
-  and the twin's character tag alone (``..._character_only``).
+  tags that name the character's colours (characters.json ``colour_tags``: 銀髪, 紺髪,
+  黒ドレス ...), the twin's in their place; right when the hair lands nearer the twin's
+  colour. Also reported: the swap that keeps every other tag, colours included
+  (``tag_swap_accuracy_full_tags``) and the twin's character tag alone
+  (``..._character_only``).
 * Text only (``text_only_palette_accuracy``): each character's tag alone on a white
   drawing. A palette is the normalised histogram of an image's pixels in CIELAB, 4 L*
   bins x 8 a* x 8 b* bins (a*, b* clipped to ±80), leaving out the paper (L* ≥ 97 and
@@ -302,12 +303,13 @@ def swapped(tags, own, twin):
 
 def swapped_as_typed(image, characters):
     """The tags a user types for the twin: the twin's character tag in place of the image's,
-    and, where the image has hair-colour tags, the twin's hair-colour tags in their place."""
+    and, where the image has tags naming the character's colours (characters.json
+    colour_tags: 銀髪, 紺髪, 黒ドレス ...), the twin's in their place."""
     own, twin = image.character, characters[image.character['twin']]
-    own_hair = set(own.get('hair_tags', []))
-    tags = [twin['tag'] if t == own['tag'] else t for t in image.tags if t not in own_hair]
-    if own_hair & set(image.tags):
-        tags += [t for t in twin.get('hair_tags', []) if t not in tags]
+    own_colours = set(own['colour_tags'])
+    tags = [twin['tag'] if t == own['tag'] else t for t in image.tags if t not in own_colours]
+    if own_colours & set(image.tags):
+        tags += [t for t in twin['colour_tags'] if t not in tags]
     return tags
 
 
@@ -409,7 +411,7 @@ def score_model(model, description):
             ambiguous_hair_accuracy_character_tag=pair_accuracy(model, characters, labels, character_tag, False),
             tag_swap_accuracy=pair_accuracy(model, characters, labels,
                                             lambda image: swapped_as_typed(image, characters), True),
-            tag_swap_accuracy_keep_hair_tags=pair_accuracy(model, characters, labels, swap_full, True),
+            tag_swap_accuracy_full_tags=pair_accuracy(model, characters, labels, swap_full, True),
             text_only_palette=text_only_scores(model),
             tag_swap_accuracy_character_tag=pair_accuracy(
                 model, characters, labels, lambda image: [image.character['twin']], True),
@@ -444,7 +446,7 @@ def headline(tag, notag):
         ambiguous_hair_accuracy_worst_pair=min(per_pair.values(), default=None),
         ambiguous_hair_accuracy_tag_character_only=tag['ambiguous_hair_accuracy_character_tag']['accuracy'],
         tag_swap_accuracy=tag['tag_swap_accuracy']['accuracy'],
-        tag_swap_accuracy_keep_hair_tags=tag['tag_swap_accuracy_keep_hair_tags']['accuracy'],
+        tag_swap_accuracy_full_tags=tag['tag_swap_accuracy_full_tags']['accuracy'],
         tag_swap_accuracy_character_only=tag['tag_swap_accuracy_character_tag']['accuracy'],
         text_only_palette_accuracy=tag['text_only_palette']['accuracy'],
         region_delta_e_tag=tag['region_delta_e']['overall'],

@@ -170,8 +170,8 @@ SCORE_ROWS = (
     ('tag swap: hair follows the twin\'s tags as a user types them',
      lambda m: counted(m.get('tag_swap_accuracy'), 'accuracy')),
     ('tag swap, character tag only', lambda m: counted(m.get('tag_swap_accuracy_character_tag'), 'accuracy')),
-    ('tag swap, own hair-colour tags kept',
-     lambda m: counted(m.get('tag_swap_accuracy_keep_hair_tags'), 'accuracy')),
+    ('tag swap, the image\'s other tags all kept',
+     lambda m: counted(m.get('tag_swap_accuracy_full_tags'), 'accuracy')),
     ('text only: own palette nearest', lambda m: counted(m.get('text_only_palette'), 'accuracy')),
     ('region ΔE00, overall', lambda m: fmt(m['region_delta_e']['overall'], 2)),
     ('REGIONS', None),  # one row per region of the scores, in their order

@@ -41,8 +41,9 @@ from PIL import Image, ImageDraw
 LABELS = {"background": 0, "skin": 1, "hair": 2, "eyes": 3, "clothes": 4}
 MONO_TAGS = ["モノクロ", "ノート"]
 MONO_FRACTION = 0.15
-# The traits that name a hair colour: a user who asks for the twin replaces these too.
-HAIR_COLOUR_TAGS = ["銀髪", "白髪", "紺髪", "金髪", "緑髪", "黒髪"]
+# The traits that name a colour of the character (hair, dress): a user who asks for the
+# twin replaces these too (evaluate.py's tag swap).
+COLOUR_TAGS = ["銀髪", "白髪", "紺髪", "金髪", "緑髪", "黒髪", "黒ドレス"]
 GENERAL_TAGS = ["女の子", "笑顔", "立ち絵", "ちびキャラ", "落書き", "デフォルメ", "全身", "かわいい"]
 
 SUPERSAMPLE = 3
@@ -871,7 +872,7 @@ def write_description(out, size, seed, counts, mono_names):
         "labels": LABELS,
         "characters": [
             {"tag": c["tag"], "romaji": c["romaji"], "franchise": c["franchise"], "twin": c["twin"],
-             "hair_tags": [t for t in c["traits"] if t in HAIR_COLOUR_TAGS],
+             "colour_tags": [t for t in c["traits"] if t in COLOUR_TAGS],
              "colors": {key: list(c["colors"].get(key, SKIN))
                         for key in ("hair", "eyes", "clothes", "skin")}}
             for c in CHARACTERS],

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
+#                    (--seed N: draw the data and train with seed N; default 0)
 #   ./run.sh test    set up and run the tests
 #   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
 #   ./run.sh bench   set up with PyTorch and time training and colouring against it (benchmarks/bench.py)
 #   ./run.sh setup   only set up (.venv with the pinned dependencies)
-# Arguments after the command go to pytest, to both demo trainings, to server.py or to benchmarks/bench.py.
+# Arguments after the command go to pytest, to the three demo trainings, to server.py or to benchmarks/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
@@ -38,20 +39,35 @@ test_setup() {
 }
 
 demo() {
+  local seed=0
+  local args=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --seed) seed=$2; shift 2 ;;
+      --seed=*) seed=${1#--seed=}; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
   setup
-  "$PY" make_default_data.py --out data/default
-  # Batch-1 work on a small network runs best on one BLAS thread per process: the tag model
-  # and the --no-tag baseline train side by side, one core each.
+  "$PY" make_default_data.py --out data/default --seed "$seed"
+  # Batch-1 work on a small network runs best on one BLAS thread per process: the three
+  # models train side by side on the machine's cores.
   export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
   mkdir -p result
-  echo "training the --no-tag baseline in the background (log: result/demo-notag.log)"
-  "$PY" train_facade_text.py --demo --no-tag -o result/demo-notag "$@" > result/demo-notag.log 2>&1 &
+  local common=(--demo --seed "$seed" ${args[@]+"${args[@]}"})
+  echo "training the post's design and the --no-tag baseline in the background" \
+       "(logs: result/demo-post.log, result/demo-notag.log), the film design here"
+  "$PY" train_facade_text.py "${common[@]}" -o result/demo-post > result/demo-post.log 2>&1 &
+  local post=$!
+  "$PY" train_facade_text.py "${common[@]}" --no-tag -o result/demo-notag > result/demo-notag.log 2>&1 &
   local baseline=$!
-  "$PY" train_facade_text.py --demo -o result/demo "$@"
+  "$PY" train_facade_text.py "${common[@]}" --tag-design film --blank-fraction 0.3 -o result/demo
+  wait "$post" || { tail -n 20 result/demo-post.log; exit 1; }
   wait "$baseline" || { tail -n 20 result/demo-notag.log; exit 1; }
   "$PY" colorize.py --model result/demo -i data/default/test/line/hibiki_0000.png -t 響 -t 暁 \
     -o result/hibiki_akatsuki.png
-  "$PY" evaluate.py --model result/demo --baseline result/demo-notag --out result/report
+  "$PY" colorize.py --model result/demo --blank 128 -t 初音ミク -t 響 -t 暁 -o result/text_only.png
+  "$PY" evaluate.py --model result/demo --baseline result/demo-notag --post result/demo-post --out result/report
   echo "done: the report is result/report/REPORT.md; colour your own drawings with colorize.py"
 }
 

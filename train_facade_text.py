@@ -47,6 +47,7 @@ import atomic
 import colorize
 import dataset
 import multi_node
+import net
 from net import Decoder, Discriminator, Encoder
 import sheets
 import tag_vectorizer
@@ -122,11 +123,15 @@ def parse_args(argv):
                         help='Leave each tag of a training image out with this probability')
     parser.add_argument('--blank-fraction', type=float, default=0.0,
                         help='Share of training examples whose drawing is blank paper (learn colours from tags alone)')
+    parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
+                        help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
+                             "distance between the output's and the target's colour distributions")
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
     parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
                         help='Size of the word2vec vectors trained on the tags')
+    add_tag_design_arguments(parser)
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     parser.add_argument('--stage', type=int, choices=(1, 2), default=1,
@@ -155,7 +160,53 @@ def parse_args(argv):
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
     if args.bn_across_ranks and not args.communicator:
         parser.error('--bn-across-ranks needs --communicator (several processes)')
+    if args.tag_design == 'film' and args.no_tag:
+        parser.error('--tag-design film needs tags: leave out --no-tag')
+    film_only = [flag for flag, value, default in FILM_FLAGS if getattr(args, value) != default]
+    if args.tag_design == 'post' and film_only:
+        parser.error('{} only with --tag-design film'.format(', '.join(film_only)))
+    if args.stage == 2 and args.tag_design == 'film':
+        # The film design reads its tag slots at fixed cells of the whole plane, which
+        # stage 2's crops cut; stage 2 keeps the post's plane (the tags' decision is stage 1's).
+        parser.error('--stage 2 uses the post tag design: leave out --tag-design film')
     return args
+
+
+# The flags of the film design: (flag, attribute, default).
+FILM_FLAGS = (('--tag-layout', 'tag_layout', 'slots'), ('--gate', 'gate', 'per_tag'),
+              ('--gate-loss', 'gate_loss', 1.0), ('--gate-gain', 'gate_gain', 5.0),
+              ('--no-projection', 'no_projection', False), ('--no-coords', 'no_coords', False),
+              ('--film-hidden', 'film_hidden', 64), ('--slots', 'slots', tag_vectorizer.SLOTS))
+
+
+def add_tag_design_arguments(parser):
+    """--tag-design and the flags of the film design's parts (for its ablations)."""
+    group = parser.add_argument_group('tag design', 'How the tags enter the networks (README "Tag designs")')
+    group.add_argument('--tag-design', choices=('post', 'film'), default='post',
+                       help="post: the tag plane beside the drawing (the post's); film: per-tag slots on the "
+                            "plane, read back into a vector that modulates every batch norm (FiLM), a "
+                            "saturation gate on the output and a projection discriminator")
+    group.add_argument('--tag-layout', choices=tag_vectorizer.LAYOUTS, default='slots',
+                       help='film: the plane holds each tag in its own slot, or the mean vector as in the post')
+    group.add_argument('--gate', choices=('per_tag', 'per_set', 'none'), default='per_tag',
+                       help='film: the saturation gate, one factor per tag (any tag can take the colour out), '
+                            'one for the set, or none')
+    group.add_argument('--gate-loss', type=float, default=1.0,
+                       help="film: weight of the gate's own loss (is the target in colour)")
+    group.add_argument('--gate-gain', type=float, default=5.0, help="film: multiplier of the gate's weights")
+    group.add_argument('--no-projection', action='store_true', help='film: a discriminator that ignores the tags')
+    group.add_argument('--no-coords', action='store_true', help='film: no x, y planes beside the drawing')
+    group.add_argument('--film-hidden', type=int, default=64, help="film: size of the tags' features")
+    group.add_argument('--slots', type=int, default=tag_vectorizer.SLOTS, help='film: tags a slots plane holds')
+
+
+def tag_design_of(args):
+    """model.json's tag_design: None for the post's design, else net.film_design's settings."""
+    if args.tag_design == 'post':
+        return None
+    return net.film_design(layout=args.tag_layout, dim=args.tag_dim, slots=args.slots, hidden=args.film_hidden,
+                           gate=None if args.gate == 'none' else args.gate, gate_gain=args.gate_gain,
+                           projection=not args.no_projection, coords=not args.no_coords)
 
 
 def split_folders(root):
@@ -363,6 +414,15 @@ def load_shared_data(args, comm):
 
 
 def make_vectorizer(args, tag_lists):
+    """The tag vectors, laid out as the tag design wants them (vectorizer_of)."""
+    vectorizer = vectorizer_of(args, tag_lists)
+    design = tag_design_of(args)
+    if vectorizer is not None and design:
+        vectorizer.set_layout(design['layout'], design['slots'])
+    return vectorizer
+
+
+def vectorizer_of(args, tag_lists):
     """The tag vectors: none for --no-tag; a resumed run's saved ones; none, with a
     warning, when no image has tags; --vectors; one-hot; else word2vec trained on the
     tag lists."""
@@ -417,8 +477,9 @@ def write_settings(args, train_set):
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=(None if vectorizer is None else
                                   'vectors' if args.vectors else args.tag_encoding),
+                    tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction, blank_loss=args.blank_loss,
                     adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
@@ -594,9 +655,10 @@ def main(argv=None):
             train_set, preview_set, train_share = load_shared_data(args, comm)
 
         # Set up the networks to train
-        enc = Encoder(in_ch=input_planes(args), width=args.width)
-        dec = Decoder(out_ch=3, width=args.width)
-        dis = Discriminator(in_ch=input_planes(args), out_ch=3, width=args.width)
+        design = tag_design_of(args)
+        enc = Encoder(in_ch=input_planes(args), width=args.width, design=design)
+        dec = Decoder(out_ch=3, width=args.width, design=design)
+        dis = Discriminator(in_ch=input_planes(args), out_ch=3, width=args.width, design=design)
         generator = enc, dec  # what the previews run: net.py's own batch norm
         if args.bn_across_ranks:
             enc, dec, dis = multi_node.across_ranks_batch_norm((enc, dec, dis), comm)
@@ -611,7 +673,8 @@ def main(argv=None):
         updater = TextPix2pixUpdater(
             models=(enc, dec, dis),
             iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
-            optimizer=optimizers, device=device, adversarial_weight=args.adv_weight)
+            optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
+            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss)
         stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None

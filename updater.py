@@ -21,10 +21,25 @@ scales both passes, as Chainer's own ``Optimizer.update(lossfun)`` does; those p
 are Chainer's full ``loss.backward``, which records the scale for the optimizer.
 
 ``make_optimizer`` is the example's (it defines it inside train_facade.py's main).
+
+addition to the example: with the film tag design's saturation gate
+(net.SaturationGate), the generator's loss also holds ``gate_weight`` times the gate's
+own loss, reported as ``dec/gate``: whether the target is in colour, read from the
+target itself (net.in_colour). With ``blank_loss='colours'``, examples whose drawing is
+blank paper (``--blank-fraction``: colour from the tags alone) are scored on where their
+colours are, not where they are: a blank drawing says nothing about where the figure
+stands, so the per-pixel L1 can only be met by a wash of every pose's average, and the
+adversarial term, with nothing to anchor it, paints a checkerboard. Their loss is
+``colour_distribution_loss`` (weight 100, as L1's), they are left out of the adversarial
+terms, and it is reported as ``dec/colours``.
 """
+import numpy as np
+
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
+
+import net
 
 
 def make_optimizer(model, alpha, beta1=0.5):
@@ -47,6 +62,38 @@ def discriminator_loss(y_real, y_fake):
     loss_real = F.sum(F.softplus(-y_real)) / batchsize / w / h
     loss_fake = F.sum(F.softplus(y_fake)) / batchsize / w / h
     return loss_real + loss_fake
+
+
+# A blank drawing is all paper: 255 on [-1, 1] (dataset.to_unit).
+PAPER = 255 / 128 - 1
+# Directions in RGB along which colour distributions are compared: the channels, grey
+# and opponent axes (red-green, yellow-blue, red-blue), each of length 1.
+COLOUR_DIRECTIONS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [1, -1, 0], [1, 1, -2], [1, 0, -1]],
+                             np.float32)
+COLOUR_DIRECTIONS /= np.linalg.norm(COLOUR_DIRECTIONS, axis=1, keepdims=True)
+
+
+def blank_examples(x_in):
+    """(B,) bool: the examples whose drawing planes are blank paper."""
+    x_in = x_in.array if isinstance(x_in, chainer.Variable) else x_in
+    return (x_in[:, :3].reshape(len(x_in), -1).min(axis=1) >= PAPER - 1e-6)
+
+
+def colour_distribution_loss(x_out, t_out):
+    """The sliced 1-D Wasserstein distance between an output's and its target's pixel
+    colours: along each of COLOUR_DIRECTIONS, the mean |difference| of the two sorted
+    projections (Rabin et al. 2011), averaged over the directions and examples. Zero for
+    any rearrangement of the target's pixels; it scores the palette, not the layout."""
+    xp = chainer.backend.get_array_module(x_out)
+    batch, channels = x_out.shape[:2]
+    directions = xp.asarray(COLOUR_DIRECTIONS)
+    losses = []
+    for b in range(batch):
+        out = F.matmul(directions, F.reshape(x_out[b], (channels, -1)))  # (K, pixels)
+        target = xp.sort(directions @ t_out[b].reshape(channels, -1), axis=1)
+        order = xp.argsort(out.array, axis=1) + xp.arange(len(directions))[:, None] * out.shape[1]
+        losses.append(F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel())))
+    return sum(losses) / batch
 
 
 def backward(loss, params, loss_scale=None):
@@ -72,6 +119,10 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         # The example's weight of the adversarial term (lam2); 0 trains the generator on
         # L1 alone, the ablation in README "Results".
         self.adversarial_weight = kwargs.pop('adversarial_weight', 1)
+        # The weight of the saturation gate's own loss (the film design; 0: none).
+        self.gate_weight = kwargs.pop('gate_weight', 0)
+        # 'pixels' (the example's losses for every example) or 'colours' (see above).
+        self.blank_loss = kwargs.pop('blank_loss', 'pixels')
         super().__init__(*args, **kwargs)
 
     def update_core(self):
@@ -83,11 +134,21 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         batch = self.get_iterator('main').next()
         x_in, t_out = self.converter(batch, self.device)
 
-        x_out = dec(enc(x_in))
+        features = enc(x_in)
+        x_out = dec(features)
         y_fake = dis(x_in, x_out)
         y_real = dis(x_in, t_out)
 
-        loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
+        blank = blank_examples(x_in) if self.blank_loss == 'colours' else None
+        if blank is not None and blank.any():
+            loss_gen, loss_l1, loss_dis = self.losses_with_blank_examples(x_out, t_out, y_fake, y_real, blank)
+        else:
+            loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
+            loss_dis = None
+        if self.gate_weight and hasattr(dec, 'gate'):
+            loss_gate = dec.gate.loss(features[1], net.in_colour(t_out))
+            loss_gen = loss_gen + self.gate_weight * loss_gate
+            chainer.report({'gate': loss_gate}, dec)
         backward(loss_gen, list(enc.params()) + list(dec.params()), self.loss_scale)
         enc_optimizer.update()
         dec_optimizer.update()
@@ -97,7 +158,28 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         chainer.report({'loss': loss_gen, 'l1': loss_l1}, dec)
 
         x_out.unchain_backward()
-        loss_dis = discriminator_loss(y_real, y_fake)
+        if loss_dis is None:
+            loss_dis = discriminator_loss(y_real, y_fake)
         backward(loss_dis, list(dis.params()), self.loss_scale)
         dis_optimizer.update()
         chainer.report({'loss': loss_dis}, dis)
+
+    def losses_with_blank_examples(self, x_out, t_out, y_fake, y_real, blank, lam1=100):
+        """The generator's and discriminator's losses when some drawings are blank: the
+        example's on the drawn examples, colour_distribution_loss on the blank ones (each
+        example's share of the batch kept), the blank ones out of the adversarial terms."""
+        xp = chainer.backend.get_array_module(blank)
+        batch, drawn = len(blank), xp.flatnonzero(~blank)
+        blank_ones = xp.flatnonzero(blank)
+        loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+        chainer.report({'colours': loss_colours}, self.dec)
+        loss_gen = lam1 * loss_colours * (len(blank_ones) / batch)
+        loss_l1 = 0
+        loss_dis = chainer.Variable(xp.zeros((), y_real.dtype))
+        if len(drawn):
+            share = len(drawn) / batch
+            gen, loss_l1 = generator_loss(x_out[drawn], t_out[drawn], y_fake[drawn], lam2=self.adversarial_weight)
+            loss_gen = loss_gen + share * gen
+            loss_l1 = share * loss_l1
+            loss_dis = share * discriminator_loss(y_real[drawn], y_fake[drawn])
+        return loss_gen, loss_l1, loss_dis

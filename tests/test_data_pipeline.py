@@ -222,8 +222,8 @@ def test_tag_vectors_are_computed_once_per_distinct_tag_set(tmp_path, monkeypatc
     write_set(tmp_path, 12)
     vectorizer = TagVectorizer.train(TAG_SETS * 3, dim=16, epochs=5)
     computed = []
-    standardised = vectorizer._standardised
-    monkeypatch.setattr(vectorizer, '_standardised', lambda tags: computed.append(tuple(tags)) or standardised(tags))
+    known_vectors = vectorizer._known_vectors
+    monkeypatch.setattr(vectorizer, '_known_vectors', lambda tags: computed.append(tuple(tags)) or known_vectors(tags))
     data = TaggedImageDataset(str(tmp_path), vectorizer, size=64)
     planes = [data[i][0][3] for i in range(len(data)) for _ in range(2)]
     assert sorted(computed) == sorted(tuple(tags) for tags in TAG_SETS)

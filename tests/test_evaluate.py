@@ -139,11 +139,12 @@ def test_targets_say_met_not_met_or_no_data():
     assert evaluate.check_targets(values)['region_delta_e_tag']['met'] is False  # 6.0 > 5.4
 
 
-def test_swap_as_typed_replaces_the_character_and_hair_colour_tags(small_data):
+def test_swap_as_typed_replaces_the_character_and_colour_tags(small_data):
     description = evaluate.read_description(str(small_data))
     characters = {c['tag']: c for c in description['characters']}
     hibiki = characters['響']
-    assert hibiki['hair_tags'] == ['銀髪', '白髪'] and characters['暁']['hair_tags'] == ['紺髪']
+    assert hibiki['colour_tags'] == ['銀髪', '白髪'] and characters['暁']['colour_tags'] == ['紺髪']
+    assert characters['アルトリア・ペンドラゴン〔オルタ〕']['colour_tags'] == ['金髪', '黒ドレス']
     image = lambda tags: evaluate.TestImage('x', hibiki, tags, tags, False, None, None, None)
     assert evaluate.swapped_as_typed(image(['響', '艦これ', '銀髪', 'かわいい']), characters) == [
         '暁', '艦これ', 'かわいい', '紺髪']

@@ -159,7 +159,8 @@ def test_stages_given_the_wrong_way_round_are_one_line_errors(tiny_model, stage2
 
 @pytest.mark.parametrize('argv', [['--crop', '128'], ['--stage', '2', '--size', '256', '--crop', '384'],
                                   ['--stage', '2', '--size', '256', '--coarse-size', '256'],
-                                  ['--stage', '2', '--blank-fraction', '0.1']])
+                                  ['--stage', '2', '--blank-fraction', '0.1'],
+                                  ['--stage', '2', '--tag-design', 'film']])
 def test_stage2_flags_are_checked(argv, capsys):
     with pytest.raises(SystemExit) as exit:
         train_facade_text.parse_args(argv)

@@ -1,0 +1,87 @@
+"""CPU time per training update of the tag designs, at the demo's size (width 16, 128 px,
+batch 1), interleaved in one process so that a shared machine's load falls on every
+design alike; process time, so other processes' load does not count.
+
+    python benchmarks/bench_designs.py                     # the default data, 6 blocks of 50 updates
+    python benchmarks/bench_designs.py --blocks 3 --block 20 --json
+
+Prints ms per update, updates/s and the ratio to the post's design for each.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+# The project's modules live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compat  # noqa: E402,F401  (Chainer shims; must precede chainer)
+import chainer  # noqa: E402
+
+import dataset  # noqa: E402
+import net  # noqa: E402
+import train_facade_text  # noqa: E402
+from updater import TextPix2pixUpdater, make_optimizer  # noqa: E402
+
+DESIGNS = {
+    "post (the post's design)": [],
+    'film': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours'],
+    'film, mean layout, no gate': ['--tag-design', 'film', '--tag-layout', 'mean', '--gate', 'none'],
+    'no tag': ['--no-tag'],
+}
+
+
+def make_updater(argv, tag_lists, train_dir):
+    """An updater of the demo preset with these training flags, as train_facade_text.main builds it."""
+    args = train_facade_text.parse_args(['--demo', '-i', train_dir] + argv)
+    data = dataset.TaggedImageDataset(train_dir, None, args.size, blank_fraction=args.blank_fraction)
+    data.vectorizer = train_facade_text.make_vectorizer(args, tag_lists)
+    design = train_facade_text.tag_design_of(args)
+    models = (net.Encoder(4, args.width, design), net.Decoder(3, args.width, design),
+              net.Discriminator(4, 3, args.width, design))
+    return TextPix2pixUpdater(
+        models=models, iterator={'main': dataset.make_iterator(data, 1)},
+        optimizer={name: make_optimizer(m, args.lr) for name, m in zip(('enc', 'dec', 'dis'), models)},
+        device=chainer.get_device('@numpy'), gate_weight=args.gate_loss if design else 0,
+        blank_loss=args.blank_loss)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
+    parser.add_argument('--blocks', type=int, default=6, help='rounds over the designs')
+    parser.add_argument('--block', type=int, default=50, help='updates per design and round')
+    parser.add_argument('--json', action='store_true', help='one JSON object per design')
+    args = parser.parse_args(argv)
+    np.random.seed(0)
+    random.seed(0)
+    train_dir = os.path.join(args.data, 'train')
+    tag_lists = dataset.TaggedImageDataset(train_dir, None, 128).tags
+    updaters = {name: make_updater(flags, tag_lists, train_dir) for name, flags in DESIGNS.items()}
+    times = {name: [] for name in updaters}
+    for updater in updaters.values():  # warm-up
+        for _ in range(5):
+            updater.update()
+    for _ in range(args.blocks):
+        for name, updater in updaters.items():
+            start = time.process_time()
+            for _ in range(args.block):
+                updater.update()
+            times[name].append((time.process_time() - start) / args.block)
+    post = np.median(times["post (the post's design)"])
+    for name, values in times.items():
+        ms = 1000 * float(np.median(values))
+        if args.json:
+            print(json.dumps(dict(design=name, ms_per_update=round(ms, 1), ratio_vs_post=round(ms / 1000 / post, 3),
+                                  flags=DESIGNS[name], blocks=args.blocks, block=args.block), ensure_ascii=False))
+        else:
+            print('{:28s} {:6.1f} ms/update  {:5.2f} updates/s  {:4.2f}x the post\'s'.format(
+                name, ms, 1000 / ms, ms / 1000 / post))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The film tag design: per-tag slots on the plane, read back into FiLM, the saturation
+gate and the projection discriminator."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import compat  # noqa: F401
+import chainer
+import chainer.functions as F
+
+import net
+import tag_vectorizer
+import train_facade_text
+from tag_vectorizer import TagVectorizer
+from updater import TextPix2pixUpdater, make_optimizer
+
+TAG_LISTS = [['響', '艦これ', '銀髪'], ['暁', '艦これ', '紺髪'], ['初音ミク', 'モノクロ'], ['博麗霊夢', '東方']] * 3
+
+
+@pytest.fixture(scope='module')
+def vectorizer():
+    return TagVectorizer.train(TAG_LISTS, dim=16, epochs=5)
+
+
+# ---------------------------------------------------------------- the plane
+@pytest.mark.parametrize('size', [128, 256, 200])
+def test_cells_read_back_what_the_plane_holds(vectorizer, size):
+    slots = TagVectorizer(vectorizer.kv, 'slots')
+    for v, tags in ((vectorizer, ['響', '艦これ']), (slots, ['響', '艦これ', '銀髪'])):
+        values = v.vector(tags)
+        plane = tag_vectorizer.tag_plane(v, tags, size)
+        np.testing.assert_array_equal(tag_vectorizer.read_cells(plane[None], v.plane_values)[0], values)
+
+
+def test_slots_hold_each_tag_alone_and_the_mean_layout_is_the_posts(vectorizer):
+    slots = TagVectorizer(vectorizer.kv, 'slots', slots=4)
+    values = slots.vector(['響', '艦これ']).reshape(4, 16)
+    np.testing.assert_array_equal(values[0], vectorizer.standardised(vectorizer.kv['響']))
+    np.testing.assert_array_equal(values[1], vectorizer.standardised(vectorizer.kv['艦これ']))
+    assert (values[2:] == 0).all()
+    # The post's layout: the standardised mean of the set, on the 4x4 grid.
+    mean = vectorizer.vector(['響', '艦これ'])
+    np.testing.assert_array_equal(mean, vectorizer.standardised(np.mean([vectorizer.kv['響'], vectorizer.kv['艦これ']], 0)))
+    assert mean.shape == (16,) and vectorizer.plane_values == 16 and slots.plane_values == 64
+    # モノクロ keeps its own slot whatever else comes with it; averaged, it moves the set little.
+    with_mono = slots.vector(['初音ミク', 'モノクロ']).reshape(4, 16)
+    np.testing.assert_array_equal(with_mono[1], vectorizer.standardised(vectorizer.kv['モノクロ']))
+    with pytest.warns(tag_vectorizer.UnknownTagWarning, match='slots'):
+        slots.vector(['響', '艦これ', '銀髪', '暁', '紺髪'])  # 5 tags, 4 slots
+
+
+# ---------------------------------------------------------------- the networks
+def film_networks(width=4, seed=0, **settings):
+    np.random.seed(seed)
+    design = net.film_design(slots=4, **settings)
+    return (net.Encoder(4, width, design), net.Decoder(3, width, design),
+            net.Discriminator(4, 3, width, design), design)
+
+
+def tag_input(vectorizer, tag_sets, size=128, seed=0):
+    v = TagVectorizer(vectorizer.kv, 'slots', slots=4)
+    drawing = np.random.RandomState(seed).uniform(-1, 1, (size, size)).astype(np.float32)
+    x = np.empty((len(tag_sets), 4, size, size), np.float32)
+    x[:, :3] = drawing  # one drawing, the tags differ
+    for i, tags in enumerate(tag_sets):
+        x[i, 3] = tag_vectorizer.tag_plane(v, tags, size)
+    return x
+
+
+def test_the_tag_reader_sums_the_tags_present_and_nothing_else(vectorizer):
+    enc, _, _, _ = film_networks()
+    x = tag_input(vectorizer, [['響', '艦これ'], ['艦これ', '響'], []])
+    with chainer.using_config('train', True):
+        tags = enc.tags(x)
+    np.testing.assert_allclose(tags.c.array[0], tags.c.array[1], rtol=1e-6)  # a set: order does not matter
+    assert (tags.c.array[2] == 0).all() and tags.present.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(tags.c.array[0], tags.each.array[0].sum(axis=0), rtol=1e-6)
+
+
+def test_film_starts_as_the_example_and_is_one_product_for_all_layers():
+    layers = [net.ConvBNR(4, 8, film=5), net.ConvBNR(8, 6, film=5), net.ConvBNR(6, 6)]
+    c = np.random.RandomState(0).normal(size=(2, 5)).astype(np.float32)
+    films = net.film_parameters(layers, c)
+    assert films[2] is None
+    for film in films[:2]:
+        np.testing.assert_array_equal(film[0].array, 1)  # zero-initialised: scale 1, shift 0
+        np.testing.assert_array_equal(film[1].array, 0)
+    for layer in layers[:2]:
+        layer.film.W.array[...] = np.random.RandomState(1).normal(size=layer.film.W.shape)
+        layer.film.b.array[...] = np.random.RandomState(2).normal(size=layer.film.b.shape)
+    for layer, film in zip(layers[:2], net.film_parameters(layers, c)):
+        direct = F.linear(c, layer.film.W, layer.film.b).array
+        half = direct.shape[1] // 2
+        np.testing.assert_allclose(film[0].array, 1 + direct[:, :half], rtol=1e-6)
+        np.testing.assert_allclose(film[1].array, direct[:, half:], rtol=1e-6, atol=1e-6)
+
+
+def test_the_gate_keeps_colour_until_one_tag_takes_it_out():
+    gate = net.SaturationGate(3, per_tag=True, gain=5.0)
+    each = np.zeros((2, 4, 3), np.float32)
+    each[:, :, 0] = 1.0
+    each[1, 2, 0] = -2.0  # one tag (think モノクロ) that will close the gate
+    present = np.array([[1, 1, 1, 0], [1, 1, 1, 0]], np.float32)
+    tags = net.Tags(chainer.Variable(each.sum(axis=1)), chainer.Variable(each), present)
+    share = np.exp(gate.log_share(tags).array)
+    np.testing.assert_allclose(share, 1 / (1 + np.exp(-net.GATE_BIAS)) ** 3, rtol=1e-6)  # starts almost open
+    gate.l.W.array[...] = [[2.0, 0, 0]]
+    logits = 5.0 * 2.0 * np.array([[1, 1, 1], [1, 1, -2]]) + net.GATE_BIAS
+    want = np.prod(1 / (1 + np.exp(-logits)), axis=1, keepdims=True)
+    share = np.exp(gate.log_share(tags).array)
+    np.testing.assert_allclose(share, want, rtol=1e-5)
+    assert share[0, 0] > 0.99 and share[1, 0] < 1e-6  # one tag is enough
+    rgb = np.random.RandomState(0).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    out = gate(rgb, tags).array
+    np.testing.assert_allclose(out[0], rgb[0], atol=0.02)
+    grey = np.tensordot(net.LUMA, rgb[1], axes=1)
+    np.testing.assert_allclose(out[1], np.broadcast_to(grey, (3, 8, 8)), atol=1e-5)
+
+
+def test_in_colour_tells_grey_targets_from_colour_ones():
+    grey = np.broadcast_to(np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8), (1, 3, 8, 8))
+    colour = np.random.RandomState(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    assert net.in_colour(np.concatenate([grey, colour])).ravel().tolist() == [0.0, 1.0]
+
+
+def test_the_gate_learns_from_its_own_loss():
+    gate = net.SaturationGate(2, per_tag=True, gain=5.0)
+    optimizer = make_optimizer(gate, 1e-2)
+    each = np.array([[[1, 0], [0, 0]], [[1, 0], [0, 1]]], np.float32)  # tag A; tags A and B (B: grey)
+    tags = net.Tags(chainer.Variable(each.sum(axis=1)), chainer.Variable(each), np.array([[1, 0], [1, 1]], np.float32))
+    target = np.array([[1], [0]], np.float32)
+    before = float(gate.loss(tags, target).array)
+    for _ in range(300):
+        gate.cleargrads()
+        gate.loss(tags, target).backward()
+        optimizer.update()
+    share = np.exp(gate.log_share(tags).array).ravel()
+    assert float(gate.loss(tags, target).array) < 0.1 * before
+    assert share[0] > 0.9 and share[1] < 0.1
+
+
+def test_projection_reads_the_tags_and_starts_as_the_example(vectorizer):
+    _, _, dis, _ = film_networks()
+    x = tag_input(vectorizer, [['響'], ['暁']])
+    y = np.random.RandomState(3).uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
+
+    def logits(projection):
+        dis.projection = projection
+        with chainer.using_config('train', True):
+            return dis(x, y).array
+
+    np.testing.assert_array_equal(logits(True), logits(False))  # V = 0: the example's discriminator
+    dis.proj.W.array[...] = np.random.RandomState(4).normal(size=dis.proj.W.shape)
+    assert np.abs(logits(True) - logits(False)).mean() > 0.1  # the tags count once V moves
+
+
+# ---------------------------------------------------------------- training
+def fixed_batch(vectorizer, size=128):
+    x = tag_input(vectorizer, [['響', '艦これ']], size)
+    t = np.tanh(x[:, :3] * 2).astype(np.float32)
+    return [(x[0], t[0])]
+
+
+def test_a_tag_change_reaches_the_output_after_a_few_updates(vectorizer):
+    enc, dec, dis, design = film_networks(width=4)
+    iterator = chainer.iterators.SerialIterator(fixed_batch(vectorizer), 1, shuffle=False)
+    updater = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': iterator}, gate_weight=1.0,
+                                 optimizer={name: make_optimizer(m, 2e-3) for name, m in
+                                            zip(('enc', 'dec', 'dis'), (enc, dec, dis))})
+    x = tag_input(vectorizer, [['響', '艦これ'], ['暁', '艦これ']])
+    with net.generating():
+        first = dec(enc(x)).array
+    assert np.abs(first[0] - first[1]).mean() < 1e-6  # FiLM and the gate start as the identity
+    for _ in range(5):
+        updater.update()
+    assert np.abs(enc.tags.l1.W.array).sum() > 0 and np.abs(enc.c3.film.W.array).max() > 1e-4
+    with net.generating():
+        out = dec(enc(x)).array
+    assert np.abs(out[0] - out[1]).mean() > 0.01  # on [-1, 1]: over one level of 0..255 on average
+
+
+def run_to(out, data, iteration, resume=None):
+    argv = ['-i', str(data), '-o', str(out), '--width', '4', '--size', '128', '--iteration', str(iteration),
+            '--snapshot_interval', '2', '--display_interval', '2', '--lr', '2e-4', '--seed', '1',
+            '--tag-design', 'film', '--slots', '8', '--blank-fraction', '0.3']
+    assert train_facade_text.main(argv + (['-r', resume] if resume else [])) == 0
+
+
+def test_film_training_resumes_to_the_same_state_and_colours(small_data, tmp_path):
+    run_to(tmp_path / 'straight', small_data, 4)
+    run_to(tmp_path / 'resumed', small_data, 2)
+    run_to(tmp_path / 'resumed', small_data, 4, resume='latest')
+    with np.load(tmp_path / 'straight' / 'snapshot_iter_4.npz') as a, \
+            np.load(tmp_path / 'resumed' / 'snapshot_iter_4.npz') as b:
+        keys = [k for k in a.files if k.startswith('updater/') and '/avg_' not in k and not k.endswith('/N')]
+        assert any('/tags/l1/' in k for k in keys) and any('/gate/' in k for k in keys)
+        for key in keys:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    settings = json.loads((tmp_path / 'straight' / 'model.json').read_text('utf-8'))
+    assert settings['tag_design'] == net.film_design(slots=8)
+    import colorize
+    model = colorize.ColorModel.load(str(tmp_path / 'straight'), compat.get_device(-1))
+    assert model.vectorizer.layout == 'slots' and model.vectorizer.slots == 8
+    from PIL import Image
+    drawing = Image.new('L', (100, 60), 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+        assert model.colorize(drawing, ['響']).size == (100, 60)
+
+
+def test_film_flags_need_the_film_design(capsys):
+    for argv in (['--gate', 'none'], ['--tag-layout', 'mean'], ['--tag-design', 'film', '--no-tag']):
+        with pytest.raises(SystemExit) as exit:
+            train_facade_text.parse_args(argv)
+        assert exit.value.code == 2
+    assert 'only with --tag-design film' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- text only
+def test_the_colour_loss_scores_the_palette_not_the_layout():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    shuffled = target.reshape(1, 3, -1)[:, :, rng.permutation(256)].reshape(target.shape)
+    assert float(updater.colour_distribution_loss(chainer.Variable(shuffled), target).array) == 0
+    shifted = chainer.Variable(target + np.float32(0.25))
+    loss = updater.colour_distribution_loss(shifted, target)
+    # A shift by d along every channel moves the channel and grey projections by d (or d*sqrt(3)),
+    # the opponent ones not at all: (3 * 0.25 + 0.25 * sqrt(3)) / 7.
+    assert float(loss.array) == pytest.approx((3 * 0.25 + 0.25 * np.sqrt(3)) / 7, rel=1e-5)
+    loss.backward()
+    assert np.all(shifted.grad.sum(axis=1) > 0)  # every pixel is pushed back
+
+
+def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響'], ['暁']])
+    x[1, :3] = updater.PAPER  # the second drawing is blank paper
+    assert updater.blank_examples(x).tolist() == [False, True]
+    t = np.tanh(x[:, :3] * 2).astype(np.float32)
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours')
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        y_fake, y_real = dis(x, x_out), dis(x, t)
+        gen, l1, dis_loss = run.losses_with_blank_examples(x_out, t, y_fake, y_real, np.array([False, True]))
+        drawn_gen, drawn_l1 = updater.generator_loss(x_out[:1], t[:1], y_fake[:1])
+        colours = updater.colour_distribution_loss(x_out[1:], t[1:])
+    np.testing.assert_allclose(gen.array, 0.5 * drawn_gen.array + 0.5 * 100 * colours.array, rtol=1e-5)
+    np.testing.assert_allclose(dis_loss.array, 0.5 * updater.discriminator_loss(y_real[:1], y_fake[:1]).array,
+                               rtol=1e-5)
+
+
+def test_the_design_benchmark_prints_every_design(small_data, capsys):
+    import bench_designs
+    assert bench_designs.main(['--data', str(small_data), '--blocks', '1', '--block', '1', '--json']) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row['design'] for row in rows] == list(bench_designs.DESIGNS)
+    assert rows[0]['ratio_vs_post'] == 1.0 and all(row['ms_per_update'] > 1 for row in rows)
