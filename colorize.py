@@ -3,6 +3,7 @@
     python colorize.py -i line.png -t 初音ミク
     python colorize.py -i line.png -t 響 -t 暁 -o hibiki_vs_akatsuki.png
     python colorize.py --blank 256 -t 初音ミク -o miku.png     # no drawing: tags alone
+    python colorize.py --model STAGE1 --refine STAGE2 -i big_line.png -t 初音ミク   # two stages
 
 Each ``-t`` is one tag set (several tags separated by commas, e.g. ``-t 響,銀髪``);
 several ``-t`` give one image per tag set and a side-by-side sheet, so the effect of
@@ -11,6 +12,9 @@ Fig. 5). The output has the input's size. ``--blank SIZE`` colours white paper o
 size instead of a drawing: text to image, the post's next step (a model trained with
 ``--blank-fraction`` has learnt it). The model folder is what
 train_facade_text.py writes (model.json, enc.npz, dec.npz, tag_vectors.txt).
+``--refine DIR`` adds a stage-2 model (``--stage 2``): stage 1 colours at its size, stage
+2 redraws that colouring with the drawing at up to its own size (512 px), and the result
+has the input's size.
 
 Every output path is checked before the model runs (its folder exists and can be
 written, it is not a folder, it ends in an image extension), and every picture is
@@ -19,6 +23,7 @@ wrong with it.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -98,6 +103,11 @@ class ColorModel:
         self.enc, self.dec, self.vectorizer, self.size = enc, dec, vectorizer, size
         self.settings = settings or {}
         self.device = chainer.backend.get_device_from_array(enc.c0.W.array)
+        self.refiner = None  # a stage-2 ColorModel that refine()s this one's colourings
+
+    @property
+    def stage(self):
+        return self.settings.get('stage', 1)
 
     @classmethod
     def load(cls, model_dir, device):
@@ -136,26 +146,72 @@ class ColorModel:
         return self.settings.get('tags') or list(self.vectorizer.kv.index_to_key)
 
     def unknown_tags(self, tags):
-        if self.vectorizer is None:
-            return []
-        return self.vectorizer.unknown(tags)
+        unknown = [] if self.vectorizer is None else self.vectorizer.unknown(tags)
+        if self.refiner is not None:
+            unknown += [tag for tag in self.refiner.unknown_tags(tags) if tag not in unknown]
+        return unknown
 
     def colorize(self, drawing, tags, size=None):
         """Colours an 'L' drawing of any size: it is fitted into a size x size square
-        (white margins), coloured at batch 1, cut out and resized back."""
-        size = size or self.size
-        w, h = drawing.size
-        scale = size / max(w, h)
-        fitted = drawing.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
-        square = Image.new('L', (size, size), 255)
-        offset = ((size - fitted.size[0]) // 2, (size - fitted.size[1]) // 2)
-        square.paste(fitted, offset)
+        (white margins), coloured at batch 1, cut out and resized back; with a refiner,
+        stage 2 refines that colouring at up to its own size instead."""
+        square, box = fitted_square(drawing, size or self.size)
         x_in = dataset.network_input(square, self.vectorizer, tags)[None]
+        coloured = self.generate(x_in).crop(box)
+        if self.refiner is not None:
+            return self.refiner.refine(drawing, coloured, tags)
+        return coloured.resize(drawing.size, Image.BICUBIC)
+
+    def refine(self, drawing, coarse, tags, size=None):
+        """Stage 2: the drawing at up to this model's size (refine_side) with a coarse
+        colouring of the same picture at any size (stage 1's, enlarged here) -> the
+        colour image at the drawing's size."""
+        size = size or self.refine_side(drawing.size)
+        square, box = fitted_square(drawing, size)
+        coarse_square = Image.new('RGB', (size, size), 'white')
+        coarse_square.paste(coarse.convert('RGB').resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC),
+                            box[:2])
+        x_in = dataset.refinement_input(square, coarse_square, self.vectorizer, tags)[None]
+        return self.generate(x_in).crop(box).resize(drawing.size, Image.BICUBIC)
+
+    def refine_side(self, drawing_size):
+        """The side stage 2 runs at: the drawing's long side rounded up to a multiple of
+        128 (what the encoder needs), at most the training size."""
+        return min(self.size, 128 * math.ceil(max(drawing_size) / 128))
+
+    def generate(self, x_in):
+        """The generator's output for one input (1, C, S, S), as an RGB image."""
         with net.generating():
             x_out = self.dec(self.enc(self.device.send(x_in)))
-        pixels = dataset.to_uint8(chainer.backend.CpuDevice().send(x_out.array)[0])
-        box = (offset[0], offset[1], offset[0] + fitted.size[0], offset[1] + fitted.size[1])
-        return Image.fromarray(pixels).crop(box).resize((w, h), Image.BICUBIC)
+        return Image.fromarray(dataset.to_uint8(chainer.backend.CpuDevice().send(x_out.array)[0]))
+
+
+def load_model(model_dir, refine_dir, device):
+    """The stage-1 model in model_dir with, given refine_dir, the stage-2 model there as its
+    refiner (README "Higher resolution"); ModelError when either is of the other stage."""
+    model = ColorModel.load(model_dir, device)
+    if model.stage != 1:
+        raise ModelError('{} holds a stage-2 model: give it with --refine, and a stage-1 model with '
+                         '--model'.format(model_dir))
+    if refine_dir:
+        refiner = ColorModel.load(refine_dir, device)
+        if refiner.stage != 2:
+            raise ModelError('--refine {} holds a stage-1 model: train stage 2 with train_facade_text.py '
+                             '--stage 2'.format(refine_dir))
+        model.refiner = refiner
+    return model
+
+
+def fitted_square(drawing, size):
+    """The drawing fitted into a size x size square of white paper, centred, and the box
+    (left, top, right, bottom) it takes there."""
+    w, h = drawing.size
+    scale = size / max(w, h)
+    fitted = drawing.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+    square = Image.new('L', (size, size), 255)
+    offset = ((size - fitted.size[0]) // 2, (size - fitted.size[1]) // 2)
+    square.paste(fitted, offset)
+    return square, (offset[0], offset[1], offset[0] + fitted.size[0], offset[1] + fitted.size[1])
 
 
 def output_paths(out, tag_sets):
@@ -202,6 +258,9 @@ def main(argv=None):
     parser.add_argument('--out', '-o', default='colorized.png',
                         help='output image (.png; .jpg and .webp also work); its folder must exist')
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model folder written by training')
+    parser.add_argument('--refine', default=None, metavar='DIR',
+                        help='a stage-2 model (train_facade_text.py --stage 2) that refines the colouring '
+                             'at up to its size')
     compat.add_device_arguments(parser)
     parser.add_argument('--size', type=int, default=None,
                         help='side in pixels the network runs at (a multiple of 128; default: the training size)')
@@ -226,7 +285,7 @@ def main(argv=None):
         else:
             image = dataset.load_image(args.input)
             drawing = image.convert('L') if args.drawing == 'asis' else dataset.make_drawing(image, args.drawing)
-        model = ColorModel.load(args.model, compat.device_of(args))
+        model = load_model(args.model, args.refine, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1

@@ -483,3 +483,108 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         if self.flip and random.random() < 0.5:
             colour, drawing = ImageOps.mirror(colour), ImageOps.mirror(drawing)
         return colour, drawing
+
+
+# ---------------------------------------------------------------- stage 2 (refinement)
+# Stage 2 (README "Higher resolution") refines a stage-1 colouring enlarged to its size.
+# Its input planes, in this order: the drawing (3, as network_input's), the coarse
+# colouring (3), the tag plane (1).
+REFINE_PLANES = 7
+# The degradation that stands in for stage 1 while stage 2 trains (coarse_colouring):
+# a Gaussian blur of this radius, in stage-1 pixels, drawn uniformly; per channel a gain
+# and an offset (levels of 0..255); and a smooth offset field, a FIELD_GRID x FIELD_GRID
+# grid of offsets per channel enlarged over the picture. The bounds come from stage 1's
+# own errors on the training split (README "Higher resolution": how they were chosen).
+BLUR_RADIUS = (0.0, 0.5)
+COLOUR_GAIN = 0.02
+COLOUR_OFFSET = 3.0
+FIELD_OFFSET = 20.0
+FIELD_GRID = 4
+
+
+def refinement_input(drawing, coarse, vectorizer, tags):
+    """Stage 2's input (7, H, W) for an 'L' drawing and an RGB coarse colouring of the
+    same size: the drawing in three planes, the coarse colouring's three, the tag plane
+    (tag_plane of the square on the long side, cut to H x W, so that a crop of the input
+    holds the same part of the plane as the whole picture does)."""
+    width, height = drawing.size
+    if coarse.size != drawing.size:
+        raise ValueError('the coarse colouring is {}x{}, the drawing {}x{}'.format(
+            *coarse.size, width, height))
+    x_in = np.empty((REFINE_PLANES, height, width), np.float32)
+    to_unit(np.asarray(drawing), out=x_in[:1])
+    x_in[1] = x_in[2] = x_in[0]
+    to_unit(np.asarray(coarse.convert('RGB')), out=x_in[3:6])
+    x_in[6] = tag_vectorizer.tag_plane(vectorizer, tags, max(width, height))[:height, :width]
+    return x_in
+
+
+def coarse_colouring(colour, factor, rng=None):
+    """What stage 2 trains on in place of a stage-1 colouring: the colour image shrunk by
+    ``factor`` (to the stage-1 size), blurred and colour-jittered there, and enlarged back
+    (bicubic), as colorize.py enlarges stage 1's output. ``rng`` (a random.Random or the
+    random module) draws the blur and the jitter; None gives the mean blur without jitter."""
+    width, height = colour.size
+    small = resized(colour, (max(1, round(width / factor)), max(1, round(height / factor))))
+    if rng is None:
+        radius = sum(BLUR_RADIUS) / 2
+    else:
+        radius = rng.uniform(*BLUR_RADIUS)
+    small = small.filter(ImageFilter.GaussianBlur(radius))
+    if rng is not None:
+        small = Image.fromarray(jittered(np.asarray(small), rng))
+    return resized(small, (width, height))
+
+
+def jittered(pixels, rng):
+    """uint8 RGB pixels with a random gain and offset per channel and a smooth offset field."""
+    height, width, _ = pixels.shape
+    gain = np.array([rng.uniform(1 - COLOUR_GAIN, 1 + COLOUR_GAIN) for _ in range(3)], np.float32)
+    offset = np.array([rng.uniform(-COLOUR_OFFSET, COLOUR_OFFSET) for _ in range(3)], np.float32)
+    grid = np.array([rng.uniform(-FIELD_OFFSET, FIELD_OFFSET) for _ in range(3 * FIELD_GRID ** 2)],
+                    np.float32).reshape(3, FIELD_GRID, FIELD_GRID)
+    field = np.stack([np.asarray(Image.fromarray(plane, 'F').resize((width, height), Image.BICUBIC))
+                      for plane in grid], axis=-1)
+    field = np.clip(field, -FIELD_OFFSET, FIELD_OFFSET)  # bicubic overshoots its grid a little
+    result = pixels.astype(np.float32) * gain + offset + field
+    return np.clip(np.rint(result), 0, 255).astype(np.uint8)
+
+
+class RefinementDataset(TaggedImageDataset):
+    """Stage 2's (input, target) pairs: input = refinement_input(drawing, coarse colouring,
+    tags) at ``size``, target = the colour image. The coarse colouring is the colour image
+    degraded by coarse_colouring to ``coarse_size`` (the stage-1 size), so that training
+    needs no stage-1 model. With ``augment``: the short side resized to ``size``, a random
+    degradation, then a random ``crop`` x ``crop`` square of input and target alike (and
+    a flip with ``flip``); without: size x size and the mean degradation."""
+
+    def __init__(self, root, vectorizer=None, size=512, coarse_size=128, crop=None, drawing='line',
+                 augment=True, flip=False, tag_dropout=0.0):
+        self.coarse_size = coarse_size
+        self.crop = crop or size
+        super().__init__(root, vectorizer, size, drawing, augment, flip, tag_dropout)
+
+    @property
+    def factor(self):
+        return self.size / self.coarse_size
+
+    def make_example(self, i):
+        colour = load_image(self.paths[i], self.size)
+        drawing = self._drawing(i, colour, self.size)
+        new_size = (self.size, self.size)
+        if self.augment:
+            scale = self.size / min(colour.size)
+            new_size = tuple(max(self.size, round(side * scale)) for side in colour.size)
+        colour, drawing = resized(colour, new_size), resized(drawing, new_size)
+        coarse = coarse_colouring(colour, self.factor, random if self.augment else None)
+        x_in = refinement_input(drawing, coarse, self.vectorizer, self.sampled_tags(i))
+        t_out = to_unit(np.asarray(colour))
+        if self.augment:
+            left = random.randint(0, new_size[0] - self.crop)
+            top = random.randint(0, new_size[1] - self.crop)
+            x_in = x_in[:, top:top + self.crop, left:left + self.crop]
+            t_out = t_out[:, top:top + self.crop, left:left + self.crop]
+            if self.flip and random.random() < 0.5:  # the pictures, not the tag plane's layout
+                x_in = np.concatenate([x_in[:6, :, ::-1], x_in[6:]])
+                t_out = t_out[:, :, ::-1]
+        return np.ascontiguousarray(x_in), np.ascontiguousarray(t_out)

@@ -26,6 +26,7 @@ import compat
 import colorize
 import dataset
 import figures
+import sheets
 import tag_vectorizer
 
 METHOD = """\
@@ -259,25 +260,30 @@ def load_test_images(data_dir, description, size):
 
 class ScoredModel:
     """A ColorModel, its test images at its size, and its outputs kept per (image, tags)
-    so that the figures reuse what the scores coloured."""
+    so that the figures reuse what the scores coloured. With ``refine_dir`` the model is
+    stage 1 with that stage-2 refiner; ``size`` scores at that size instead of the model's."""
 
-    def __init__(self, label, model_dir, device, images_at):
+    def __init__(self, label, model_dir, device, images_at, refine_dir=None, size=None):
         self.label, self.dir = label, model_dir
-        self.model = colorize.ColorModel.load(model_dir, device)
+        self.model = colorize.load_model(model_dir, refine_dir, device)
         self.settings = self.model.settings
-        self.size = self.model.size
+        self.size = size or self.model.size
         self.tagged = self.model.vectorizer is not None
         self.images = images_at(self.size)
         self.by_name = {image.name: image for image in self.images}
         self._outputs = {}
         self.unknown = set()
+        self.seconds = []  # per colouring
 
     def colour_drawing(self, drawing, tags):
         tags = list(tags) if self.tagged else []
         self.unknown.update(self.model.unknown_tags(tags))
+        started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            return np.asarray(self.model.colorize(drawing, tags).convert('RGB'))
+            output = np.asarray(self.model.colorize(drawing, tags).convert('RGB'))
+        self.seconds.append(time.perf_counter() - started)
+        return output
 
     def output(self, name, tags):
         """The output (uint8 RGB at the model's size) for test image name with these tags."""
@@ -477,6 +483,168 @@ def finite(value):
     return value
 
 
+# ---------------------------------------------------------------- stage 2 (README "Higher resolution")
+REFINE_METHOD = """\
+Stage 2 (``--refine``): every model colours the test drawings at the data's own size
+(512 px for ``make_default_data.py --size 512``): a stage-1 model at its size, enlarged
+back bicubically (what colorize.py does without --refine); ``stage 1 + 2`` that
+colouring refined by the stage-2 model; extras alike (a stage-2 extra refines --model's
+stage 1, a stage-1 extra runs alone at its own size). Scores at that size, full tags:
+PSNR, region ΔE00 (as above), edge sharpness (the output's mean colour-gradient
+magnitude on the truth's edges, pixels where the truth's is at least 32 levels per
+pixel, over the truth's own there: 1 is as sharp as the truth), the twins' hair
+accuracy with their own tags and with the twin's character tag, and the share of twin
+colourings whose hair decision (which twin's colour is nearer) is stage 1's.
+Seconds per image: the median colouring time, model loading left out.
+"""
+# Truth pixels with a colour gradient of at least this many levels per pixel are edges.
+EDGE_THRESHOLD = 32.0
+CROP = 192  # side of the 1:1 crops in refine_crops.png
+
+
+def gradient_magnitude(rgb):
+    """Per pixel, the colour gradient in levels per pixel: Sobel derivatives of each channel
+    (divided by 8, so that a ramp of one level per pixel gives 1), root of the sum of
+    their squares over x, y and the channels."""
+    c = np.pad(np.asarray(rgb, np.float64), ((1, 1), (1, 1), (0, 0)), mode='edge')
+    smooth_y = c[:-2] + 2 * c[1:-1] + c[2:]
+    smooth_x = c[:, :-2] + 2 * c[:, 1:-1] + c[:, 2:]
+    gx = (smooth_y[:, 2:] - smooth_y[:, :-2]) / 8
+    gy = (smooth_x[2:] - smooth_x[:-2]) / 8
+    return np.sqrt((gx ** 2 + gy ** 2).sum(axis=-1))
+
+
+def edge_sharpness(output, target):
+    """The output's mean gradient magnitude on the target's edges over the target's own
+    there: 1 is as sharp as the truth, a blurred copy is less. None without edges."""
+    truth = gradient_magnitude(target)
+    edges = truth >= EDGE_THRESHOLD
+    if not edges.any():
+        return None
+    return float(gradient_magnitude(output)[edges].mean() / truth[edges].mean())
+
+
+def twin_decisions(model, characters, labels, tags_of):
+    """{image name: whether the output's hair is nearer the image's own character than its
+    twin} for the twins' colour test images (pair_accuracy's rule)."""
+    decisions = {}
+    for image in model.images:
+        if image.character['twin'] is None or image.mono:
+            continue
+        hair = region_lab(model.output(image.name, tags_of(image)), image.mask, labels['hair'])
+        if hair is not None:
+            twin = characters[image.character['twin']]
+            decisions[image.name] = nearer_to_first(hair, image.character['colors']['hair'], twin['colors']['hair'])
+    return decisions
+
+
+def refinement_scores(model, description, reference=None):
+    """A model's scores at the data's size; ``reference``: stage 1's ScoredModel, whose
+    twin decisions this one's are compared with."""
+    labels = description['labels']
+    characters = {c['tag']: c for c in description['characters']}
+    outputs = [(model.output(image.name, image.tags), image.target) for image in model.images]
+    own, swap = (lambda image: image.tags), (lambda image: [image.character['twin']])
+    scores = dict(
+        psnr=mean_or_none(psnr(o, t) for o, t in outputs),
+        region_delta_e=region_scores(model, labels)['overall'],
+        edge_sharpness=mean_or_none(edge_sharpness(o, t) for o, t in outputs),
+        twin_hair_accuracy=pair_accuracy(model, characters, labels, own, False)['accuracy'],
+        tag_swap_accuracy_character_tag=pair_accuracy(model, characters, labels, swap, True)['accuracy'],
+        seconds_per_image=float(np.median(model.seconds)),
+        n_images=len(outputs))
+    if reference is not None:
+        kept = []
+        for tags_of in (own, swap):
+            mine, theirs = twin_decisions(model, characters, labels, tags_of), \
+                twin_decisions(reference, characters, labels, tags_of)
+            kept += [mine[name] == theirs[name] for name in mine if name in theirs]
+        scores['twin_decisions_kept'] = mean_or_none(kept)
+    return scores
+
+
+def refinement_crops(models, description, count=4, crop=CROP):
+    """1:1 crops around the eyes of the first colour test image of the first ``count``
+    characters (the twins first): drawing | each model | truth, one row per image."""
+    first = next(iter(models.values()))
+    rows, row_labels = [], []
+    for character in description['characters'][:count]:
+        image = next((im for im in first.images if im.character['tag'] == character['tag'] and not im.mono), None)
+        if image is None:
+            continue
+        eyes = np.argwhere(image.mask == description['labels']['eyes'])
+        y, x = eyes.mean(axis=0) if len(eyes) else (first.size / 2, first.size / 2)
+        left = int(min(max(0, x - crop / 2), first.size - crop))
+        top = int(min(max(0, y - crop / 2), first.size - crop))
+        box = (left, top, left + crop, top + crop)
+        rows.append([image.drawing.crop(box)] + [Image.fromarray(m.output(image.name, image.tags)).crop(box)
+                                                 for m in models.values()] + [Image.fromarray(image.target).crop(box)])
+        row_labels.append(character['tag'])
+    return sheets.grid(rows, ['drawing'] + list(models) + ['truth'], row_labels, cell=crop)
+
+
+def evaluate_refinement(args):
+    """--refine: stage 1 enlarged bicubically, stage 1 + 2 and the extras, at the data's
+    size. Returns (the result written to refine_scores.json, the paths written)."""
+    description = read_description(args.data)
+    device = compat.device_of(args)
+    first_test = dataset.find_images(os.path.join(args.data, 'test', 'color'))
+    if not first_test:
+        raise DataError('no test images in {}'.format(os.path.join(args.data, 'test', 'color')))
+    size = dataset.image_size(first_test[0])[0]
+    images = []
+
+    def images_at(side):
+        if not images:
+            images.append(load_test_images(args.data, description, side))
+        return images[0]
+
+    models = collections.OrderedDict()
+    models['stage 1, bicubic'] = ScoredModel('stage 1', args.model, device, images_at, size=size)
+    models['stage 1 + 2'] = ScoredModel('stage 1 + 2', args.model, device, images_at, args.refine, size)
+    for label, path in args.extra:
+        if label in models:
+            raise colorize.ModelError('--extra label {} is taken: use another'.format(label))
+        stage = colorize.read_settings(os.path.join(path, 'model.json')).get('stage', 1)
+        models[label] = (ScoredModel(label, args.model, device, images_at, path, size) if stage == 2 else
+                         ScoredModel(label, path, device, images_at, size=size))
+    reference = models['stage 1, bicubic']
+    scores = collections.OrderedDict(
+        (label, refinement_scores(model, description, None if model is reference else reference))
+        for label, model in models.items())
+    os.makedirs(args.out, exist_ok=True)
+    sheet_path = os.path.join(args.out, 'refine_crops.png')
+    refinement_crops(models, description).save(sheet_path)
+    result = dict(size=size, scores=scores, data=os.path.abspath(args.data), method=REFINE_METHOD,
+                  models={label: dict(model.settings, dir=os.path.abspath(model.dir),
+                                      refine=model.model.refiner and model.model.refiner.settings)
+                          for label, model in models.items()})
+    scores_path = os.path.join(args.out, 'refine_scores.json')
+    with open(scores_path, 'w', encoding='utf-8') as f:
+        json.dump(finite(result), f, ensure_ascii=False, indent=1)
+    return result, (scores_path, sheet_path)
+
+
+def refinement_table(scores, size):
+    """The printed table, and whether stage 1 + 2 meets each target against stage 1."""
+    number = lambda value, digits=3: '-' if value is None else '{:.{}f}'.format(value, digits)
+    columns = (('psnr', 'PSNR dB', 2), ('region_delta_e', 'region ΔE00', 2), ('edge_sharpness', 'edge sharpness', 3),
+               ('twin_hair_accuracy', "twins' hair", 3), ('tag_swap_accuracy_character_tag', 'tag swap', 3),
+               ('twin_decisions_kept', 'decisions kept', 3), ('seconds_per_image', 's/image', 3))
+    lines = ['at {} px: {}'.format(size, ' | '.join(['model'] + [name for _, name, _ in columns]))]
+    for label, values in scores.items():
+        lines.append(' | '.join([label] + [number(values.get(key), digits) for key, _, digits in columns]))
+    first, refined = scores['stage 1, bicubic'], scores['stage 1 + 2']
+    checks = (('PSNR', refined['psnr'] > first['psnr']),
+              ('region ΔE00', refined['region_delta_e'] < first['region_delta_e']),
+              ('edge sharpness', refined['edge_sharpness'] > first['edge_sharpness']),
+              ("twins' hair", refined['twin_hair_accuracy'] >= first['twin_hair_accuracy']),
+              ('colouring ≤ 2 s', refined['seconds_per_image'] <= 2.0))
+    lines.append('stage 1 + 2 against stage 1, bicubic: ' + ', '.join(
+        '{} {}'.format(name, 'met' if met else 'NOT met') for name, met in checks))
+    return '\n'.join(lines)
+
+
 # ---------------------------------------------------------------- command
 def parse_extra(text):
     label, sep, path = text.partition('=')
@@ -571,7 +739,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description='Score a tag model against a --no-tag baseline '
                                                  'on the test split; write scores, figures and REPORT.md')
     parser.add_argument('--model', required=True, help='tag model folder (train_facade_text.py)')
-    parser.add_argument('--baseline', required=True, help='--no-tag model folder trained alike')
+    parser.add_argument('--baseline', help='--no-tag model folder trained alike (not with --refine)')
+    parser.add_argument('--refine', metavar='DIR',
+                        help='a stage-2 model: score --model alone (enlarged bicubically) and refined by it, '
+                             'at the size of --data (README "Higher resolution")')
     parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
     parser.add_argument('--out', default=os.path.join('result', 'report'), help='output folder')
     parser.add_argument('--post', default=None, metavar='DIR',
@@ -580,6 +751,10 @@ def main(argv=None):
                         help='a further tag model to score (e.g. onehot=result/demo-onehot); repeatable')
     compat.add_device_arguments(parser)
     args = parser.parse_args(argv)
+    if not args.baseline and not args.refine:
+        parser.error('--baseline is required (or --refine DIR to score a stage-2 model)')
+    if args.refine:
+        return main_refine(args)
     try:
         result, scores_path, report_path = evaluate(args)
     except (DataError, dataset.ImageError, colorize.ModelError, compat.DeviceError) as error:
@@ -594,6 +769,19 @@ def main(argv=None):
         result['counts']['test_images'], len(result['models']), result['seconds']))
     print('wrote {}'.format(report_path))
     print('wrote {}'.format(scores_path))
+    return 0
+
+
+def main_refine(args):
+    """evaluate.py --refine: prints the table and writes refine_scores.json and refine_crops.png."""
+    try:
+        result, paths = evaluate_refinement(args)
+    except (DataError, dataset.ImageError, colorize.ModelError, compat.DeviceError) as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    print(refinement_table(result['scores'], result['size']))
+    for path in paths:
+        print('wrote {}'.format(path))
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python server.py                       # result/demo on the CPU, http://127.0.0.1:8000
     python server.py --model result/demo -g 0 --port 8080
+    python server.py --model result/demo --refine result/stage2   # two stages, up to 512 px
     python server.py --host 0.0.0.0 --allow-host mybox.local   # reachable as http://mybox.local:8000
 
 The post's own next step, "switch any word over the web to make any image". The page
@@ -354,7 +355,8 @@ def add_pages(app, model, colorizer):
 
     @app.get('/healthz')
     def healthz():
-        return jsonify(status='ok', size=model.size, tags=model.vectorizer is not None,
+        return jsonify(status='ok', size=model.size, refine_size=model.refiner and model.refiner.size,
+                       tags=model.vectorizer is not None,
                        vocabulary=len(vocabulary), busy=colorizer.busy, capacity=colorizer.capacity)
 
     @app.get('/api/tags')
@@ -483,6 +485,8 @@ def serving_in_background(app, host='127.0.0.1', port=0, **limits):
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Web page and API to colour line art with tags')
     parser.add_argument('--model', default=colorize.DEFAULT_MODEL, help='model folder written by training')
+    parser.add_argument('--refine', default=None, metavar='DIR',
+                        help='a stage-2 model (train_facade_text.py --stage 2) that refines every colouring')
     compat.add_device_arguments(parser)
     parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
     parser.add_argument('--allow-host', action='append', default=[], metavar='NAME',
@@ -504,7 +508,7 @@ def main(argv=None):
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
-        model = colorize.ColorModel.load(args.model, compat.device_of(args))
+        model = colorize.load_model(args.model, args.refine, compat.device_of(args))
         app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout,
                          LOOPBACK_NAMES + tuple(listening_name + args.allow_host))
         httpd = serve(app, args.host, args.port, max_connections=args.max_connections)

@@ -2,10 +2,12 @@
 
     python train_facade_text.py -g 0 -e 300 -b 1 -i data/default
     python train_facade_text.py --demo            # small model, 128 px, minutes on a CPU
+    python train_facade_text.py --stage 2 --size 512 -i data/default512 -o DIR   # stage 2
 
 The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (default 1e-5,
 the post's), --no-tag (the conventional pix2pix of the post's Fig. 5), --width,
---size and a --demo preset. The output folder holds the model colorize.py reads
+--size and a --demo preset; --stage 2 (with --coarse-size and --crop) trains the
+refinement network of README "Higher resolution". The output folder holds the model colorize.py reads
 (model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to resume from
 (-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
 drawing | tag plane | output | truth). Snapshots and model files are written to a
@@ -57,6 +59,10 @@ from updater import TextPix2pixUpdater, make_optimizer
 # about 9,000 and at 6e-4 after about 5,000 (README, "Results").
 DEMO = dict(width=16, size=128, lr=6e-4, iteration=5000, snapshot_interval=1000,
             display_interval=50, dataset='data/default', out='result/demo')
+# --demo --stage 2: refine the demo's 128-px colourings at 512 px, trained on 256-px crops of
+# the default data drawn at 512 (README "Higher resolution": why these settings).
+DEMO_STAGE2 = dict(DEMO, size=512, coarse_size=128, crop=256, lr=2e-4, iteration=3000, snapshot_interval=500,
+                   dataset='data/default512', out='result/demo-stage2')
 
 
 # The fault tests (tests/test_faults.py) set this to a folder: every snapshot, once
@@ -128,13 +134,30 @@ def parse_args(argv):
     add_tag_design_arguments(parser)
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
+    parser.add_argument('--stage', type=int, choices=(1, 2), default=1,
+                        help='1: colour the drawing (the post); 2: refine a stage-1 colouring at --size '
+                             '(README "Higher resolution")')
+    parser.add_argument('--coarse-size', type=int, default=128,
+                        help='Stage 2: the side of the stage-1 colourings it refines (what its training '
+                             'degrades the truth to)')
+    parser.add_argument('--crop', type=int, default=None,
+                        help='Stage 2: train on random crops of this side (a multiple of 128; default --size)')
     parser.add_argument('--demo', action='store_true', help='CPU demo preset: ' + ', '.join(
-        '{}={}'.format(k, v) for k, v in DEMO.items()))
+        '{}={}'.format(k, v) for k, v in DEMO.items()) + '; with --stage 2: ' + ', '.join(
+        '{}={}'.format(k, v) for k, v in DEMO_STAGE2.items() if DEMO.get(k) != v))
     if '--demo' in (argv if argv is not None else sys.argv[1:]):
         parser.set_defaults(**DEMO)
+        if parser.parse_known_args(argv)[0].stage == 2:
+            parser.set_defaults(**DEMO_STAGE2)
     args = parser.parse_args(argv)
     if args.size <= 0 or args.size % 128:
         parser.error('--size must be a positive multiple of 128 (the encoder halves it 7 times)')
+    if args.crop is not None and (args.stage != 2 or args.crop <= 0 or args.crop % 128 or args.crop > args.size):
+        parser.error('--crop is for --stage 2: a positive multiple of 128, at most --size')
+    if args.stage == 2 and not 0 < args.coarse_size < args.size:
+        parser.error('--coarse-size must be positive and under --size (stage 2 refines a smaller colouring)')
+    if args.stage == 2 and args.blank_fraction:
+        parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
     if args.bn_across_ranks and not args.communicator:
         parser.error('--bn-across-ranks needs --communicator (several processes)')
     if args.tag_design == 'film' and args.no_tag:
@@ -142,6 +165,10 @@ def parse_args(argv):
     film_only = [flag for flag, value, default in FILM_FLAGS if getattr(args, value) != default]
     if args.tag_design == 'post' and film_only:
         parser.error('{} only with --tag-design film'.format(', '.join(film_only)))
+    if args.stage == 2 and args.tag_design == 'film':
+        # The film design reads its tag slots at fixed cells of the whole plane, which
+        # stage 2's crops cut; stage 2 keeps the post's plane (the tags' decision is stage 1's).
+        parser.error('--stage 2 uses the post tag design: leave out --tag-design film')
     return args
 
 
@@ -311,15 +338,27 @@ def preview_extension(model, preview_set, out, count=4, weights_of=None):
             tags = preview_set.tags[i]
             drawing = preview_set.drawing_of(i)
             truth = dataset.load_image(preview_set.paths[i])
-            plane = tag_vectorizer.tag_plane(model.vectorizer, tags, model.size)
-            plane_image = Image.fromarray(np.uint8((plane + 1) * 127.5), 'L')
-            rows.append([drawing, plane_image, model.colorize(drawing, tags), truth])
+            if model.stage == 2:
+                rows.append(refinement_preview_row(model, preview_set, drawing, truth, tags))
+            else:
+                plane = tag_vectorizer.tag_plane(model.vectorizer, tags, model.size)
+                plane_image = Image.fromarray(np.uint8((plane + 1) * 127.5), 'L')
+                rows.append([drawing, plane_image, model.colorize(drawing, tags), truth])
             row_labels.append(','.join(tags[:3]) or '(no tag)')
-        grid = sheets.grid(rows, ['drawing', 'tag plane', 'output', 'truth'], row_labels, cell=model.size)
+        columns = ['drawing', 'coarse input' if model.stage == 2 else 'tag plane', 'output', 'truth']
+        grid = sheets.grid(rows, columns, row_labels, cell=model.size)
         os.makedirs(os.path.join(out, 'preview'), exist_ok=True)
         grid.save(os.path.join(out, 'preview', 'iter_{}.png'.format(trainer.updater.iteration)))
 
     return preview
+
+
+def refinement_preview_row(model, preview_set, drawing, truth, tags):
+    """Stage 2's preview of one test image: drawing | coarse input (the truth degraded, as in
+    training, without the random jitter) | output | truth."""
+    square = (model.size, model.size)
+    coarse = dataset.coarse_colouring(dataset.resized(truth, square), preview_set.factor)
+    return [drawing, coarse, model.refine(dataset.resized(drawing, square), coarse, tags, model.size), truth]
 
 
 def load_data(args):
@@ -327,9 +366,7 @@ def load_data(args):
     the output folder is written by prepare_output, once training can start."""
     train_dir, test_dir = split_folders(args.dataset)
     try:
-        train_set = dataset.TaggedImageDataset(train_dir, None, args.size, args.drawing, augment=True,
-                                               flip=args.flip, tag_dropout=args.tag_dropout,
-                                               blank_fraction=args.blank_fraction)
+        train_set = make_dataset(args, train_dir, None, augment=True)
     except (FileNotFoundError, ValueError) as error:
         raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
     try:
@@ -338,9 +375,23 @@ def load_data(args):
         raise SetupError(str(error)) from None
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
         len(train_set), train_set.untagged, len(train_set.vectorizer.kv) if train_set.vectorizer else 0))
-    preview_set = dataset.TaggedImageDataset(test_dir or train_dir, train_set.vectorizer, args.size,
-                                             args.drawing, augment=False)
+    preview_set = make_dataset(args, test_dir or train_dir, train_set.vectorizer, augment=False)
     return train_set, preview_set
+
+
+def make_dataset(args, folder, vectorizer, augment):
+    """The examples in folder: stage 1's TaggedImageDataset or stage 2's RefinementDataset."""
+    if args.stage == 2:
+        return dataset.RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
+                                         augment=augment, flip=args.flip, tag_dropout=args.tag_dropout)
+    return dataset.TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
+                                      tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction)
+
+
+def input_planes(args):
+    """The generator's input planes: the drawing's 3 and the tag plane, and in stage 2 the
+    coarse colouring's 3 (dataset.refinement_input)."""
+    return dataset.REFINE_PLANES if args.stage == 2 else 4
 
 
 def load_shared_data(args, comm):
@@ -422,7 +473,7 @@ def write_settings(args, train_set):
     and the training tags, most frequent first (the web page suggests them)."""
     vectorizer = train_set.vectorizer
     counts = collections.Counter(tag for tags in train_set.tags for tag in tags)
-    settings = dict(in_ch=4, out_ch=3, width=args.width, size=args.size,
+    settings = dict(in_ch=input_planes(args), out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=(None if vectorizer is None else
                                   'vectors' if args.vectors else args.tag_encoding),
@@ -433,6 +484,8 @@ def write_settings(args, train_set):
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
+    if args.stage == 2:
+        settings.update(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size)
     atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 
@@ -526,8 +579,8 @@ def run(trainer, args, enc, dec, comm=None):
         if root:
             save_model(args.out, enc, dec)
     if root:
-        print('Model saved in {} (colour with: python colorize.py --model {} -i DRAWING -t TAG)'.format(
-            args.out, args.out))
+        models = '--model STAGE1 --refine {}'.format(args.out) if args.stage == 2 else '--model {}'.format(args.out)
+        print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(args.out, models))
     return 0
 
 
@@ -603,9 +656,9 @@ def main(argv=None):
 
         # Set up the networks to train
         design = tag_design_of(args)
-        enc = Encoder(in_ch=4, width=args.width, design=design)
+        enc = Encoder(in_ch=input_planes(args), width=args.width, design=design)
         dec = Decoder(out_ch=3, width=args.width, design=design)
-        dis = Discriminator(in_ch=4, out_ch=3, width=args.width, design=design)
+        dis = Discriminator(in_ch=input_planes(args), out_ch=3, width=args.width, design=design)
         generator = enc, dec  # what the previews run: net.py's own batch norm
         if args.bn_across_ranks:
             enc, dec, dis = multi_node.across_ranks_batch_norm((enc, dec, dis), comm)
@@ -626,7 +679,7 @@ def main(argv=None):
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None
         if rank == 0:
-            model = colorize.ColorModel(*generator, train_set.vectorizer, args.size)
+            model = colorize.ColorModel(*generator, train_set.vectorizer, args.size, dict(stage=args.stage))
             preview = preview_extension(model, preview_set, args.out,
                                         weights_of=(enc, dec) if args.bn_across_ranks else None)
         extend_trainer(trainer, args, enc, dec, preview, comm)
