@@ -10,7 +10,8 @@ the small model of the CPU demo and the tests). The only input change of the por
 
 Deviations from the example, each for a reason given where it is made: the
 (de)convolution links and leaky ReLU come from fast_conv.py (the same parameters and
-results, faster on the CPU); dropout can be switched off for colouring
+results, faster on the CPU); with ``user_fused`` on, batch norm and what follows it are
+one function (fused.py); dropout can be switched off for colouring
 (``generating``).
 """
 import collections
@@ -25,6 +26,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from fast_conv import Convolution2D, Deconvolution2D, leaky_relu
+import fused
 import tag_vectorizer
 
 # Dropout can be switched off while batch norm still uses batch statistics; see
@@ -63,12 +65,17 @@ class ConvBNR(chainer.Chain):
     def forward(self, x, film=None):
         """film: this layer's (scale, shift), each (B, ch1), from film_parameters()."""
         h = self.c(x)
+        dropout = self.dropout and chainer.config.user_dropout
+        if self.use_bn and fused.applies(self.bn, h, self.activation):
+            # deviation from the example: with user_fused on, batch norm, FiLM, dropout and
+            # the activation are one function (fused.py; same parameters and results).
+            return fused.batch_norm_activation(self.bn, h, film, dropout, self.activation)
         if self.use_bn:
             h = self.bn(h)
         if film is not None:
             h = F.bias(F.scale(h, film[0], axis=0), film[1], axis=0)
         # deviation from the example: dropout can be switched off (generating()).
-        if self.dropout and chainer.config.user_dropout:
+        if dropout:
             h = F.dropout(h)
         if self.activation is not None:
             h = self.activation(h)

@@ -5,6 +5,7 @@
     python benchmarks/bench.py -g 0 --batch 1 8 --json             # GPU, one JSON line per result
     CUPY_TF32=1 python benchmarks/bench.py -g 0 --precision tf32   # CuPy reads CUPY_TF32 at import
     python benchmarks/bench.py -g 0 --check                        # the faster paths against Chainer's
+    python benchmarks/bench.py -g 0 --check --fast all --fused all  # the same with fused.py's functions
     python benchmarks/bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
 
 What is timed is the project's own code: a training step is
@@ -17,6 +18,8 @@ implementations:
 * ``chainer``: the port as it trains (fast_conv.py's faster paths as ``--fast`` says);
 * ``chainer-plain``: the same with ``user_fast_paths='off'``: Chainer's own functions
   and full backward passes, i.e. the port before the speed-ups;
+* ``chainer-fused``: ``chainer`` with fused.py's batch norm + activation and Adam +
+  weight decay (``user_fused='all'``);
 * ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
   (only when PyTorch is installed: benchmarks/requirements-bench.txt).
 
@@ -43,7 +46,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('fp32', 'tf32', 'mixed16')
-IMPLS = ('chainer', 'chainer-plain', 'torch')
+IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'torch')
+FUSED_MODES = ('off', 'cpu', 'all')
 LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
 
 
@@ -60,6 +64,9 @@ def parse_args(argv):
     parser.add_argument('--fast', choices=('off', 'cpu', 'all'), default=None,
                         help="fast_conv.py's user_fast_paths for the chainer implementation "
                              "(default: fast_conv.py's, 'cpu')")
+    parser.add_argument('--fused', choices=FUSED_MODES, default='off',
+                        help="fused.py's user_fused for --check and --quality (chainer-fused always "
+                             "runs with 'all')")
     parser.add_argument('--loss-scale', type=float, default=LOSS_SCALE,
                         help='Static loss scale of the mixed16 runs (1024 overflows float16 gradients '
                              'of this network)')
@@ -200,12 +207,12 @@ def fixed_batch(batch, size, seed=0):
 class ChainerRunner:
     """The port's own networks, optimizers and updater on one device."""
 
-    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE):
+    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE, fused='off'):
         import chainer
         from chainer.dataset import concat_examples
         import net
         from updater import TextPix2pixUpdater, make_optimizer
-        self.chainer, self.net, self.fast = chainer, net, fast
+        self.chainer, self.net, self.fast, self.fused = chainer, net, fast, fused
         self.dtype = {'mixed16': np.float16, 'fp64': np.float64}.get(precision, np.float32)
         with self.config():
             np.random.seed(seed)
@@ -238,6 +245,7 @@ class ChainerRunner:
         import contextlib
         stack = contextlib.ExitStack()
         stack.enter_context(self.chainer.using_config('user_fast_paths', self.fast))
+        stack.enter_context(self.chainer.using_config('user_fused', self.fused))
         if self.dtype != np.float32:
             stack.enter_context(self.chainer.using_config(
                 'dtype', self.chainer.mixed16 if self.dtype == np.float16 else self.dtype))
@@ -297,7 +305,8 @@ def make_runner(impl, args, device, width, batch, size, precision):
     if impl == 'torch':
         return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale)
     fast = 'off' if impl == 'chainer-plain' else (args.fast or default_fast())
-    return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale)
+    fused = 'all' if impl == 'chainer-fused' else 'off'
+    return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale, fused=fused)
 
 
 def default_fast():
@@ -395,8 +404,9 @@ def print_table(results):
 # ---------------------------------------------------------------- checks
 
 
-def check_fast_paths(device, fast, width=16, size=128, batch=2, rtol=1e-8):
-    """The faster paths against Chainer's own on ``device``, from the same parameters:
+def check_fast_paths(device, fast, width=16, size=128, batch=2, rtol=1e-8, fused='off'):
+    """The faster paths (with ``fused``, fused.py's functions too) against Chainer's own
+    on ``device``, from the same parameters:
     the outputs of the three networks and every parameter's gradient for a loss on all of
     them, then one updater step each (same dropout masks): its losses and the gradients it
     updated with. In float64: in float32 the networks' batch norms over one or two values
@@ -406,7 +416,7 @@ def check_fast_paths(device, fast, width=16, size=128, batch=2, rtol=1e-8):
     of convolutions that batch norm follows). Returns a list of failure messages."""
     import chainer
     import chainer.functions as F
-    runs = {'fast': ChainerRunner(device, width, batch, size, 'fp64', fast),
+    runs = {'fast': ChainerRunner(device, width, batch, size, 'fp64', fast, fused=fused),
             'plain': ChainerRunner(device, width, batch, size, 'fp64', 'off')}
     for name in ('enc', 'dec', 'dis'):
         getattr(runs['plain'], name).copyparams(getattr(runs['fast'], name))
@@ -474,12 +484,12 @@ def quality(args, device):
     width, size, batch = args.width[0], args.size[0], args.batch[0]
     for precision in args.precision:
         run = ChainerRunner(device, width, batch, size, precision, args.fast or default_fast(),
-                            loss_scale=args.loss_scale)
+                            loss_scale=args.loss_scale, fused=args.fused)
         device.xp.random.seed(0)
         before = run.l1()
         for _ in range(args.quality):
             run.train_step()
-        results.append(dict(task='quality', impl='chainer', device=describe_device(device, args.gpu),
+        results.append(dict(task='quality', impl='chainer' if args.fused == 'off' else 'chainer-fused', device=describe_device(device, args.gpu),
                             size=size, width=width, batch=batch, precision=precision,
                             steps=args.quality, l1_start=before, l1=run.l1()))
     return results
@@ -523,7 +533,7 @@ def main(argv=None):
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     import chainer
-    import net  # noqa: F401  (user_fast_paths)
+    import net  # noqa: F401  (user_fast_paths, user_fused)
     chainer.global_config.cudnn_deterministic = True
     if args.threads and torch_available():
         import torch
@@ -533,11 +543,11 @@ def main(argv=None):
                                    ', '.join('{} {}'.format(k, v) for k, v in info.items())))
     if args.check:
         fast = args.fast or ('all' if args.gpu >= 0 else 'cpu')
-        failures = check_fast_paths(device, fast)
+        failures = check_fast_paths(device, fast, fused=args.fused)
         for failure in failures:
             print('FAIL ' + failure)
-        print('check of user_fast_paths={!r} against Chainer\'s functions on {}: {}'.format(
-            fast, describe_device(device, args.gpu), 'FAIL' if failures else 'PASS'))
+        print('check of user_fast_paths={!r}, user_fused={!r} against Chainer\'s functions on {}: {}'.format(
+            fast, args.fused, describe_device(device, args.gpu), 'FAIL' if failures else 'PASS'))
         return 1 if failures else 0
     impls = args.impl or (['chainer', 'torch'] if torch_available() else ['chainer'])
     if args.profile:
@@ -546,7 +556,7 @@ def main(argv=None):
     if args.quality:
         results = quality(args, device)
         for r in results:
-            print('quality: {precision} after {steps} steps: L1 {l1_start:.4f} -> {l1:.4f}'.format(**r))
+            print('quality: {impl} {precision} after {steps} steps: L1 {l1_start:.4f} -> {l1:.4f}'.format(**r))
             if args.json:
                 print(json.dumps(dict(r, versions=info)))
         return 0
