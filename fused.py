@@ -37,8 +37,7 @@ ACTIVATION_SLOPES = {F.relu: 0.0, F.leaky_relu: 0.2, fast_conv.leaky_relu: 0.2, 
 
 THREADS = 512  # per block, a power of two (block_sum halves it)
 
-CUDA_SOURCE = r'''
-#define THREADS 512
+CUDA_SOURCE = '#define THREADS %d\n' % THREADS + r'''
 
 template <typename T>
 __device__ T block_sum(T value, T* shared) {
