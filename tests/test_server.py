@@ -210,6 +210,7 @@ class BlockingModel:
     tags = []
     settings = {}
     device = None
+    refiner = None  # as ColorModel without --refine
 
     def __init__(self):
         self.release = threading.Event()
