@@ -519,11 +519,12 @@ def refinement_input(drawing, coarse, vectorizer, tags):
     return x_in
 
 
-def coarse_colouring(colour, factor, rng=None):
+def coarse_colouring(colour, factor, rng=None, jitter=1.0):
     """What stage 2 trains on in place of a stage-1 colouring: the colour image shrunk by
     ``factor`` (to the stage-1 size), blurred and colour-jittered there, and enlarged back
     (bicubic), as colorize.py enlarges stage 1's output. ``rng`` (a random.Random or the
-    random module) draws the blur and the jitter; None gives the mean blur without jitter."""
+    random module) draws the blur and the jitter; None gives the mean blur without jitter.
+    ``jitter`` scales the colour jitter's bounds (a stage 1 with smaller colour errors)."""
     width, height = colour.size
     small = resized(colour, (max(1, round(width / factor)), max(1, round(height / factor))))
     if rng is None:
@@ -532,20 +533,22 @@ def coarse_colouring(colour, factor, rng=None):
         radius = rng.uniform(*BLUR_RADIUS)
     small = small.filter(ImageFilter.GaussianBlur(radius))
     if rng is not None:
-        small = Image.fromarray(jittered(np.asarray(small), rng))
+        small = Image.fromarray(jittered(np.asarray(small), rng, jitter))
     return resized(small, (width, height))
 
 
-def jittered(pixels, rng):
-    """uint8 RGB pixels with a random gain and offset per channel and a smooth offset field."""
+def jittered(pixels, rng, scale=1.0):
+    """uint8 RGB pixels with a random gain and offset per channel and a smooth offset field,
+    within ``scale`` times the bounds above."""
     height, width, _ = pixels.shape
-    gain = np.array([rng.uniform(1 - COLOUR_GAIN, 1 + COLOUR_GAIN) for _ in range(3)], np.float32)
-    offset = np.array([rng.uniform(-COLOUR_OFFSET, COLOUR_OFFSET) for _ in range(3)], np.float32)
-    grid = np.array([rng.uniform(-FIELD_OFFSET, FIELD_OFFSET) for _ in range(3 * FIELD_GRID ** 2)],
+    gain_bound, offset_bound, field_bound = scale * COLOUR_GAIN, scale * COLOUR_OFFSET, scale * FIELD_OFFSET
+    gain = np.array([rng.uniform(1 - gain_bound, 1 + gain_bound) for _ in range(3)], np.float32)
+    offset = np.array([rng.uniform(-offset_bound, offset_bound) for _ in range(3)], np.float32)
+    grid = np.array([rng.uniform(-field_bound, field_bound) for _ in range(3 * FIELD_GRID ** 2)],
                     np.float32).reshape(3, FIELD_GRID, FIELD_GRID)
     field = np.stack([np.asarray(Image.fromarray(plane, 'F').resize((width, height), Image.BICUBIC))
                       for plane in grid], axis=-1)
-    field = np.clip(field, -FIELD_OFFSET, FIELD_OFFSET)  # bicubic overshoots its grid a little
+    field = np.clip(field, -field_bound, field_bound)  # bicubic overshoots its grid a little
     result = pixels.astype(np.float32) * gain + offset + field
     return np.clip(np.rint(result), 0, 255).astype(np.uint8)
 
@@ -556,11 +559,13 @@ class RefinementDataset(TaggedImageDataset):
     degraded by coarse_colouring to ``coarse_size`` (the stage-1 size), so that training
     needs no stage-1 model. With ``augment``: the short side resized to ``size``, a random
     degradation, then a random ``crop`` x ``crop`` square of input and target alike (and
-    a flip with ``flip``); without: size x size and the mean degradation."""
+    a flip with ``flip``); without: size x size and the mean degradation. ``jitter``:
+    coarse_colouring's."""
 
     def __init__(self, root, vectorizer=None, size=512, coarse_size=128, crop=None, drawing='line',
-                 augment=True, flip=False, tag_dropout=0.0):
+                 augment=True, flip=False, tag_dropout=0.0, jitter=1.0):
         self.coarse_size = coarse_size
+        self.jitter = jitter
         self.crop = crop or size
         super().__init__(root, vectorizer, size, drawing, augment, flip, tag_dropout)
 
@@ -576,7 +581,7 @@ class RefinementDataset(TaggedImageDataset):
             scale = self.size / min(colour.size)
             new_size = tuple(max(self.size, round(side * scale)) for side in colour.size)
         colour, drawing = resized(colour, new_size), resized(drawing, new_size)
-        coarse = coarse_colouring(colour, self.factor, random if self.augment else None)
+        coarse = coarse_colouring(colour, self.factor, random if self.augment else None, self.jitter)
         x_in = refinement_input(drawing, coarse, self.vectorizer, self.sampled_tags(i))
         t_out = to_unit(np.asarray(colour))
         if self.augment:

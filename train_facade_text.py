@@ -142,6 +142,9 @@ def parse_args(argv):
                              'degrades the truth to)')
     parser.add_argument('--crop', type=int, default=None,
                         help='Stage 2: train on random crops of this side (a multiple of 128; default --size)')
+    parser.add_argument('--coarse-jitter', type=float, default=1.0,
+                        help="Stage 2: scale of the colour jitter of its coarse input (1: matched to the post "
+                             "design's stage 1; 0.4: the film design's, whose colours are nearer the truth)")
     parser.add_argument('--demo', action='store_true', help='CPU demo preset: ' + ', '.join(
         '{}={}'.format(k, v) for k, v in DEMO.items()) + '; with --stage 2: ' + ', '.join(
         '{}={}'.format(k, v) for k, v in DEMO_STAGE2.items() if DEMO.get(k) != v))
@@ -156,6 +159,8 @@ def parse_args(argv):
         parser.error('--crop is for --stage 2: a positive multiple of 128, at most --size')
     if args.stage == 2 and not 0 < args.coarse_size < args.size:
         parser.error('--coarse-size must be positive and under --size (stage 2 refines a smaller colouring)')
+    if args.coarse_jitter != 1.0 and (args.stage != 2 or args.coarse_jitter < 0):
+        parser.error('--coarse-jitter is for --stage 2: a scale of 0 or more')
     if args.stage == 2 and args.blank_fraction:
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
     if args.bn_across_ranks and not args.communicator:
@@ -383,7 +388,8 @@ def make_dataset(args, folder, vectorizer, augment):
     """The examples in folder: stage 1's TaggedImageDataset or stage 2's RefinementDataset."""
     if args.stage == 2:
         return dataset.RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
-                                         augment=augment, flip=args.flip, tag_dropout=args.tag_dropout)
+                                         augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
+                                         jitter=args.coarse_jitter)
     return dataset.TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
                                       tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction)
 
@@ -485,7 +491,8 @@ def write_settings(args, train_set):
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
-        settings.update(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size)
+        settings.update(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size,
+                        coarse_jitter=args.coarse_jitter)
     atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 

@@ -59,6 +59,7 @@ def main(argv=None):
     parser.add_argument('--coarse-size', type=int, default=None, help='default: the model\'s size')
     parser.add_argument('--n', type=int, default=64, help='pictures (every k-th of the folder)')
     parser.add_argument('--draws', type=int, default=4, help='random degradations per picture')
+    parser.add_argument('--coarse-jitter', type=float, default=1.0, help="train_facade_text.py's: the jitter's scale")
     args = parser.parse_args(argv)
     try:
         model = colorize.load_model(args.model, None, compat.get_device(-1))
@@ -76,7 +77,8 @@ def main(argv=None):
         factor = max(truth_image.size) / coarse_size
         stage1.append(statistics(np.asarray(model.colorize(pictures.drawing_of(i), pictures.tags[i])), truth))
         mean.append(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor)), truth))
-        degraded.extend(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor, rng)), truth)
+        degraded.extend(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor, rng, args.coarse_jitter)),
+                                   truth)
                         for _ in range(args.draws))
     print('{} pictures of {} at {} px; stage 1 ({}) at {} px, enlarged bicubically:'.format(
         len(indices), args.data, truth.shape[1], args.model, model.size))
@@ -84,9 +86,10 @@ def main(argv=None):
     print('the truth shrunk to {} px and enlarged, mean blur (radius {}), no jitter:'.format(
         coarse_size, sum(dataset.BLUR_RADIUS) / 2))
     print(summary(mean))
-    print('coarse_colouring as stage 2 trains on it ({} draws per picture; blur {}, gain ±{}, '
-          'offset ±{}, field ±{}):'.format(args.draws, dataset.BLUR_RADIUS, dataset.COLOUR_GAIN,
-                                            dataset.COLOUR_OFFSET, dataset.FIELD_OFFSET))
+    jitter = args.coarse_jitter
+    print('coarse_colouring as stage 2 trains on it ({} draws per picture; blur {}, gain ±{:g}, '
+          'offset ±{:g}, field ±{:g}):'.format(args.draws, dataset.BLUR_RADIUS, jitter * dataset.COLOUR_GAIN,
+                                              jitter * dataset.COLOUR_OFFSET, jitter * dataset.FIELD_OFFSET))
     print(summary(degraded))
     return 0
 

@@ -60,6 +60,9 @@ def test_jitter_stays_within_its_bounds_and_spans_them():
     assert abs(shifts.mean()) < 1.0  # unbiased: a colour cast is not learnt as the truth
     per_picture = shifts.reshape(300, -1, 3)
     assert per_picture.std(axis=1).mean() > 2.0  # the field varies inside a picture
+    smaller = np.array([dataset.jittered(pixels, rng, 0.4).astype(np.float64) - 128 for _ in range(300)])
+    assert 0.3 * bound <= np.abs(smaller).max() <= 0.4 * bound + 0.5  # --coarse-jitter 0.4: 0.4 x the bounds
+    np.testing.assert_array_equal(dataset.jittered(pixels, rng, 0.0), pixels)  # 0: no jitter
 
 
 def test_coarse_colouring_is_the_stage1_resolution_blurred(small_data):
@@ -160,7 +163,8 @@ def test_stages_given_the_wrong_way_round_are_one_line_errors(tiny_model, stage2
 @pytest.mark.parametrize('argv', [['--crop', '128'], ['--stage', '2', '--size', '256', '--crop', '384'],
                                   ['--stage', '2', '--size', '256', '--coarse-size', '256'],
                                   ['--stage', '2', '--blank-fraction', '0.1'],
-                                  ['--stage', '2', '--tag-design', 'film']])
+                                  ['--stage', '2', '--tag-design', 'film'], ['--coarse-jitter', '0.4'],
+                                  ['--stage', '2', '--coarse-jitter', '-1']])
 def test_stage2_flags_are_checked(argv, capsys):
     with pytest.raises(SystemExit) as exit:
         train_facade_text.parse_args(argv)
