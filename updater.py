@@ -53,7 +53,11 @@ def make_optimizer(model, alpha, beta1=0.5):
     return optimizer
 
 
-def generator_loss(x_out, t_out, y_fake, lam1=100, lam2=1):
+# The example's weight of the L1 term (lam1), also the colour loss's on blank drawings.
+L1_WEIGHT = 100
+
+
+def generator_loss(x_out, t_out, y_fake, lam1=L1_WEIGHT, lam2=1):
     batchsize, _, w, h = y_fake.shape
     loss_rec = lam1 * F.mean_absolute_error(x_out, t_out)
     loss_adv = lam2 * F.sum(F.softplus(-y_fake)) / batchsize / w / h
@@ -139,13 +143,13 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
 
         features = enc(x_in)
         x_out = dec(features)
-        y_fake = dis(x_in, x_out)
-        y_real = dis(x_in, t_out)
 
         blank = blank_examples(x_in) if self.blank_loss == 'colours' else None
         if blank is not None and blank.any():
-            loss_gen, loss_l1, loss_dis = self.losses_with_blank_examples(x_out, t_out, y_fake, y_real, blank)
+            loss_gen, loss_l1, loss_dis = self.losses_with_blank_examples(x_in, x_out, t_out, blank)
         else:
+            y_fake = dis(x_in, x_out)
+            y_real = dis(x_in, t_out)
             loss_gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
             loss_dis = None
         if self.gate_weight and hasattr(dec, 'gate'):
@@ -167,22 +171,25 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         dis_optimizer.update()
         chainer.report({'loss': loss_dis}, dis)
 
-    def losses_with_blank_examples(self, x_out, t_out, y_fake, y_real, blank, lam1=100):
+    def losses_with_blank_examples(self, x_in, x_out, t_out, blank):
         """The generator's and discriminator's losses when some drawings are blank: the
         example's on the drawn examples, colour_distribution_loss on the blank ones (each
-        example's share of the batch kept), the blank ones out of the adversarial terms."""
+        example's share of the batch kept). The discriminator sees the drawn ones only: a
+        batch of blank ones costs it nothing."""
         xp = chainer.backend.get_array_module(blank)
         batch, drawn = len(blank), xp.flatnonzero(~blank)
         blank_ones = xp.flatnonzero(blank)
         loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
         chainer.report({'colours': loss_colours}, self.dec)
-        loss_gen = lam1 * loss_colours * (len(blank_ones) / batch)
+        loss_gen = L1_WEIGHT * loss_colours * (len(blank_ones) / batch)
         loss_l1 = 0
-        loss_dis = chainer.Variable(xp.zeros((), y_real.dtype))
+        loss_dis = chainer.Variable(xp.zeros((), x_out.dtype))
         if len(drawn):
             share = len(drawn) / batch
-            gen, loss_l1 = generator_loss(x_out[drawn], t_out[drawn], y_fake[drawn], lam2=self.adversarial_weight)
+            y_fake = self.dis(x_in[drawn], x_out[drawn])
+            y_real = self.dis(x_in[drawn], t_out[drawn])
+            gen, loss_l1 = generator_loss(x_out[drawn], t_out[drawn], y_fake, lam2=self.adversarial_weight)
             loss_gen = loss_gen + share * gen
             loss_l1 = share * loss_l1
-            loss_dis = share * discriminator_loss(y_real[drawn], y_fake[drawn])
+            loss_dis = share * discriminator_loss(y_real, y_fake)
         return loss_gen, loss_l1, loss_dis

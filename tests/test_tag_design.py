@@ -245,13 +245,18 @@ def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
         [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours')
     with chainer.using_config('train', True):
         x_out = dec(enc(x))
-        y_fake, y_real = dis(x, x_out), dis(x, t)
-        gen, l1, dis_loss = run.losses_with_blank_examples(x_out, t, y_fake, y_real, np.array([False, True]))
-        drawn_gen, drawn_l1 = updater.generator_loss(x_out[:1], t[:1], y_fake[:1])
+        gen, l1, dis_loss = run.losses_with_blank_examples(x, x_out, t, np.array([False, True]))
+        y_fake, y_real = dis(x[:1], x_out[:1]), dis(x[:1], t[:1])
+        drawn_gen, drawn_l1 = updater.generator_loss(x_out[:1], t[:1], y_fake)
         colours = updater.colour_distribution_loss(x_out[1:], t[1:])
+        calls = []
+        run.dis = lambda *inputs: calls.append(inputs) or dis(*inputs)
+        all_blank = run.losses_with_blank_examples(x[1:], x_out[1:], t[1:], np.array([True]))
     np.testing.assert_allclose(gen.array, 0.5 * drawn_gen.array + 0.5 * 100 * colours.array, rtol=1e-5)
-    np.testing.assert_allclose(dis_loss.array, 0.5 * updater.discriminator_loss(y_real[:1], y_fake[:1]).array,
+    np.testing.assert_allclose(dis_loss.array, 0.5 * updater.discriminator_loss(y_real, y_fake).array,
                                rtol=1e-5)
+    # A batch of blank drawings never reaches the discriminator, and its loss is zero.
+    assert calls == [] and float(all_blank[2].array) == 0.0
 
 
 def test_the_design_benchmark_prints_every_design(small_data, capsys):
