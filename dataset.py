@@ -91,6 +91,12 @@ def to_uint8(array):
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+def drawing_planes(drawing, out):
+    """Writes an 'L' drawing into out's three planes (as the example's RGB), on [-1, 1]."""
+    to_unit(np.asarray(drawing), out=out[:1])
+    out[1] = out[2] = out[0]
+
+
 def network_input(drawing, vectorizer, tags):
     """The generator's input (4, H, W) for an 'L' drawing and a tag set: the drawing in
     three planes (as the example's RGB) and the tag plane (tag_vectorizer.tag_plane)."""
@@ -98,8 +104,7 @@ def network_input(drawing, vectorizer, tags):
     if width != height:
         raise ValueError('the network input is square, not {}x{}'.format(width, height))
     x_in = np.empty((4, height, width), np.float32)
-    to_unit(np.asarray(drawing), out=x_in[:1])
-    x_in[1] = x_in[2] = x_in[0]
+    drawing_planes(drawing, x_in[:3])
     x_in[3] = tag_vectorizer.tag_plane(vectorizer, tags, width)
     return x_in
 
@@ -512,8 +517,7 @@ def refinement_input(drawing, coarse, vectorizer, tags):
         raise ValueError('the coarse colouring is {}x{}, the drawing {}x{}'.format(
             *coarse.size, width, height))
     x_in = np.empty((REFINE_PLANES, height, width), np.float32)
-    to_unit(np.asarray(drawing), out=x_in[:1])
-    x_in[1] = x_in[2] = x_in[0]
+    drawing_planes(drawing, x_in[:3])
     to_unit(np.asarray(coarse.convert('RGB')), out=x_in[3:6])
     x_in[6] = tag_vectorizer.tag_plane(vectorizer, tags, max(width, height))[:height, :width]
     return x_in
@@ -560,12 +564,15 @@ class RefinementDataset(TaggedImageDataset):
     needs no stage-1 model. With ``augment``: the short side resized to ``size``, a random
     degradation, then a random ``crop`` x ``crop`` square of input and target alike (and
     a flip with ``flip``); without: size x size and the mean degradation. ``jitter``:
-    coarse_colouring's."""
+    coarse_colouring's. ``stage1`` (a colorize.ColorModel) replaces the degradation by
+    that model's colouring of the drawing with the example's tags, enlarged: stage 2 then
+    learns to refine the errors that stage 1 makes."""
 
     def __init__(self, root, vectorizer=None, size=512, coarse_size=128, crop=None, drawing='line',
-                 augment=True, flip=False, tag_dropout=0.0, jitter=1.0):
+                 augment=True, flip=False, tag_dropout=0.0, jitter=1.0, stage1=None):
         self.coarse_size = coarse_size
         self.jitter = jitter
+        self.stage1 = stage1
         self.crop = crop or size
         super().__init__(root, vectorizer, size, drawing, augment, flip, tag_dropout)
 
@@ -581,14 +588,22 @@ class RefinementDataset(TaggedImageDataset):
             scale = self.size / min(colour.size)
             new_size = tuple(max(self.size, round(side * scale)) for side in colour.size)
         colour, drawing = resized(colour, new_size), resized(drawing, new_size)
-        coarse = coarse_colouring(colour, self.factor, random if self.augment else None, self.jitter)
-        x_in = refinement_input(drawing, coarse, self.vectorizer, self.sampled_tags(i))
+        tags = self.sampled_tags(i)
+        if self.stage1 is not None:
+            coarse = self.stage1.colorize(drawing, tags)
+        else:
+            coarse = coarse_colouring(colour, self.factor, random if self.augment else None, self.jitter)
+        x_in = refinement_input(drawing, coarse, self.vectorizer, tags)
         t_out = to_unit(np.asarray(colour))
         if self.augment:
             left = random.randint(0, new_size[0] - self.crop)
             top = random.randint(0, new_size[1] - self.crop)
             x_in = x_in[:, top:top + self.crop, left:left + self.crop]
             t_out = t_out[:, top:top + self.crop, left:left + self.crop]
+            if self.vectorizer is not None and self.vectorizer.layout == 'slots':
+                # The film design reads its slots at the cells of the whole plane, which a
+                # crop would cut: each crop gets the whole plane, as a colouring does.
+                x_in[6] = tag_vectorizer.tag_plane(self.vectorizer, tags, self.crop)
             if self.flip and random.random() < 0.5:  # the pictures, not the tag plane's layout
                 x_in = np.concatenate([x_in[:6, :, ::-1], x_in[6:]])
                 t_out = t_out[:, :, ::-1]

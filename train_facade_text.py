@@ -145,6 +145,9 @@ def parse_args(argv):
     parser.add_argument('--coarse-jitter', type=float, default=1.0,
                         help="Stage 2: scale of the colour jitter of its coarse input (1: matched to the post "
                              "design's stage 1; 0.4: the film design's, whose colours are nearer the truth)")
+    parser.add_argument('--coarse-model', default=None, metavar='DIR',
+                        help="Stage 2: train on this stage-1 model's colourings of the training drawings "
+                             "instead of the degraded truth (no jitter)")
     parser.add_argument('--demo', action='store_true', help='CPU demo preset: ' + ', '.join(
         '{}={}'.format(k, v) for k, v in DEMO.items()) + '; with --stage 2: ' + ', '.join(
         '{}={}'.format(k, v) for k, v in DEMO_STAGE2.items() if DEMO.get(k) != v))
@@ -159,8 +162,10 @@ def parse_args(argv):
         parser.error('--crop is for --stage 2: a positive multiple of 128, at most --size')
     if args.stage == 2 and not 0 < args.coarse_size < args.size:
         parser.error('--coarse-size must be positive and under --size (stage 2 refines a smaller colouring)')
-    if args.coarse_jitter != 1.0 and (args.stage != 2 or args.coarse_jitter < 0):
-        parser.error('--coarse-jitter is for --stage 2: a scale of 0 or more')
+    if args.coarse_jitter != 1.0 and (args.stage != 2 or args.coarse_jitter < 0 or args.coarse_model):
+        parser.error('--coarse-jitter is for --stage 2 without --coarse-model: a scale of 0 or more')
+    if args.coarse_model and args.stage != 2:
+        parser.error('--coarse-model is for --stage 2')
     if args.stage == 2 and args.blank_fraction:
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
     if args.bn_across_ranks and not args.communicator:
@@ -170,10 +175,6 @@ def parse_args(argv):
     film_only = [flag for flag, value, default in FILM_FLAGS if getattr(args, value) != default]
     if args.tag_design == 'post' and film_only:
         parser.error('{} only with --tag-design film'.format(', '.join(film_only)))
-    if args.stage == 2 and args.tag_design == 'film':
-        # The film design reads its tag slots at fixed cells of the whole plane, which
-        # stage 2's crops cut; stage 2 keeps the post's plane (the tags' decision is stage 1's).
-        parser.error('--stage 2 uses the post tag design: leave out --tag-design film')
     return args
 
 
@@ -370,8 +371,15 @@ def load_data(args):
     """The training set (with its tag vectorizer set) and the preview set. Reads only:
     the output folder is written by prepare_output, once training can start."""
     train_dir, test_dir = split_folders(args.dataset)
+    stage1 = None
+    if args.coarse_model:
+        try:
+            # On the CPU: the loader's worker processes run it, and they cannot share a GPU context.
+            stage1 = colorize.load_model(args.coarse_model, None, compat.get_device(-1))
+        except colorize.ModelError as error:
+            raise SetupError('--coarse-model: {}'.format(error)) from None
     try:
-        train_set = make_dataset(args, train_dir, None, augment=True)
+        train_set = make_dataset(args, train_dir, None, augment=True, stage1=stage1)
     except (FileNotFoundError, ValueError) as error:
         raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
     try:
@@ -380,16 +388,17 @@ def load_data(args):
         raise SetupError(str(error)) from None
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
         len(train_set), train_set.untagged, len(train_set.vectorizer.kv) if train_set.vectorizer else 0))
-    preview_set = make_dataset(args, test_dir or train_dir, train_set.vectorizer, augment=False)
+    preview_set = make_dataset(args, test_dir or train_dir, train_set.vectorizer, augment=False, stage1=stage1)
     return train_set, preview_set
 
 
-def make_dataset(args, folder, vectorizer, augment):
-    """The examples in folder: stage 1's TaggedImageDataset or stage 2's RefinementDataset."""
+def make_dataset(args, folder, vectorizer, augment, stage1=None):
+    """The examples in folder: stage 1's TaggedImageDataset or stage 2's RefinementDataset
+    (on stage1's colourings, a colorize.ColorModel, with --coarse-model)."""
     if args.stage == 2:
         return dataset.RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
                                          augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
-                                         jitter=args.coarse_jitter)
+                                         jitter=args.coarse_jitter, stage1=stage1)
     return dataset.TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
                                       tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction)
 
@@ -492,7 +501,8 @@ def write_settings(args, train_set):
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
         settings.update(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size,
-                        coarse_jitter=args.coarse_jitter)
+                        coarse_jitter=None if args.coarse_model else args.coarse_jitter,
+                        coarse_model=args.coarse_model and os.path.abspath(args.coarse_model))
     atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 
