@@ -314,7 +314,10 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     ``tag_dropout`` leaves each tag out with that probability per example, so the
     network also learns from partial tag sets such as the single tag a user types.
     ``blank_fraction`` replaces the drawing by white paper in that share of examples, so
-    the network also learns to paint from the tags alone (the post's text-to-image step).
+    the network also learns to paint from the tags alone (the post's text-to-image step);
+    ``blank_tag_keep`` keeps each of a blank example's tags with that probability (at
+    least one), so that the one or two tags a user types for a blank canvas are sets
+    that training saw, not a fraction of the 3-7 tags each picture carries.
 
     After the scan, ``skipped`` lists (path, reason) of the files left out,
     ``tag_problems`` (file, reason) of the tag files or entries that could not be read
@@ -323,7 +326,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     """
 
     def __init__(self, root, vectorizer=None, size=256, drawing='line', augment=True,
-                 flip=False, tag_dropout=0.0, blank_fraction=0.0):
+                 flip=False, tag_dropout=0.0, blank_fraction=0.0, blank_tag_keep=0.5):
         if not os.path.isdir(root):
             raise FileNotFoundError('dataset folder {} does not exist'.format(root))
         if drawing not in DRAWINGS:
@@ -338,6 +341,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         self.flip = flip
         self.tag_dropout = tag_dropout
         self.blank_fraction = blank_fraction
+        self.blank_tag_keep = blank_tag_keep
         self.vectorizer = vectorizer
         self.unreadable = set()
         self._pid = os.getpid()
@@ -421,6 +425,14 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
             tags = [t for t in tags if random.random() >= self.tag_dropout]
         return tags
 
+    def blank_tags(self, i):
+        """A blank example's tags: each kept with probability blank_tag_keep, at least one."""
+        tags = self.tags[i]
+        if self.blank_tag_keep >= 1 or not tags:
+            return self.sampled_tags(i)
+        kept = [t for t in tags if random.random() < self.blank_tag_keep]
+        return kept or [random.choice(tags)]
+
     def get_example(self, i):
         self._reseed_if_forked()
         for _ in range(SUBSTITUTE_TRIES):
@@ -464,7 +476,10 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         # Drawn only when asked for, so that runs without it keep their random sequence.
         if self.augment and self.blank_fraction > 0 and random.random() < self.blank_fraction:
             drawing = Image.new('L', drawing.size, 255)
-        return network_input(drawing, self.vectorizer, self.sampled_tags(i)), to_unit(np.asarray(colour))
+            tags = self.blank_tags(i)
+        else:
+            tags = self.sampled_tags(i)
+        return network_input(drawing, self.vectorizer, tags), to_unit(np.asarray(colour))
 
     def resize_and_crop(self, colour, drawing):
         """Both images resized (each from its own size, so a drawing stored at another

@@ -123,6 +123,9 @@ def parse_args(argv):
                         help='Leave each tag of a training image out with this probability')
     parser.add_argument('--blank-fraction', type=float, default=0.0,
                         help='Share of training examples whose drawing is blank paper (learn colours from tags alone)')
+    parser.add_argument('--blank-tag-keep', type=float, default=0.5,
+                        help="Keep each of a blank example's tags with this probability (at least one; "
+                             "1: all): the few tags typed for a blank canvas are then sets that training saw")
     parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
                         help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
                              "distance between the output's and the target's colour distributions")
@@ -168,6 +171,8 @@ def parse_args(argv):
         parser.error('--coarse-model is for --stage 2')
     if args.stage == 2 and args.blank_fraction:
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
+    if not 0 < args.blank_tag_keep <= 1:
+        parser.error('--blank-tag-keep is a probability above 0, at most 1')
     if args.bn_across_ranks and not args.communicator:
         parser.error('--bn-across-ranks needs --communicator (several processes)')
     if args.tag_design == 'film' and args.no_tag:
@@ -400,7 +405,8 @@ def make_dataset(args, folder, vectorizer, augment, stage1=None):
                                          augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
                                          jitter=args.coarse_jitter, stage1=stage1)
     return dataset.TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
-                                      tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction)
+                                      tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                                      blank_tag_keep=args.blank_tag_keep)
 
 
 def input_planes(args):
@@ -495,7 +501,7 @@ def write_settings(args, train_set):
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing,
                     tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction, blank_loss=args.blank_loss,
-                    adv_weight=args.adv_weight,
+                    blank_tag_keep=args.blank_tag_keep, adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])

@@ -1,5 +1,6 @@
 """Reading tagged images and making (input, target) pairs."""
 import json
+import random
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from PIL import Image
 
 import dataset
 from dataset import TaggedImageDataset
-from tag_vectorizer import TagVectorizer
+from tag_vectorizer import TagVectorizer, tag_plane
 
 
 def colour_image(seed=0, size=(80, 60)):
@@ -132,12 +133,13 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         TaggedImageDataset(str(tmp_path))
 
 
-def test_blank_fraction_replaces_the_drawing_by_paper_and_keeps_the_tags(tmp_path):
+def test_blank_fraction_replaces_the_drawing_by_paper_and_can_keep_every_tag(tmp_path):
     for i in range(4):
         write(tmp_path, 'p{}.png'.format(i), tags='響,艦これ')
     vectorizer = TagVectorizer.train([['響', '艦これ'], ['暁', '艦これ']] * 3, dim=16, epochs=5)
     drawn = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=0.0)
-    blank = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=1.0)
+    blank = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=1.0,
+                               blank_tag_keep=1.0)
     for i in range(len(blank)):
         x_blank, t_blank = blank[i]
         x_drawn, t_drawn = drawn[i]
@@ -148,3 +150,23 @@ def test_blank_fraction_replaces_the_drawing_by_paper_and_keeps_the_tags(tmp_pat
     half = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=0.5)
     blanked = [bool((half[i % 4][0][:3] == paper).all()) for i in range(200)]
     assert 0.35 < np.mean(blanked) < 0.65
+
+
+def test_blank_tag_keep_gives_blank_examples_subsets_and_leaves_drawn_ones_whole(tmp_path):
+    write(tmp_path, 'one.png', tags='a,b,c,d,e,f')
+    vectorizer = TagVectorizer.train([list('abcdef')] * 3, dim=8, epochs=5)
+    vectorizer.set_layout('slots')
+    random.seed(0)
+    blank = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_fraction=1.0)
+    assert blank.blank_tag_keep == 0.5  # the default
+    kept = [blank.blank_tags(0) for _ in range(400)]
+    assert all(tags and set(tags) <= set('abcdef') for tags in kept)  # never empty, never new
+    # Each tag kept half the time (mean 3 of 6; 1.6 % of draws would keep none and keep one).
+    assert 2.8 < np.mean([len(tags) for tags in kept]) < 3.2
+    assert 0.05 < np.mean([len(tags) == 1 for tags in kept]) < 0.2
+    # A blank example's tag plane is the plane of such a subset, a different one each time.
+    planes = {tag_plane(vectorizer, tags, 64).tobytes() for tags in kept}
+    seen = [blank[0][0][3].tobytes() for _ in range(20)]
+    assert set(seen) <= planes and len(set(seen)) >= 8
+    drawn = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_tag_keep=0.5)
+    np.testing.assert_array_equal(drawn[0][0][3], tag_plane(vectorizer, list('abcdef'), 64))
