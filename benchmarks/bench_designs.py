@@ -4,8 +4,11 @@ design alike; process time, so other processes' load does not count.
 
     python benchmarks/bench_designs.py                     # the default data, 6 blocks of 50 updates
     python benchmarks/bench_designs.py --blocks 3 --block 20 --json
+    python benchmarks/bench_designs.py --colour-loss       # the blank examples' colour loss alone
 
-Prints ms per update, updates/s and the ratio to the post's design for each.
+Prints ms per update, updates/s and the ratio to the post's design for each; with
+--colour-loss, the ms of one forward and backward pass of updater.colour_distribution_loss
+on a 3x128x128 example, over every pixel and over updater.COLOUR_PIXELS sampled ones.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import chainer  # noqa: E402
 import dataset  # noqa: E402
 import net  # noqa: E402
 import train_facade_text  # noqa: E402
+import updater as updater_module  # noqa: E402
 from updater import TextPix2pixUpdater, make_optimizer  # noqa: E402
 
 DESIGNS = {
@@ -49,13 +53,32 @@ def make_updater(argv, tag_lists, train_dir):
         blank_loss=args.blank_loss)
 
 
+def time_colour_loss(repeats=20):
+    """ms per forward and backward pass of the colour loss, all pixels vs the sampled ones."""
+    rng = np.random.RandomState(0)
+    output = chainer.Variable(rng.uniform(-1, 1, (1, 3, 128, 128)).astype(np.float32))
+    target = rng.uniform(-1, 1, (1, 3, 128, 128)).astype(np.float32)
+    for pixels in (None, updater_module.COLOUR_PIXELS):
+        start = time.process_time()
+        for _ in range(repeats):
+            output.cleargrad()
+            updater_module.colour_distribution_loss(output, target, pixels).backward()
+        ms = 1000 * (time.process_time() - start) / repeats
+        print('colour loss, {:>13s}: {:5.1f} ms per blank example'.format(
+            'all pixels' if pixels is None else '{} pixels'.format(pixels), ms))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
     parser.add_argument('--blocks', type=int, default=6, help='rounds over the designs')
     parser.add_argument('--block', type=int, default=50, help='updates per design and round')
     parser.add_argument('--json', action='store_true', help='one JSON object per design')
+    parser.add_argument('--colour-loss', action='store_true', help='time the colour loss alone')
     args = parser.parse_args(argv)
+    if args.colour_loss:
+        time_colour_loss()
+        return 0
     np.random.seed(0)
     random.seed(0)
     train_dir = os.path.join(args.data, 'train')

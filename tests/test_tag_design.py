@@ -310,3 +310,11 @@ def test_the_design_benchmark_prints_every_design(small_data, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row['design'] for row in rows] == list(bench_designs.DESIGNS)
     assert rows[0]['ratio_vs_post'] == 1.0 and all(row['ms_per_update'] > 1 for row in rows)
+
+
+def test_the_design_benchmark_times_the_colour_loss_with_and_without_sampling(capsys):
+    import bench_designs
+    assert bench_designs.main(['--colour-loss']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(':')[0] for line in lines] == ['colour loss,    all pixels', 'colour loss,   4096 pixels']
+    assert all(float(line.split(':')[1].split()[0]) > 0.1 for line in lines)
