@@ -117,8 +117,12 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
     batch, channels = x_out.shape[:2]
     directions = xp.asarray(COLOUR_DIRECTIONS)
     count = x_out.shape[2] * x_out.shape[3]
-    sample = (lambda: slice(None)) if pixels is None or pixels >= count else \
-        (lambda: xp.asarray(np.random.permutation(count)[:pixels]))
+
+    def sample():
+        if pixels is None or pixels >= count:
+            return slice(None)
+        return xp.asarray(np.random.permutation(count)[:pixels])
+
     losses = []
     for b in range(batch):
         out = F.matmul(directions, F.reshape(x_out[b], (channels, -1))[:, sample()])  # (K, pixels)
