@@ -7,7 +7,8 @@
 The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (default 1e-5,
 the post's), --no-tag (the conventional pix2pix of the post's Fig. 5), --width,
 --size and a --demo preset; --stage 2 (with --coarse-size and --crop) trains the
-refinement network of README "Higher resolution". The output folder holds the model colorize.py reads
+refinement network of README "Higher resolution"; --ema-decay saves a moving average of
+the generator's weights instead of the last ones. The output folder holds the model colorize.py reads
 (model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to resume from
 (-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
 drawing | tag plane | output | truth). Snapshots and model files are written to a
@@ -129,6 +130,9 @@ def parse_args(argv):
     parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
                         help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
                              "distance between the output's and the target's colour distributions")
+    parser.add_argument('--ema-decay', type=float, default=0.0, metavar='DECAY',
+                        help="Save an exponential moving average of the generator's weights, each update "
+                             "moving it by 1 - DECAY towards them (0: the weights as trained, the example's)")
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
@@ -173,6 +177,8 @@ def parse_args(argv):
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
     if not 0 < args.blank_tag_keep <= 1:
         parser.error('--blank-tag-keep is a probability above 0, at most 1')
+    if not 0 <= args.ema_decay < 1:
+        parser.error('--ema-decay is at least 0 and under 1 (0: no average)')
     if args.bn_across_ranks and not args.communicator:
         parser.error('--bn-across-ranks needs --communicator (several processes)')
     if args.tag_design == 'film' and args.no_tag:
@@ -310,6 +316,40 @@ class StopOnSignal(training.Extension):
             print('\n{} again: still saving, please wait (the files are renamed into place when '
                   'complete, so even kill -9 now would lose only this snapshot)'.format(name),
                   file=sys.stderr, flush=True)
+
+
+class WeightAverage(training.Extension):
+    """An exponential moving average of the generator's weights (Polyak averaging, as in
+    Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"): after
+    each update ``links`` (copies of the generator) move by 1 - decay towards ``sources``
+    (the networks being trained). It starts at the weights after the first update, and
+    its decay grows as (1 + n) / (10 + n) up to ``decay``, so that the first updates'
+    weights do not linger. Batch-norm statistics are not averaged: the generator
+    normalises with each picture's own (net.generating). The trainer snapshot keeps it."""
+    trigger = 1, 'iteration'
+    priority = training.PRIORITY_WRITER  # before the snapshot and the model files read it
+
+    def __init__(self, sources, links, decay):
+        self.sources, self.links = sources, tuple(link.copy(mode='copy') for link in links)
+        self.decay = decay
+        self.count = 0
+        for source, link in zip(self.sources, self.links):
+            if sorted(name for name, _ in source.namedparams()) != sorted(name for name, _ in link.namedparams()):
+                raise ValueError('the average and the trained network have different parameters')
+
+    def __call__(self, trainer):
+        decay = min(self.decay, (1 + self.count) / (10 + self.count)) if self.count else 0
+        self.count += 1
+        for source, link in zip(self.sources, self.links):
+            weights = dict(source.namedparams())
+            for name, average in link.namedparams():
+                average.array *= decay
+                average.array += (1 - decay) * weights[name].array
+
+    def serialize(self, serializer):
+        self.count = int(serializer('count', self.count))
+        for name, link in zip(('enc', 'dec'), self.links):
+            link.serialize(serializer[name])
 
 
 class RandomStates(training.Extension):
@@ -501,7 +541,7 @@ def write_settings(args, train_set):
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing,
                     tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction, blank_loss=args.blank_loss,
-                    blank_tag_keep=args.blank_tag_keep, adv_weight=args.adv_weight,
+                    blank_tag_keep=args.blank_tag_keep, ema_decay=args.ema_decay, adv_weight=args.adv_weight,
                     lr=args.lr, batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
@@ -512,11 +552,12 @@ def write_settings(args, train_set):
     atomic.write_text(os.path.join(args.out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
 
 
-def extend_trainer(trainer, args, enc, dec, preview, comm=None):
-    """The example's snapshot, log, report and progress extensions, plus the model files,
-    the random states, loss curves, previews and the stop on Ctrl-C or SIGTERM. Under
-    MPI every rank snapshots (its own file), keeps its random states and stops on a
-    signal; the rest is rank 0's."""
+def extend_trainer(trainer, args, enc, dec, preview, comm=None, average=None):
+    """The example's snapshot, log, report and progress extensions, plus the model files
+    (enc and dec: the networks saved), the random states, the weight average (if any),
+    loss curves, previews and the stop on Ctrl-C or SIGTERM. Under MPI every rank
+    snapshots (its own file), keeps its random states and average and stops on a signal;
+    the rest is rank 0's."""
     snapshot_interval = (args.snapshot_interval, 'iteration')
     display_interval = (args.display_interval, 'iteration')
     # deviation from the example: SnapshotWriter, so that a killed run leaves no
@@ -527,6 +568,8 @@ def extend_trainer(trainer, args, enc, dec, preview, comm=None):
         snapshot = multi_node.per_rank_snapshot(snapshot, comm)
     trainer.extend(snapshot, trigger=snapshot_interval, name='snapshot')
     trainer.extend(RandomStates(), name='random_states')
+    if average is not None:
+        trainer.extend(average, name='weight_average')
     trainer.extend(StopOnSignal(comm), name='stop_on_signal')
     if comm is not None and comm.rank != 0:
         return
@@ -582,8 +625,8 @@ def resume(trainer, args, comm=None):
 
 
 def run(trainer, args, enc, dec, comm=None):
-    """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model saved
-    first (exit code 128 + the signal's number, as a shell reports it). Returns the exit
+    """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model (enc
+    and dec) saved first (exit code 128 + the signal's number, as a shell reports it). Returns the exit
     code. Under MPI every rank snapshots and rank 0 saves the model and reports."""
     root = comm is None or comm.rank == 0
     stop = trainer.get_extension('stop_on_signal')
@@ -687,6 +730,8 @@ def main(argv=None):
             enc, dec, dis = multi_node.across_ranks_batch_norm((enc, dec, dis), comm)
         for link in (enc, dec, dis) + generator:
             link.to_device(device)
+        average = WeightAverage((enc, dec), generator, args.ema_decay) if args.ema_decay else None
+        saved = average.links if average else (enc, dec)  # what enc.npz and dec.npz hold
 
         # Set up the optimizers, the updater and the trainer
         optimizers = {'enc': make_optimizer(enc, args.lr), 'dec': make_optimizer(dec, args.lr),
@@ -702,10 +747,12 @@ def main(argv=None):
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None
         if rank == 0:
-            model = colorize.ColorModel(*generator, train_set.vectorizer, args.size, dict(stage=args.stage))
+            # The previews show what enc.npz and dec.npz hold: the average, where there is one.
+            model = colorize.ColorModel(*(average.links if average else generator), train_set.vectorizer,
+                                        args.size, dict(stage=args.stage))
             preview = preview_extension(model, preview_set, args.out,
-                                        weights_of=(enc, dec) if args.bn_across_ranks else None)
-        extend_trainer(trainer, args, enc, dec, preview, comm)
+                                        weights_of=(enc, dec) if args.bn_across_ranks and not average else None)
+        extend_trainer(trainer, args, *saved, preview, comm, average)
 
         if args.resume:
             resume(trainer, args, comm)
@@ -718,7 +765,7 @@ def main(argv=None):
         if comm is not None:
             multi_node.abort(comm, 128 + signal.SIGINT)
         return 128 + signal.SIGINT
-    return run(trainer, args, enc, dec, comm)
+    return run(trainer, args, *saved, comm)
 
 
 if __name__ == '__main__':

@@ -184,7 +184,8 @@ def test_a_tag_change_reaches_the_output_after_a_few_updates(vectorizer):
 def run_to(out, data, iteration, resume=None):
     argv = ['-i', str(data), '-o', str(out), '--width', '4', '--size', '128', '--iteration', str(iteration),
             '--snapshot_interval', '2', '--display_interval', '2', '--lr', '2e-4', '--seed', '1',
-            '--tag-design', 'film', '--slots', '8', '--blank-fraction', '0.5', '--blank-loss', 'colours']
+            '--tag-design', 'film', '--slots', '8', '--blank-fraction', '0.5', '--blank-loss', 'colours',
+            '--ema-decay', '0.9']
     assert train_facade_text.main(argv + (['-r', resume] if resume else [])) == 0
 
 
@@ -194,12 +195,19 @@ def test_film_training_resumes_to_the_same_state_and_colours(small_data, tmp_pat
     run_to(tmp_path / 'resumed', small_data, 4, resume='latest')
     with np.load(tmp_path / 'straight' / 'snapshot_iter_4.npz') as a, \
             np.load(tmp_path / 'resumed' / 'snapshot_iter_4.npz') as b:
-        keys = [k for k in a.files if k.startswith('updater/') and '/avg_' not in k and not k.endswith('/N')]
+        keys = [k for k in a.files if k.startswith(('updater/', 'extensions/weight_average/'))
+                and '/avg_' not in k and not k.endswith('/N')]
         assert any('/tags/l1/' in k for k in keys) and any('/gate/' in k for k in keys)
         for key in keys:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        # enc.npz holds the weight average (--ema-decay), not the weights as trained.
+        with np.load(tmp_path / 'straight' / 'enc.npz') as saved:
+            assert a['extensions/weight_average/count'] == 4
+            for key in saved.files:
+                np.testing.assert_array_equal(saved[key], a['extensions/weight_average/enc/' + key])
+            assert max(np.abs(saved[k] - a['updater/model:enc/' + k]).max() for k in saved.files) > 1e-4
     settings = json.loads((tmp_path / 'straight' / 'model.json').read_text('utf-8'))
-    assert settings['tag_design'] == net.film_design(slots=8)
+    assert settings['tag_design'] == net.film_design(slots=8) and settings['ema_decay'] == 0.9
     import colorize
     model = colorize.ColorModel.load(str(tmp_path / 'straight'), compat.get_device(-1))
     assert model.vectorizer.layout == 'slots' and model.vectorizer.slots == 8

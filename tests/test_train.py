@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import compat  # noqa: F401
 import chainer
@@ -46,6 +47,30 @@ def test_snapshot_resumes_to_the_same_state(small_data, tmp_path):
     assert any('/optimizer:enc/' in k for k in compared) and any('/model:dec/' in k for k in compared)
     for key in compared:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_the_weight_average_is_the_exponential_moving_average_of_the_trained_weights():
+    source = chainer.links.Linear(2, 3)
+    average = train_facade_text.WeightAverage((source,), (source,), decay=0.3)
+    assert average.links[0] is not source
+    seen = []
+    for step in range(5):
+        source.W.array[...] = step + 1  # the weights after update step + 1
+        average(None)
+        seen.append(float(average.links[0].W.array[0, 0]))
+    # It starts at the first update's weights (1), then keeps (1 + n) / (10 + n) of itself,
+    # at most the decay: 2/11 of 1 + 9/11 of 2; 3/12 of that + 9/12 of 3; then 0.3 twice.
+    by_hand = [1, 20 / 11, 2.7045454545, 0.3 * 2.7045454545 + 0.7 * 4, 0.3 * 3.6113636364 + 0.7 * 5]
+    np.testing.assert_allclose(seen, by_hand, rtol=1e-6)
+    np.testing.assert_array_equal(source.W.array, 5)  # the trained weights are left alone
+
+
+def test_ema_decay_must_be_under_one(capsys):
+    for value in ('1', '-0.1'):
+        with pytest.raises(SystemExit) as exit:
+            train_facade_text.parse_args(['--ema-decay', value])
+        assert exit.value.code == 2
+    assert '--ema-decay is at least 0 and under 1' in capsys.readouterr().err
 
 
 def test_missing_snapshot_and_data_are_one_line_errors(small_data, tmp_path, capsys):
