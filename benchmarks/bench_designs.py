@@ -32,25 +32,35 @@ from updater import TextPix2pixUpdater, make_optimizer  # noqa: E402
 
 DESIGNS = {
     "post (the post's design)": [],
-    'film': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours'],
+    'film': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours', '--ema-decay', '0.999'],
+    'film, no weight average': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours'],
     'film, mean layout, no gate': ['--tag-design', 'film', '--tag-layout', 'mean', '--gate', 'none'],
     'no tag': ['--no-tag'],
 }
 
 
-def make_updater(argv, tag_lists, train_dir):
-    """An updater of the demo preset with these training flags, as train_facade_text.main builds it."""
+def make_step(argv, tag_lists, train_dir):
+    """One training update of the demo preset with these training flags, as
+    train_facade_text.main builds it, and with --ema-decay the weight average's step."""
     args = train_facade_text.parse_args(['--demo', '-i', train_dir] + argv)
     data = dataset.TaggedImageDataset(train_dir, None, args.size, blank_fraction=args.blank_fraction)
     data.vectorizer = train_facade_text.make_vectorizer(args, tag_lists)
     design = train_facade_text.tag_design_of(args)
     models = (net.Encoder(4, args.width, design), net.Decoder(3, args.width, design),
               net.Discriminator(4, 3, args.width, design))
-    return TextPix2pixUpdater(
+    updater = TextPix2pixUpdater(
         models=models, iterator={'main': dataset.make_iterator(data, 1)},
         optimizer={name: make_optimizer(m, args.lr) for name, m in zip(('enc', 'dec', 'dis'), models)},
         device=chainer.get_device('@numpy'), gate_weight=args.gate_loss if design else 0,
         blank_loss=args.blank_loss)
+    if not args.ema_decay:
+        return updater.update
+    average = train_facade_text.WeightAverage(models[:2], models[:2], args.ema_decay)
+
+    def step():
+        updater.update()
+        average(None)
+    return step
 
 
 def time_colour_loss(repeats=20):
@@ -83,16 +93,16 @@ def main(argv=None):
     random.seed(0)
     train_dir = os.path.join(args.data, 'train')
     tag_lists = dataset.TaggedImageDataset(train_dir, None, 128).tags
-    updaters = {name: make_updater(flags, tag_lists, train_dir) for name, flags in DESIGNS.items()}
-    times = {name: [] for name in updaters}
-    for updater in updaters.values():  # warm-up
+    steps = {name: make_step(flags, tag_lists, train_dir) for name, flags in DESIGNS.items()}
+    times = {name: [] for name in steps}
+    for step in steps.values():  # warm-up
         for _ in range(5):
-            updater.update()
+            step()
     for _ in range(args.blocks):
-        for name, updater in updaters.items():
+        for name, step in steps.items():
             start = time.process_time()
             for _ in range(args.block):
-                updater.update()
+                step()
             times[name].append((time.process_time() - start) / args.block)
     post = np.median(times["post (the post's design)"])
     for name, values in times.items():
