@@ -132,15 +132,19 @@ def test_two_ranks_at_batch_1_step_as_one_process_at_batch_2(tmp_path):
 
 def test_batch_norm_across_ranks_trains_a_model_colorize_loads(small_data, tmp_path):
     """--bn-across-ranks: the previews (rank 0 alone, on plain copies of the networks) and
-    the model files work, and the weights load into net.py's networks."""
+    the model files work, and the weights load into net.py's networks; with --ema-decay
+    the weight average (plain copies too) is the same on both ranks and is what is saved."""
     out = tmp_path / 'run'
     code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, '--bn-across-ranks', '--iteration', '2',
-                                                       '--snapshot_interval', '2'), str(out) + '.log')
+                                                       '--snapshot_interval', '2', '--ema-decay', '0.5'),
+                       str(out) + '.log')
     assert code == 0 and (out / 'preview' / 'iter_2.png').exists(), output
     rank0, rank1 = (np.load(out / 'snapshot_iter_2.npz.{}'.format(rank)) for rank in (0, 1))
-    np.testing.assert_array_equal(rank0['updater/model:enc/c1/bn/gamma'], rank1['updater/model:enc/c1/bn/gamma'])
+    for key in ('updater/model:enc/c1/bn/gamma', 'extensions/weight_average/enc/c1/bn/gamma'):
+        np.testing.assert_array_equal(rank0[key], rank1[key])
     model = colorize.ColorModel.load(str(out), compat.get_device(-1))
-    np.testing.assert_array_equal(model.enc.c1.bn.gamma.array, rank0['updater/model:enc/c1/bn/gamma'])
+    np.testing.assert_array_equal(model.enc.c1.c.W.array, rank0['extensions/weight_average/enc/c1/c/W'])
+    assert np.abs(model.enc.c1.c.W.array - rank0['updater/model:enc/c1/c/W']).max() > 1e-5
     drawing = Image.open(next((small_data / 'test' / 'line').iterdir())).convert('L')
     assert model.colorize(drawing, ['響']).size == drawing.size
 
