@@ -324,8 +324,11 @@ class WeightAverage(training.Extension):
     each update ``links`` (copies of the generator) move by 1 - decay towards ``sources``
     (the networks being trained). It starts at the weights after the first update, and
     its decay grows as (1 + n) / (10 + n) up to ``decay``, so that the first updates'
-    weights do not linger. Batch-norm statistics are not averaged: the generator
-    normalises with each picture's own (net.generating). The trainer snapshot keeps it."""
+    weights do not linger (as TensorFlow's ExponentialMovingAverage with num_updates):
+    0.999 is reached after 8,990 updates; until then the weights it holds are on average
+    n / 10 updates old (500 at the demo's end). Batch norm's running statistics stay
+    those of the copies' start: nothing reads them, since the generator normalises with
+    each picture's own (net.generating). The trainer snapshot keeps the average."""
     trigger = 1, 'iteration'
     priority = training.PRIORITY_WRITER  # before the snapshot and the model files read it
 
