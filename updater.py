@@ -39,6 +39,7 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
 
+from evaluate import SRGB_TO_XYZ
 import fused
 import net
 
@@ -73,10 +74,10 @@ def discriminator_loss(y_real, y_fake):
 
 # A blank drawing is all paper: 255 on [-1, 1] (dataset.to_unit).
 PAPER = 255 / 128 - 1
-# Directions in RGB along which colour distributions are compared: the channels, grey and
-# opponent axes (red-green, yellow-blue, red-blue), then SPREAD_DIRECTIONS more spread evenly
-# over the half sphere (a Fibonacci lattice); each of length 1. Seven alone leave colours
-# free to mix (region ΔE00 7.43 with them, 5.91 with all 32: README "Tag designs").
+# Directions in CIELAB along which colour distributions are compared: L*, a*, b* and four
+# of their mixtures, then SPREAD_DIRECTIONS more spread evenly over the half sphere (a
+# Fibonacci lattice); each of length 1. Seven alone leave colours free to mix (region
+# ΔE00 7.43 with them, 5.91 with all 32, measured in RGB: README "Tag designs").
 SPREAD_DIRECTIONS = 25
 
 
@@ -99,6 +100,31 @@ COLOUR_DIRECTIONS = colour_directions()
 # drawn at random (NumPy's random state, kept in snapshots): a quarter of a 128-px picture,
 # a quarter of the cost of sorting all of it.
 COLOUR_PIXELS = 4096
+# Colours are compared in CIELAB / LAB_SCALE: in RGB a navy and a black, or two near-white
+# tints, lie closer than the eye (and the palette score, evaluate.palette) sees them. 33.5
+# puts the distance on the scale the RGB one had (0.133 in both for the default data's
+# pictures against other, blurred ones), so the weight 100 keeps its balance with the
+# drawn examples' L1.
+LAB_SCALE = 33.5
+
+
+def lab_of(rgb):
+    """(3, N) colours on the networks' [-1, 1] -> (3, N) CIELAB / LAB_SCALE, differentiable:
+    evaluate.srgb_to_lab's formulas (sRGB, D65) in Chainer functions."""
+    xp = chainer.backend.get_array_module(rgb)
+    c = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
+    c_array = c.array if isinstance(c, chainer.Variable) else c
+    # Both sides of each F.where are computed: each is clipped to where its formula is
+    # smooth, so that the side not taken cannot send NaN or inf back.
+    decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
+    linear = F.where(c_array <= 0.04045, c / 12.92, decoded)
+    to_white = xp.asarray((SRGB_TO_XYZ / SRGB_TO_XYZ.sum(axis=1, keepdims=True)).astype(np.float32))
+    t = F.matmul(to_white, linear)  # X/Xn, Y/Yn, Z/Zn
+    delta = 6.0 / 29.0
+    cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
+    f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)
+    lab = F.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])])
+    return lab / LAB_SCALE
 
 
 def blank_examples(x_in):
@@ -109,9 +135,10 @@ def blank_examples(x_in):
 
 def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
     """The sliced 1-D Wasserstein distance between an output's and its target's pixel
-    colours: along each of COLOUR_DIRECTIONS, the mean |difference| of the two sorted
-    projections (Rabin et al. 2011), averaged over the directions and examples. Zero for
-    any rearrangement of the target's pixels; it scores the palette, not the layout.
+    colours in CIELAB (lab_of): along each of COLOUR_DIRECTIONS, the mean |difference| of
+    the two sorted projections (Rabin et al. 2011), averaged over the directions and
+    examples. Zero for any rearrangement of the target's pixels; it scores the palette,
+    not the layout.
     With ``pixels`` (None: all), that many random pixels of each stand for the whole."""
     xp = chainer.backend.get_array_module(x_out)
     batch, channels = x_out.shape[:2]
@@ -125,8 +152,8 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
 
     losses = []
     for b in range(batch):
-        out = F.matmul(directions, F.reshape(x_out[b], (channels, -1))[:, sample()])  # (K, pixels)
-        target = xp.sort(directions @ t_out[b].reshape(channels, -1)[:, sample()], axis=1)
+        out = F.matmul(directions, lab_of(F.reshape(x_out[b], (channels, -1))[:, sample()]))  # (K, pixels)
+        target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, sample()]).array, axis=1)
         order = xp.argsort(out.array, axis=1) + xp.arange(len(directions))[:, None] * out.shape[1]
         losses.append(F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel())))
     return sum(losses) / batch

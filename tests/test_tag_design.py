@@ -10,6 +10,7 @@ import compat  # noqa: F401
 import chainer
 import chainer.functions as F
 
+import evaluate
 import net
 import tag_vectorizer
 import train_facade_text
@@ -233,16 +234,37 @@ def test_the_colour_loss_scores_the_palette_not_the_layout():
     target = rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
     shuffled = target.reshape(1, 3, -1)[:, :, rng.permutation(256)].reshape(target.shape)
     assert float(updater.colour_distribution_loss(chainer.Variable(shuffled), target).array) == 0
-    shifted = chainer.Variable(target + np.float32(0.25))
-    loss = updater.colour_distribution_loss(shifted, target)
-    # A shift by d along every channel moves the projection on a unit direction u by
-    # d * (u . (1, 1, 1)): d on the channels, d*sqrt(3) on grey, 0 on the opponent axes.
-    directions = updater.COLOUR_DIRECTIONS
-    assert np.abs(directions[:7] @ np.ones(3)).round(4).tolist() == [1, 1, 1, round(np.sqrt(3), 4), 0, 0, 0]
-    expected = 0.25 * np.abs(directions @ np.ones(3)).mean()
-    assert float(loss.array) == pytest.approx(expected, rel=1e-5)
+    shifted = chainer.Variable(np.clip(target + np.float32(0.25), -1, 1))
+    loss = updater.colour_distribution_loss(shifted, target, pixels=None)
+    # The same distance in float64 NumPy from evaluate's CIELAB: sorted projections of both
+    # pictures' colours on every direction, their mean |difference|.
+    lab = lambda x: evaluate.srgb_to_lab((x[0].reshape(3, -1).T.astype(np.float64) + 1) * 128) / updater.LAB_SCALE
+    directions = updater.COLOUR_DIRECTIONS.astype(np.float64)
+    by_hand = np.abs(np.sort(lab(shifted.array) @ directions.T, axis=0) - np.sort(lab(target) @ directions.T, axis=0))
+    assert float(loss.array) == pytest.approx(by_hand.mean(), rel=1e-4)
+    assert float(loss.array) > 0.1  # a shift by a quarter of the range is no small distance
     loss.backward()
-    assert np.all(shifted.grad.sum(axis=1) > 0)  # every pixel is pushed back
+    step = chainer.Variable(shifted.array - np.float32(0.01) * shifted.grad / np.abs(shifted.grad).max())
+    assert float(updater.colour_distribution_loss(step, target, pixels=None).array) < 0.99 * float(loss.array)
+
+
+def test_the_colour_loss_compares_colours_in_cielab():
+    # lab_of is evaluate.srgb_to_lab (float64) in Chainer functions, on [-1, 1], scaled down.
+    import updater
+    rgb = np.concatenate([np.random.RandomState(0).randint(0, 256, (3, 500)), [[0, 255], [0, 255], [0, 255]]], axis=1)
+    unit = (rgb / 128 - 1).astype(np.float32)
+    colours = chainer.Variable(unit)
+    lab = updater.lab_of(colours)
+    np.testing.assert_allclose(lab.array * updater.LAB_SCALE, evaluate.srgb_to_lab(rgb.T).T, atol=2e-3)
+    chainer.functions.sum(lab).backward()
+    assert np.isfinite(colours.grad).all()  # black and white included
+    # A navy and a black: nearer than a red and an orange in RGB (0.91 times), further in
+    # CIELAB (1.28 times), as the eye and the palette score see them.
+    navy, black, red, orange = (np.array(c, np.float32) / 128 - 1 for c in
+                                ((30, 35, 90), (25, 25, 25), (200, 40, 40), (220, 110, 40)))
+    lab_distance = lambda a, b: np.linalg.norm(np.diff(updater.lab_of(np.stack([a, b], axis=1)).array, axis=1))
+    assert np.linalg.norm(navy - black) < 0.95 * np.linalg.norm(red - orange)
+    assert lab_distance(navy, black) > 1.2 * lab_distance(red, orange)
 
 
 def test_the_colour_loss_on_sampled_pixels_estimates_the_whole_pictures():
