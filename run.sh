@@ -63,7 +63,8 @@ demo() {
   local post=$!
   nice -n 10 "$PY" train_facade_text.py "${common[@]}" --no-tag -o result/demo-notag > result/demo-notag.log 2>&1 &
   local baseline=$!
-  "$PY" train_facade_text.py "${common[@]}" --tag-design film --blank-fraction 0.3 --blank-loss colours -o result/demo
+  "$PY" train_facade_text.py "${common[@]}" --tag-design film --blank-fraction 0.3 --blank-loss colours --ema-decay 0.999 \
+    -o result/demo
   wait "$post" || { tail -n 20 result/demo-post.log; exit 1; }
   wait "$baseline" || { tail -n 20 result/demo-notag.log; exit 1; }
   "$PY" colorize.py --model result/demo -i data/default/test/line/hibiki_0000.png -t 響 -t 暁 \
