@@ -7,10 +7,10 @@
 The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (default 1e-5,
 the post's), --no-tag (the conventional pix2pix of the post's Fig. 5), --width,
 --size and a --demo preset; --stage 2 (with --coarse-size and --crop) trains the
-refinement network of README "Higher resolution"; --ema-decay saves a moving average of
-the generator's weights instead of the last ones. The output folder holds the model colorize.py reads
-(model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to resume from
-(-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
+refinement network of README "Higher resolution"; --ema-decay saves a moving average
+of the generator's weights instead of the last ones. The output folder holds the model
+colorize.py reads (model.json, enc.npz, dec.npz, tag_vectors.txt), trainer snapshots to
+resume from (-r), the log, loss curves (loss.png) and preview sheets (preview/iter_N.png:
 drawing | tag plane | output | truth). Snapshots and model files are written to a
 temporary name and renamed into place (atomic.py), so a killed run never leaves a
 half-written one. Ctrl-C or SIGTERM stops at the end of the current update and saves
@@ -629,8 +629,9 @@ def resume(trainer, args, comm=None):
 
 def run(trainer, args, enc, dec, comm=None):
     """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model (enc
-    and dec) saved first (exit code 128 + the signal's number, as a shell reports it). Returns the exit
-    code. Under MPI every rank snapshots and rank 0 saves the model and reports."""
+    and dec) saved first (exit code 128 + the signal's number, as a shell reports it).
+    Returns the exit code. Under MPI every rank snapshots and rank 0 saves the model and
+    reports."""
     root = comm is None or comm.rank == 0
     stop = trainer.get_extension('stop_on_signal')
     with stop.handling_signals():
