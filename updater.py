@@ -106,6 +106,8 @@ COLOUR_PIXELS = 4096
 # pictures against other, blurred ones), so the weight 100 keeps its balance with the
 # drawn examples' L1.
 LAB_SCALE = 33.5
+# sRGB's linear values to X/Xn, Y/Yn, Z/Zn (each row over the D65 white, as evaluate.srgb_to_lab).
+LINEAR_TO_XYZ_OVER_WHITE = (SRGB_TO_XYZ / SRGB_TO_XYZ.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def lab_of(rgb):
@@ -113,13 +115,11 @@ def lab_of(rgb):
     evaluate.srgb_to_lab's formulas (sRGB, D65) in Chainer functions."""
     xp = chainer.backend.get_array_module(rgb)
     c = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
-    c_array = c.array if isinstance(c, chainer.Variable) else c
     # Both sides of each F.where are computed: each is clipped to where its formula is
     # smooth, so that the side not taken cannot send NaN or inf back.
     decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
-    linear = F.where(c_array <= 0.04045, c / 12.92, decoded)
-    to_white = xp.asarray((SRGB_TO_XYZ / SRGB_TO_XYZ.sum(axis=1, keepdims=True)).astype(np.float32))
-    t = F.matmul(to_white, linear)  # X/Xn, Y/Yn, Z/Zn
+    linear = F.where(chainer.as_array(c) <= 0.04045, c / 12.92, decoded)
+    t = F.matmul(xp.asarray(LINEAR_TO_XYZ_OVER_WHITE), linear)
     delta = 6.0 / 29.0
     cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
     f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)
@@ -153,7 +153,8 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
     losses = []
     for b in range(batch):
         out = F.matmul(directions, lab_of(F.reshape(x_out[b], (channels, -1))[:, sample()]))  # (K, pixels)
-        target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, sample()]).array, axis=1)
+        with chainer.no_backprop_mode():  # the target's colours need no graph
+            target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, sample()]).array, axis=1)
         order = xp.argsort(out.array, axis=1) + xp.arange(len(directions))[:, None] * out.shape[1]
         losses.append(F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel())))
     return sum(losses) / batch
