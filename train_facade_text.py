@@ -333,21 +333,24 @@ class WeightAverage(training.Extension):
     priority = training.PRIORITY_WRITER  # before the snapshot and the model files read it
 
     def __init__(self, sources, links, decay):
-        self.sources, self.links = sources, tuple(link.copy(mode='copy') for link in links)
+        self.links = tuple(link.copy(mode='copy') for link in links)
         self.decay = decay
         self.count = 0
-        for source, link in zip(self.sources, self.links):
-            if sorted(name for name, _ in source.namedparams()) != sorted(name for name, _ in link.namedparams()):
+        # (average, trained) parameter pairs, matched by name once: the optimizer and the
+        # snapshots change their arrays in place, never the parameters themselves.
+        self.pairs = []
+        for source, link in zip(sources, self.links):
+            weights = dict(source.namedparams())
+            if sorted(weights) != sorted(name for name, _ in link.namedparams()):
                 raise ValueError('the average and the trained network have different parameters')
+            self.pairs += [(average, weights[name]) for name, average in link.namedparams()]
 
     def __call__(self, trainer):
         decay = min(self.decay, (1 + self.count) / (10 + self.count)) if self.count else 0
         self.count += 1
-        for source, link in zip(self.sources, self.links):
-            weights = dict(source.namedparams())
-            for name, average in link.namedparams():
-                average.array *= decay
-                average.array += (1 - decay) * weights[name].array
+        for average, weight in self.pairs:
+            average.array *= decay
+            average.array += (1 - decay) * weight.array
 
     def serialize(self, serializer):
         self.count = int(serializer('count', self.count))
