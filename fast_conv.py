@@ -33,19 +33,52 @@ chainer.global_config.user_fast_paths = 'cpu'
 # use (other links fall back).
 
 def _im2col(x, k, stride, pad):
+    """Chainer's im2col (n, c, h, w) -> (n, c, k, k, oh, ow), to the bit; on NumPy arrays one
+    copy from a strided view of the padded image instead of numpy.pad and a copy per tap."""
     if backend.get_array_module(x) is chainer.backends.cuda.cupy:
         return conv_utils.im2col_gpu(x, k, k, stride, stride, pad, pad)
-    return conv_utils.im2col_cpu(x, k, k, stride, stride, pad, pad)
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    x_pad = _pad(numpy, x, pad)
+    s_n, s_c, s_h, s_w = x_pad.strides
+    taps = numpy.lib.stride_tricks.as_strided(
+        x_pad, (n, c, k, k, oh, ow), (s_n, s_c, s_h, s_w, s_h * stride, s_w * stride), writeable=False)
+    return taps.copy()
 
 
 def _col2im(col, stride, pad, h, w):
+    """Chainer's col2im (n, c, k, k, oh, ow) -> (n, c, h, w), to the bit: each pixel sums
+    its taps in the same order from zero. On NumPy arrays the sums go into the image split
+    into its stride x stride phases (pixel (y, x) of the padded image at [y % s, x % s,
+    y // s, x // s]), where every tap's rows are contiguous instead of strided."""
     if backend.get_array_module(col) is chainer.backends.cuda.cupy:
         return conv_utils.col2im_gpu(col, stride, stride, pad, pad, h, w)
-    return conv_utils.col2im_cpu(col, stride, stride, pad, pad, h, w)
+    n, c, k, _, oh, ow = col.shape
+    s = stride
+    phase_h = max((k - 1) // s + oh, -(-(h + 2 * pad) // s))
+    phase_w = max((k - 1) // s + ow, -(-(w + 2 * pad) // s))
+    phases = numpy.zeros((n, c, s, s, phase_h, phase_w), dtype=col.dtype)
+    for j in range(k):
+        for i in range(k):
+            phases[:, :, j % s, i % s, j // s:j // s + oh, i // s:i // s + ow] += col[:, :, j, i]
+    img = numpy.empty((n, c, h, w), dtype=col.dtype)
+    for y0 in range(min(s, h)):
+        for x0 in range(min(s, w)):
+            rows, columns = len(range(y0, h, s)), len(range(x0, w, s))
+            p_y, p_x = y0 + pad, x0 + pad  # the first pixel's place in the padded image
+            img[:, :, y0::s, x0::s] = phases[:, :, p_y % s, p_x % s,
+                                             p_y // s:p_y // s + rows, p_x // s:p_x // s + columns]
+    return img
 
 
 def _pad(xp, x, pad):
-    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    """x with pad zeros around each image (numpy.pad's result, without its overhead)."""
+    if not pad:
+        return x
+    n, c, h, w = x.shape
+    padded = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    padded[:, :, pad:pad + h, pad:pad + w] = x
+    return padded
 
 
 def _matmul_each(xp, a, b):
@@ -65,12 +98,19 @@ def _matmul_sum(xp, a, b):
     return total
 
 
-def conv_array(x, W, stride, pad):
-    """convolution_2d(x, W) without bias: x (n, c, h, w), W (o, c, k, k) -> (n, o, oh, ow)."""
+def _uses_taps(stride, W):
+    """Whether conv_array(x, W) (and conv_grad_W_array for its W) multiply by taps instead
+    of an im2col buffer: stride 1 and fewer outputs than inputs."""
+    return stride == 1 and W.shape[0] < W.shape[1]
+
+
+def conv_array(x, W, stride, pad, col=None):
+    """convolution_2d(x, W) without bias: x (n, c, h, w), W (o, c, k, k) -> (n, o, oh, ow).
+    col: _im2col(x, k, stride, pad) if the caller has it already."""
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     o, _, k, _ = W.shape
-    if stride == 1 and o < c:
+    if _uses_taps(stride, W):
         # Taps: z[o, j, i] = W[o, :, j, i] . x at every padded pixel, then
         # y[o, py, px] = sum over (j, i) of z[o, j, i, py + j, px + i].
         x_pad = _pad(xp, x, pad)
@@ -84,7 +124,8 @@ def conv_array(x, W, stride, pad):
                 if j or i:
                     y += z[:, :, j, i, j:j + oh, i:i + ow]
         return y
-    col = _im2col(x, k, stride, pad)
+    if col is None:
+        col = _im2col(x, k, stride, pad)
     oh, ow = col.shape[4:]
     y = _matmul_each(xp, W.reshape(o, c * k * k), col.reshape(n, c * k * k, oh * ow))
     return y.reshape(n, o, oh, ow)
@@ -105,8 +146,9 @@ def conv_transpose_array(y, W, stride, pad, h, w):
     return xp.ascontiguousarray(_col2im(col.reshape(n, c, k, k, oh, ow), stride, pad, h, w))
 
 
-def conv_grad_W_array(x, gy, k, stride, pad):
-    """The gradient of conv_array's W: x (n, c, h, w), gy (n, o, oh, ow) -> (o, c, k, k)."""
+def conv_grad_W_array(x, gy, k, stride, pad, col=None):
+    """The gradient of conv_array's W: x (n, c, h, w), gy (n, o, oh, ow) -> (o, c, k, k).
+    col: _im2col(x, k, stride, pad) if the caller has it already."""
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
     o, oh, ow = gy.shape[1:]
@@ -121,7 +163,8 @@ def conv_grad_W_array(x, gy, k, stride, pad):
         gw = _matmul_sum(xp, shifted.reshape(n, o * k * k, hp * wp),
                          x_pad.reshape(n, c, hp * wp).transpose(0, 2, 1))
         return xp.ascontiguousarray(gw.reshape(o, k, k, c).transpose(0, 3, 1, 2))
-    col = _im2col(x, k, stride, pad)
+    if col is None:
+        col = _im2col(x, k, stride, pad)
     gw = _matmul_sum(xp, gy.reshape(n, o, oh * ow), col.reshape(n, c * k * k, oh * ow).transpose(0, 2, 1))
     return gw.reshape(o, c, k, k)
 
@@ -136,12 +179,17 @@ class _Convolution(chainer.function_node.FunctionNode):
     def forward(self, inputs):
         self.retain_inputs((0, 1))
         x, W = inputs[:2]
+        k = W.shape[2]
+        # A convolution's im2col buffer of x serves its output and, in backward, W's
+        # gradient: made once and kept until then (a 4x4 stride-2 layer's is 4 times x).
+        self.col = None
         if self.transpose:
-            k = W.shape[2]
             h, w = (conv_utils.get_deconv_outsize(s, k, self.stride, self.pad) for s in x.shape[2:])
             y = conv_transpose_array(x, W, self.stride, self.pad, h, w)
         else:
-            y = conv_array(x, W, self.stride, self.pad)
+            if not _uses_taps(self.stride, W):
+                self.col = _im2col(x, k, self.stride, self.pad)
+            y = conv_array(x, W, self.stride, self.pad, self.col)
         if len(inputs) == 3:
             y += inputs[2].reshape(1, -1, 1, 1)
         return y.astype(x.dtype, copy=False),
@@ -150,13 +198,16 @@ class _Convolution(chainer.function_node.FunctionNode):
         x, W = (v.array for v in self.get_retained_inputs())
         gy = grad_outputs[0].array
         k, stride, pad = W.shape[2], self.stride, self.pad
+        col, self.col = self.col, None
+        if self.transpose and 0 in indexes and 1 in indexes and not _uses_taps(stride, W):
+            col = _im2col(gy, k, stride, pad)  # a deconvolution's two gradients share gy's
         grads = [None] * len(self.inputs)
         if 0 in indexes:
-            grads[0] = (conv_array(gy, W, stride, pad) if self.transpose else
+            grads[0] = (conv_array(gy, W, stride, pad, col) if self.transpose else
                         conv_transpose_array(gy, W, stride, pad, *x.shape[2:]))
         if 1 in indexes:
-            grads[1] = (conv_grad_W_array(gy, x, k, stride, pad) if self.transpose else
-                        conv_grad_W_array(x, gy, k, stride, pad))
+            grads[1] = (conv_grad_W_array(gy, x, k, stride, pad, col) if self.transpose else
+                        conv_grad_W_array(x, gy, k, stride, pad, col))
         if 2 in indexes:
             grads[2] = gy.sum(axis=(0, 2, 3))
         return tuple(None if g is None else chainer.Variable(g.astype(v.dtype, copy=False))
@@ -213,7 +264,9 @@ class _LeakyReLU(chainer.function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         y = self.get_retained_outputs()[0].array
         gy = grad_outputs[0].array
-        return chainer.Variable(numpy.where(y > 0, gy, gy * gy.dtype.type(self.slope))),
+        gx = gy * gy.dtype.type(self.slope)
+        numpy.copyto(gx, gy, where=y > 0)
+        return chainer.Variable(gx),
 
 
 def leaky_relu(x, slope=0.2):

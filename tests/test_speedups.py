@@ -55,6 +55,28 @@ def test_convolutions_match_chainer(layer, dtype, tolerance):
     assert got[0].flags['C_CONTIGUOUS']
 
 
+# (batch, channels, height, width, kernel, stride, pad): the networks' layers (2x2 -> 1x1 and
+# back: the encoder's last and the decoder's first), odd sizes, strides that do not divide.
+IM2COL_CASES = [(1, 16, 128, 128, 4, 2, 1), (1, 4, 32, 32, 3, 1, 1), (1, 128, 2, 2, 4, 2, 1),
+                (2, 8, 15, 13, 4, 2, 1), (1, 3, 9, 9, 3, 2, 0), (1, 3, 10, 9, 3, 3, 2), (2, 5, 7, 11, 5, 3, 2)]
+
+
+@pytest.mark.parametrize('n, c, h, w, k, stride, pad', IM2COL_CASES)
+def test_im2col_and_col2im_are_chainers_to_the_bit(n, c, h, w, k, stride, pad):
+    from chainer.utils import conv
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (n, c, h, w)).astype(np.float32)
+    want = conv.im2col_cpu(x, k, k, stride, stride, pad, pad)
+    got = fast_conv._im2col(x, k, stride, pad)
+    assert got.shape == want.shape and got.tobytes() == want.tobytes()
+    # col2im sums each pixel's overlapping taps: in Chainer's order, so with its rounding
+    # (values over six decades, so that another order would round differently).
+    col = (rng.normal(size=want.shape) * 10 ** rng.uniform(-3, 3, want.shape)).astype(np.float32)
+    want_image = np.ascontiguousarray(conv.col2im_cpu(col, stride, stride, pad, pad, h, w))
+    got_image = fast_conv._col2im(col, stride, pad, h, w)
+    assert got_image.shape == want_image.shape and got_image.tobytes() == want_image.tobytes()
+
+
 def test_links_take_the_fast_path_on_the_cpu_and_chainers_when_off():
     link = fast_conv.Convolution2D(4, 8, 4, 2, 1)
     x = np.zeros((1, 4, 8, 8), np.float32)
