@@ -380,6 +380,19 @@ def batch_norm_activation(bn, x, film=None, dropout=False, activation=None, rati
 # ---------------------------------------------------------------- Adam
 
 
+_SCRATCH = {}
+
+
+def _scratch(like, slot):
+    """A reused buffer shaped like the NumPy array ``like`` (one per slot and dtype, grown
+    to the largest size asked for): the optimizer updates one parameter at a time."""
+    key = (slot, like.dtype)
+    flat = _SCRATCH.get(key)
+    if flat is None or flat.size < like.size:
+        flat = _SCRATCH[key] = numpy.empty(like.size, like.dtype)
+    return flat[:like.size].reshape(like.shape)
+
+
 class AdamRule(chainer.optimizers.adam.AdamRule):
     """Chainer's AdamRule; where a fused WeightDecay rate is pending (Adam.call_hook), the
     decay and the update are one pass: g += rate * p, then Adam, as the hook and the
@@ -394,7 +407,7 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
     def update_core_cpu(self, param):
         rate = self._take_decay()
         if rate is None:
-            return super().update_core_cpu(param)
+            return self._update_core_cpu_unfused(param)
         hp = self.hyperparam
         p, g, m, v = param.array, param.grad, self.state['m'], self.state['v']
         t = p.dtype.type
@@ -405,6 +418,37 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
         step *= t(self.alpha_t)
         step += t(hp.weight_decay_rate) * p
         p -= t(hp.eta) * step
+
+    def _update_core_cpu_unfused(self, param):
+        """Chainer's update_core_cpu, to the bit, for float32/float64 parameters without
+        amsgrad, adabound or Adam's own weight_decay_rate (other cases go to Chainer's):
+        the same operations in the same order, their temporaries written into two reused
+        buffers instead of five fresh parameter-sized arrays per call."""
+        hp = self.hyperparam
+        p, g = param.array, param.grad
+        alpha_t = self.alpha_t if self.t else None
+        # Python numbers keep NumPy's arithmetic in the parameter's dtype, as Chainer's does
+        # (a NumPy float64 hyperparameter would lift its temporaries to float64).
+        python_numbers = all(type(value) in (int, float) for value in (alpha_t, hp.beta1, hp.beta2, hp.eps, hp.eta))
+        if (g is None or not python_numbers or hp.amsgrad or hp.adabound or hp.weight_decay_rate != 0
+                or p.dtype not in (numpy.float32, numpy.float64) or g.dtype != p.dtype):
+            return super().update_core_cpu(param)
+        self._check_eps(p.dtype.type)
+        m, v = self.state['m'], self.state['v']
+        a, b = _scratch(p, 0), _scratch(p, 1)
+        numpy.subtract(g, m, out=a)                  # m += (1 - beta1) * (g - m)
+        a *= 1.0 - hp.beta1
+        m += a
+        numpy.multiply(g, g, out=a)                  # v += (1 - beta2) * (g * g - v)
+        a -= v
+        a *= 1.0 - hp.beta2
+        v += a
+        numpy.sqrt(v, out=b)                         # p += -eta * (alpha_t / (sqrt(v) + eps) * m)
+        b += hp.eps
+        numpy.divide(alpha_t, b, out=b)
+        b *= m
+        b *= -hp.eta
+        p += b
 
     def update_core_gpu(self, param):
         rate = self._take_decay()

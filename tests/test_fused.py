@@ -174,11 +174,11 @@ def test_fused_path_is_taken_only_where_it_applies():
         assert not isinstance(other(x).creator, fused.BatchNormActivation)
 
 
-def adam_run(xp, use_fused, steps=4, seed=0):
+def adam_run(xp, use_fused, steps=4, seed=0, dtype=np.float64, **settings):
     """``steps`` updates of Adam + WeightDecay (as updater.make_optimizer, with a decay
     large enough to matter) on a conv + BN chain, fixed random gradients: Chainer's Adam
-    (use_fused None) or fused.Adam with user_fused off or on. Returns the parameters,
-    the gradients the update saw and Adam's states."""
+    (use_fused None) or fused.Adam with user_fused off or on, with Adam's ``settings``.
+    Returns the parameters, the gradients the update saw and Adam's states."""
     rng = np.random.RandomState(seed)
     np.random.seed(seed)  # the initialisers draw from NumPy's global generator
     model = chainer.Chain()
@@ -187,16 +187,17 @@ def adam_run(xp, use_fused, steps=4, seed=0):
         model.bn = L.BatchNormalization(4)
     model.c.b.array[:] = rng.normal(size=4)
     for param in model.params():
-        param.array = param.array.astype(np.float64)
+        param.array = param.array.astype(dtype)
     if xp is not np:
         model.to_device(chainer.get_device('@cupy:0'))
-    optimizer = (chainer.optimizers.Adam if use_fused is None else fused.Adam)(alpha=2e-2, beta1=0.5)
+    optimizer = (chainer.optimizers.Adam if use_fused is None else fused.Adam)(**dict(dict(alpha=2e-2, beta1=0.5),
+                                                                                    **settings))
     optimizer.setup(model)
     optimizer.add_hook(chainer.optimizer.WeightDecay(1e-2), 'hook_dec')
     with chainer.using_config('user_fused', 'all' if use_fused else 'off'):
         for _ in range(steps):
             for param in model.params():
-                param.grad = xp.asarray(rng.normal(size=param.shape))
+                param.grad = xp.asarray(rng.normal(size=param.shape).astype(dtype))
             optimizer.update()
     states = {name: param.update_rule.state or {} for name, param in model.namedparams()}
     return {name: (param.array, param.grad) + tuple(states[name][k] for k in ('m', 'v') if k in states[name])
@@ -216,6 +217,30 @@ def test_adam_with_weight_decay_matches_chainers(xp_name):
             close(a, b, 1e-12)
         moved = np.abs(chainer.backends.cuda.to_cpu(arrays[0] - start[name][0])).max()
         assert moved > 1e-3  # four steps of alpha 2e-2 moved every parameter
+
+
+def same_bits(run, other):
+    return all(a.dtype == b.dtype and a.tobytes() == b.tobytes()
+               for name in run for a, b in zip(run[name], other[name]))
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_unfused_cpu_adam_is_chainers_to_the_bit_in_its_own_buffers(dtype, monkeypatch):
+    want = adam_run(np, None, dtype=dtype)
+
+    def chainers(rule, param):
+        raise AssertionError("took Chainer's update_core_cpu")
+    monkeypatch.setattr(chainer.optimizers.adam.AdamRule, 'update_core_cpu', chainers)
+    got = adam_run(np, False, dtype=dtype)
+    assert same_bits(got, want)
+    assert not same_bits(got, adam_run(np, False, steps=3, dtype=dtype))  # the bits do tell runs apart
+
+
+@pytest.mark.parametrize('settings', [dict(amsgrad=True), dict(weight_decay_rate=1e-3), dict(alpha=np.float64(2e-2))])
+def test_unfused_cpu_adam_leaves_other_arithmetic_to_chainer(settings):
+    # A NumPy float64 alpha makes Chainer's float32 temporaries float64: its update is kept.
+    want = adam_run(np, None, dtype=np.float32, **settings)
+    assert same_bits(adam_run(np, False, dtype=np.float32, **settings), want)
 
 
 def test_make_optimizer_is_fused_adam_with_the_examples_settings():
