@@ -1,6 +1,7 @@
 """Training end to end: outputs, snapshots that resume to the same state, bad input."""
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ def test_training_writes_model_snapshots_previews_and_log(tiny_model):
     assert settings['width'] == 8 and settings['size'] == 128 and settings['drawing'] == 'paired'
     log = json.loads((tiny_model / 'log').read_text())
     assert log[-1]['iteration'] == 6 and 'dec/l1' in log[-1] and 'dis/loss' in log[-1]
+    for name in ('enc.npz', 'dec.npz', 'snapshot_iter_6.npz'):  # written without zlib (save_npz)
+        with zipfile.ZipFile(tiny_model / name) as archive:
+            assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
 def run_to(out, data, iteration, resume=None):
