@@ -264,9 +264,7 @@ class _LeakyReLU(chainer.function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         y = self.get_retained_outputs()[0].array
         gy = grad_outputs[0].array
-        gx = gy * gy.dtype.type(self.slope)
-        numpy.copyto(gx, gy, where=y > 0)
-        return chainer.Variable(gx),
+        return chainer.Variable(numpy.where(y > 0, gy, gy * gy.dtype.type(self.slope))),
 
 
 def leaky_relu(x, slope=0.2):
