@@ -198,7 +198,9 @@ class _Convolution(chainer.function_node.FunctionNode):
         x, W = (v.array for v in self.get_retained_inputs())
         gy = grad_outputs[0].array
         k, stride, pad = W.shape[2], self.stride, self.pad
-        col, self.col = self.col, None
+        col = self.col
+        if 1 in indexes:
+            self.col = None  # W's gradient is its last use (a pass to x alone may come first)
         if self.transpose and 0 in indexes and 1 in indexes and not _uses_taps(stride, W):
             col = _im2col(gy, k, stride, pad)  # a deconvolution's two gradients share gy's
         grads = [None] * len(self.inputs)
