@@ -229,7 +229,10 @@ def test_an_exception_on_one_rank_ends_the_job(small_data, tmp_path):
     wait_until(marker.exists, process, out, 'the failure on rank 1')
     code, output = finish(process, log, timeout=ABORT_WITHIN)
     ended_after = time.time() - float(marker.read_text())
-    assert code != 0 and 'injected failure on rank 1' in output and 'Uncaught exception on rank 1' in output, output
+    # ChainerMN's hook prints "Uncaught exception on rank 1" just before MPI_Abort, but
+    # mpiexec may end the job before it forwards that last line (1 run in 5 here): the job
+    # ending within ABORT_WITHIN, not hanging in the next collective call, shows the abort.
+    assert code != 0 and 'injected failure on rank 1' in output, output
     assert ended_after < ABORT_WITHIN
 
 
