@@ -98,10 +98,10 @@ def _matmul_sum(xp, a, b):
     return total
 
 
-def _uses_taps(stride, W):
-    """Whether conv_array(x, W) (and conv_grad_W_array for its W) multiply by taps instead
-    of an im2col buffer: stride 1 and fewer outputs than inputs."""
-    return stride == 1 and W.shape[0] < W.shape[1]
+def _uses_taps(stride, outputs, inputs):
+    """Whether conv_array (and conv_grad_W_array for its W) multiply by taps instead of an
+    im2col buffer: stride 1 and fewer output channels than input channels."""
+    return stride == 1 and outputs < inputs
 
 
 def conv_array(x, W, stride, pad, col=None):
@@ -110,7 +110,7 @@ def conv_array(x, W, stride, pad, col=None):
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     o, _, k, _ = W.shape
-    if _uses_taps(stride, W):
+    if _uses_taps(stride, o, c):
         # Taps: z[o, j, i] = W[o, :, j, i] . x at every padded pixel, then
         # y[o, py, px] = sum over (j, i) of z[o, j, i, py + j, px + i].
         x_pad = _pad(xp, x, pad)
@@ -152,7 +152,7 @@ def conv_grad_W_array(x, gy, k, stride, pad, col=None):
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
     o, oh, ow = gy.shape[1:]
-    if stride == 1 and o < c:
+    if _uses_taps(stride, o, c):
         # Taps again: gy placed at each tap's offset in the padded frame, times x.
         x_pad = _pad(xp, x, pad)
         hp, wp = x_pad.shape[2:]
@@ -187,7 +187,7 @@ class _Convolution(chainer.function_node.FunctionNode):
             h, w = (conv_utils.get_deconv_outsize(s, k, self.stride, self.pad) for s in x.shape[2:])
             y = conv_transpose_array(x, W, self.stride, self.pad, h, w)
         else:
-            if not _uses_taps(self.stride, W):
+            if not _uses_taps(self.stride, *W.shape[:2]):
                 self.col = _im2col(x, k, self.stride, self.pad)
             y = conv_array(x, W, self.stride, self.pad, self.col)
         if len(inputs) == 3:
@@ -201,7 +201,7 @@ class _Convolution(chainer.function_node.FunctionNode):
         col = self.col
         if 1 in indexes:
             self.col = None  # W's gradient is its last use (a pass to x alone may come first)
-        if self.transpose and 0 in indexes and 1 in indexes and not _uses_taps(stride, W):
+        if self.transpose and 0 in indexes and 1 in indexes and not _uses_taps(stride, *W.shape[:2]):
             col = _im2col(gy, k, stride, pad)  # a deconvolution's two gradients share gy's
         grads = [None] * len(self.inputs)
         if 0 in indexes:
