@@ -426,7 +426,7 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
         buffers instead of five fresh parameter-sized arrays per call."""
         hp = self.hyperparam
         p, g = param.array, param.grad
-        alpha_t = self.alpha_t if self.t else None
+        alpha_t = self.alpha_t
         # Python numbers keep NumPy's arithmetic in the parameter's dtype, as Chainer's does
         # (a NumPy float64 hyperparameter would lift its temporaries to float64).
         python_numbers = all(type(value) in (int, float) for value in (alpha_t, hp.beta1, hp.beta2, hp.eps, hp.eta))
