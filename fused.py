@@ -16,6 +16,10 @@ Here, with ``chainer.config.user_fused`` on:
 * ``Adam`` is chainer.optimizers.Adam whose WeightDecay hook is applied inside the
   update of each parameter: one kernel per parameter on CuPy arrays.
 
+Inside a step that cuda_graph.py records, the update reads alpha_t from the step
+scalars (``adam_weight_decay_scalars``) and dropout's numbers come from
+``cuda_graph.StepGraph.uniform``: a replay runs no Python to supply new ones.
+
 ``user_fused``: 'off' (the default: Chainer's functions), 'cpu' (NumPy arrays only) or
 'all' (CuPy arrays too). It is off by default until a GPU run has checked the kernels
 (benchmarks/gpu_bench.sh; tests/test_fused.py runs them where CuPy has a GPU).
@@ -28,6 +32,7 @@ from chainer import backend
 import chainer.functions as F
 from chainer.optimizer_hooks import WeightDecay
 
+import cuda_graph
 import fast_conv
 
 chainer.global_config.user_fused = 'off'
@@ -172,22 +177,44 @@ __global__ void bn_grad_x(const T* gy, const T* y, const T* x, long long size, i
 
 // The WeightDecay hook (g += decay * p) and Chainer's Adam kernel in one pass.
 template <typename T>
+__device__ void adam_element(long long k, T decay, T alpha_t, T one_minus_beta1, T one_minus_beta2, T eps, T eta,
+                             T weight_decay_rate, T* param, T* grad, T* m, T* v) {
+    const T p = param[k];
+    const T g = grad[k] + decay * p;
+    grad[k] = g;
+    const T m_ = m[k] + one_minus_beta1 * (g - m[k]);
+    const T v_ = v[k] + one_minus_beta2 * (g * g - v[k]);
+    m[k] = m_;
+    v[k] = v_;
+    param[k] = p - eta * (alpha_t * m_ / (sqrt(v_) + eps) + weight_decay_rate * p);
+}
+
+template <typename T>
 __global__ void adam_weight_decay(long long size, T decay, T alpha_t, T one_minus_beta1, T one_minus_beta2,
                                   T eps, T eta, T weight_decay_rate, T* param, T* grad, T* m, T* v) {
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < size;
          k += (long long)blockDim.x * gridDim.x) {
-        const T p = param[k];
-        const T g = grad[k] + decay * p;
-        grad[k] = g;
-        const T m_ = m[k] + one_minus_beta1 * (g - m[k]);
-        const T v_ = v[k] + one_minus_beta2 * (g * g - v[k]);
-        m[k] = m_;
-        v[k] = v_;
-        param[k] = p - eta * (alpha_t * m_ / (sqrt(v_) + eps) + weight_decay_rate * p);
+        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, param, grad,
+                     m, v);
+    }
+}
+
+// The same with alpha_t read from device memory (cuda_graph.py's step scalars), so that a
+// recorded step takes each replay's own.
+template <typename T>
+__global__ void adam_weight_decay_scalars(long long size, T decay, const double* scalars, int slot,
+                                          T one_minus_beta1, T one_minus_beta2, T eps, T eta,
+                                          T weight_decay_rate, T* param, T* grad, T* m, T* v) {
+    const T alpha_t = (T)scalars[slot];
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < size;
+         k += (long long)blockDim.x * gridDim.x) {
+        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, param, grad,
+                     m, v);
     }
 }
 '''
-KERNEL_NAMES = ('bn_stats', 'bn_apply', 'bn_grad_stats', 'bn_grad_x', 'adam_weight_decay')
+KERNEL_NAMES = ('bn_stats', 'bn_apply', 'bn_grad_stats', 'bn_grad_x', 'adam_weight_decay',
+                'adam_weight_decay_scalars')
 C_TYPES = {numpy.dtype(numpy.float32): 'float', numpy.dtype(numpy.float64): 'double'}
 _module = []
 
@@ -368,7 +395,10 @@ def batch_norm_activation(bn, x, film=None, dropout=False, activation=None, rati
     array = x.array if isinstance(x, chainer.Variable) else x
     xp = backend.get_array_module(array)
     rand = None
-    if dropout:  # the random numbers F.dropout draws
+    graph = cuda_graph.current()
+    if dropout and xp is not numpy and graph is not None:  # new each replay of a recorded step
+        rand = graph.uniform(array.shape)
+    elif dropout:  # the random numbers F.dropout draws
         rand = (numpy.random.rand(*array.shape) if xp is numpy
                 else xp.random.rand(*array.shape, dtype=numpy.float32))
     node = BatchNormActivation(bn.eps, (bn.avg_mean, bn.avg_var, bn.decay), rand, ratio,
@@ -399,6 +429,7 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
     rule would do one after the other."""
 
     pending_decay = None
+    reads_step_scalars = True  # on CuPy arrays in a cuda_graph step (update_core_gpu)
 
     def _take_decay(self):
         rate, self.pending_decay = self.pending_decay, None
@@ -452,6 +483,9 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
 
     def update_core_gpu(self, param):
         rate = self._take_decay()
+        graph = cuda_graph.current()
+        if graph is not None:
+            return self._update_core_graph(param, rate, graph)
         if rate is None:
             return super().update_core_gpu(param)
         hp = self.hyperparam
@@ -460,6 +494,19 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
         _kernel('adam_weight_decay', p.dtype)(_blocks(p.size), (THREADS,), (
             numpy.int64(p.size), t(rate), t(self.alpha_t), t(1 - hp.beta1), t(1 - hp.beta2), t(hp.eps), t(hp.eta),
             t(hp.weight_decay_rate), p, param.grad, self.state['m'], self.state['v']))
+
+    def _update_core_graph(self, param, rate, graph):
+        """The fused update with alpha_t from the step scalars (cuda_graph.StepGraph)."""
+        hp = self.hyperparam
+        p, g = param.array, param.grad
+        if hp.amsgrad or hp.adabound or self._use_fp32_update or param._loss_scale is not None:
+            raise cuda_graph.Unsupported('Adam with amsgrad, adabound, fp32 updates or loss scaling')
+        if p.dtype not in C_TYPES or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
+            raise cuda_graph.Unsupported('a {} parameter with a {} gradient'.format(p.dtype, g.dtype))
+        t = p.dtype.type
+        _kernel('adam_weight_decay_scalars', p.dtype)(_blocks(p.size), (THREADS,), (
+            numpy.int64(p.size), t(rate or 0), graph.scalars, numpy.int32(graph.slot(self)), t(1 - hp.beta1),
+            t(1 - hp.beta2), t(hp.eps), t(hp.eta), t(hp.weight_decay_rate), p, g, self.state['m'], self.state['v']))
 
 
 class Adam(chainer.optimizers.Adam):

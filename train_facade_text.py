@@ -139,6 +139,9 @@ def parse_args(argv):
     parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
                         help='Size of the word2vec vectors trained on the tags')
     add_tag_design_arguments(parser)
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='GPU: record the training step once as a CUDA graph and replay it (cuda_graph.py); '
+                             'where the step cannot be recorded it runs as usual, and the end of training says why')
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     parser.add_argument('--stage', type=int, choices=(1, 2), default=1,
@@ -181,6 +184,8 @@ def parse_args(argv):
         parser.error('--ema-decay is at least 0 and under 1 (0: no average)')
     if args.bn_across_ranks and not args.communicator:
         parser.error('--bn-across-ranks needs --communicator (several processes)')
+    if args.cuda_graph and args.communicator:
+        parser.error("--cuda-graph records one process's step: not with --communicator")
     if args.tag_design == 'film' and args.no_tag:
         parser.error('--tag-design film needs tags: leave out --no-tag')
     film_only = [flag for flag, value, default in FILM_FLAGS if getattr(args, value) != default]
@@ -658,6 +663,8 @@ def run(trainer, args, enc, dec, comm=None):
         if root:
             save_model(args.out, enc, dec)
     if root:
+        if trainer.updater.graph is not None:
+            print('Training steps (--cuda-graph): {}'.format(trainer.updater.graph.status()))
         models = '--model STAGE1 --refine {}'.format(args.out) if args.stage == 2 else '--model {}'.format(args.out)
         print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(args.out, models))
     return 0
@@ -755,7 +762,7 @@ def main(argv=None):
             models=(enc, dec, dis),
             iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
             optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
-            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss)
+            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss, cuda_graph=args.cuda_graph)
         stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None

@@ -39,6 +39,7 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
 
+import cuda_graph
 from evaluate import SRGB_TO_XYZ
 import fused
 import net
@@ -187,16 +188,27 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.gate_weight = kwargs.pop('gate_weight', 0)
         # 'pixels' (the example's losses for every example) or 'colours' (see above).
         self.blank_loss = kwargs.pop('blank_loss', 'pixels')
+        record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
+        # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
+        # CUDA graph and replayed (cuda_graph.py; on a CPU, or where the step cannot be
+        # recorded, it runs as usual and ``graph.status()`` says why).
+        self.graph = cuda_graph.StepGraph(self.get_all_optimizers().values()) if record else None
 
     def update_core(self):
+        batch = self.get_iterator('main').next()
+        inputs = self.converter(batch, self.device)
+        if self.graph is None:
+            self.step(*inputs)
+        else:
+            self.graph.run(self.step, *inputs)
+
+    def step(self, x_in, t_out):
+        """One update of the three networks on a batch already on the device."""
         enc_optimizer = self.get_optimizer('enc')
         dec_optimizer = self.get_optimizer('dec')
         dis_optimizer = self.get_optimizer('dis')
         enc, dec, dis = self.enc, self.dec, self.dis
-
-        batch = self.get_iterator('main').next()
-        x_in, t_out = self.converter(batch, self.device)
 
         features = enc(x_in)
         x_out = dec(features)

@@ -1,0 +1,456 @@
+"""The training step recorded once as a CUDA graph and replayed (CuPy on a GPU only).
+
+At batch 1 a training step of the example's networks is several hundred small kernels,
+each launched from Python through Chainer, and the GPU waits on the interpreter
+(benchmarks/BENCHMARKS.md's profile). ``StepGraph`` runs the step as usual a few times,
+then records every kernel of one step with CUDA stream capture, and from then on
+replays the recording: one launch per update, the same kernels on the same buffers.
+
+A replay runs no Python, so whatever the step decides on the host must come from device
+memory instead:
+
+* the batch: copied into the same input buffers before each replay;
+* Adam's step size alpha_t, which changes with t: fused.AdamRule reads it from the
+  step scalars (``StepGraph.scalars``), written before each launch; the optimizers'
+  and rules' t are counted on the host as Chainer counts them, so snapshots are as
+  without the graph;
+* dropout's random numbers (cuRAND keeps its state on the host): ``uniform`` hashes
+  (seed, step, draw, element) with SplitMix64's finaliser, the step being a step
+  scalar, so every replay draws new masks; ``uniform_numpy`` is its NumPy twin;
+* matrix products: CuPy refuses cuBLAS calls on a capturing stream (cupy_backends'
+  ``cublas.setStream`` raises NotImplementedError), so fast_conv.py's products go to
+  cuBLAS through ctypes, on a handle, stream and workspace of this module's own.
+
+Memory: CuPy's pool keeps freed blocks per stream and the step runs on a stream of its
+own, so the blocks the recording writes are handed to nothing else.
+
+What cannot be recorded is found out by trying: a CPU, an optimizer rule that computes
+its step on the host, the colour loss of blank drawings (it decides on the host which
+examples are blank), Chainer's F.linear (cuBLAS inside CuPy) all make the capture raise
+or are refused before it. Then everything the attempt changed on the host is put back,
+the updater goes on with the ordinary step, and ``fallback`` says why.
+"""
+import contextlib
+import copy
+import ctypes
+import ctypes.util
+import os
+
+import numpy
+
+import compat  # noqa: F401  (Chainer shims; must precede chainer)
+import chainer
+
+# Ordinary steps before the capture: the first makes Adam's states, and every kernel
+# the step uses is compiled before recording starts.
+WARMUP_STEPS = 2
+# cuBLAS's workspace for this module's handle (NVIDIA's advice for Hopper: 32 MiB).
+WORKSPACE_BYTES = 32 * 1024 * 1024
+
+_active = []  # the StepGraph whose step is running (recorded or not), innermost last
+
+
+def current():
+    """The StepGraph whose step is running now, or None."""
+    return _active[-1] if _active else None
+
+
+class Unsupported(Exception):
+    """The step cannot be recorded; the message says why."""
+
+
+# ---------------------------------------------------------------- random numbers
+
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+RANDOM_SOURCE = r'''
+__device__ unsigned long long mix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// out[k] = the top 24 bits of mix64(key + k) / 2^24, key from (seed, step, draw): the
+// step is read from device memory, so a replayed graph draws new numbers each step.
+extern "C" __global__ void counter_uniform(long long size, const double* scalars, unsigned long long seed,
+                                          unsigned long long draw, float* out) {
+    const unsigned long long step = (unsigned long long)scalars[0];
+    const unsigned long long key = mix64(mix64(mix64(seed) ^ step) ^ draw);
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < size;
+         k += (long long)blockDim.x * gridDim.x) {
+        out[k] = (float)(mix64(key + (unsigned long long)k) >> 40) * (1.0f / 16777216.0f);
+    }
+}
+'''
+
+
+def _mix64(z):
+    """SplitMix64's finaliser of a Python int, or of a uint64 NumPy array (wrapping)."""
+    if isinstance(z, int):
+        z = (z + GOLDEN) & MASK64
+        z = ((z ^ (z >> 30)) * MIX1) & MASK64
+        z = ((z ^ (z >> 27)) * MIX2) & MASK64
+        return z ^ (z >> 31)
+    u = numpy.uint64
+    z = z + u(GOLDEN)
+    z = (z ^ (z >> u(30))) * u(MIX1)
+    z = (z ^ (z >> u(27))) * u(MIX2)
+    return z ^ (z >> u(31))
+
+
+def uniform_numpy(size, seed, step, draw):
+    """float32 numbers on [0, 1): what the counter_uniform kernel writes."""
+    key = _mix64(_mix64(_mix64(seed) ^ step) ^ draw)
+    index = numpy.arange(size, dtype=numpy.uint64)
+    return (_mix64(numpy.uint64(key) + index) >> numpy.uint64(40)).astype(numpy.float32) * numpy.float32(2 ** -24)
+
+
+_random_kernel = []
+
+
+def _counter_uniform():
+    if not _random_kernel:
+        cupy = chainer.backends.cuda.cupy
+        _random_kernel.append(cupy.RawKernel(RANDOM_SOURCE, 'counter_uniform'))
+    return _random_kernel[0]
+
+
+# ---------------------------------------------------------------- matrix products
+
+
+def _layout(x):
+    """How cuBLAS (column-major) reads the 2-d row-major view ``x`` as it lies in memory:
+    ('N', ld) where its rows are contiguous (x transposed, ld elements apart),
+    ('T', ld) where its columns are; None where neither."""
+    rows, columns = x.shape
+    item = x.itemsize
+    row_step, column_step = x.strides
+    if (column_step == item or columns == 1) and row_step % item == 0 and row_step // item >= max(1, columns):
+        return 'N', row_step // item
+    if (row_step == item or rows == 1) and column_step % item == 0 and column_step // item >= max(1, rows):
+        return 'T', column_step // item
+    return None
+
+
+def gemm_arguments(a, b, out):
+    """cuBLAS's gemm arguments (op_first, op_second, m, n, k, ld_first, ld_second, ld_out)
+    for out = a @ b with 2-d row-major views, the first operand being b and the second a:
+    column-major, out^T = b^T a^T. None where an operand lies neither way (copy it) or
+    out's rows are not contiguous."""
+    (m, k), (_, n) = a.shape, b.shape
+    first, second, result = _layout(b), _layout(a), _layout(out)
+    if first is None or second is None or result is None or result[0] != 'N':
+        return None
+    return first[0], second[0], n, m, k, first[1], second[1], result[1]
+
+
+class _Cublas:
+    """A cuBLAS handle of this module's own, called through ctypes."""
+
+    OPS = {'N': 0, 'T': 1}
+    TF32_TENSOR_OP_MATH = 3  # cublasMath_t
+
+    def __init__(self):
+        cupy = chainer.backends.cuda.cupy
+        cupy.cuda.device.get_cublas_handle()  # CuPy loads libcublas
+        self.lib = ctypes.CDLL(_loaded_library('libcublas.so'))
+        self.handle = ctypes.c_void_p()
+        self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), 'cublasCreate')
+        if os.environ.get('CUPY_TF32', '0') != '0':  # as CuPy's own products do
+            self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_TENSOR_OP_MATH), 'cublasSetMathMode')
+        self.workspace = cupy.empty(WORKSPACE_BYTES, numpy.uint8)
+        self.stream = None
+
+    @staticmethod
+    def _check(status, name):
+        if status != 0:
+            raise RuntimeError('{} failed with cuBLAS status {}'.format(name, status))
+
+    def _use_current_stream(self):
+        stream = chainer.backends.cuda.cupy.cuda.get_current_stream().ptr
+        if stream != self.stream:
+            self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream)), 'cublasSetStream')
+            # cublasSetStream puts the handle back on cuBLAS's own workspace, which it
+            # would allocate on the capturing stream.
+            self._check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
+                                                       ctypes.c_size_t(WORKSPACE_BYTES)), 'cublasSetWorkspace')
+            self.stream = stream
+
+    def gemm(self, a, b, out):
+        """out = a @ b; a, b and out 2-d CuPy arrays of one float type laid out as
+        gemm_arguments accepts."""
+        op_first, op_second, m, n, k, ld_first, ld_second, ld_out = gemm_arguments(a, b, out)
+        self._use_current_stream()
+        if out.dtype == numpy.float32:
+            function, scalar = self.lib.cublasSgemm_v2, ctypes.c_float
+        else:
+            function, scalar = self.lib.cublasDgemm_v2, ctypes.c_double
+        one, zero = scalar(1), scalar(0)
+        self._check(function(
+            self.handle, ctypes.c_int(self.OPS[op_first]), ctypes.c_int(self.OPS[op_second]),
+            ctypes.c_int(m), ctypes.c_int(n), ctypes.c_int(k), ctypes.byref(one),
+            ctypes.c_void_p(b.data.ptr), ctypes.c_int(ld_first), ctypes.c_void_p(a.data.ptr), ctypes.c_int(ld_second),
+            ctypes.byref(zero), ctypes.c_void_p(out.data.ptr), ctypes.c_int(ld_out)), 'gemm')
+
+
+def _loaded_library(stem):
+    """The path of the loaded shared library whose file name starts with ``stem`` (e.g.
+    libcublas.so.12), else the one the linker would find."""
+    try:
+        with open('/proc/self/maps') as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith(stem + '.') or os.path.basename(path) == stem:
+                    return path
+    except OSError:
+        pass
+    found = ctypes.util.find_library(stem[3:].split('.')[0])
+    if found is None:
+        raise Unsupported('{} is not loaded and not found'.format(stem))
+    return found
+
+
+_cublas = []
+
+
+def _handle():
+    if not _cublas:
+        _cublas.append(_Cublas())
+    return _cublas[0]
+
+
+def matmul(a, b, out=None):
+    """a @ b for 2-d CuPy float32/float64 arrays through this module's cuBLAS handle, which
+    works on a capturing stream; into ``out`` if given."""
+    cupy = chainer.backends.cuda.cupy
+    if a.dtype != b.dtype or a.dtype not in (numpy.float32, numpy.float64):
+        raise Unsupported('matmul of {} and {}'.format(a.dtype, b.dtype))
+    result = out if out is not None else cupy.empty((a.shape[0], b.shape[1]), a.dtype)
+    if gemm_arguments(a, b, result) is None:
+        a, b = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
+        if gemm_arguments(a, b, result) is None:  # out's rows are strided
+            result = cupy.empty((a.shape[0], b.shape[1]), a.dtype)
+    if a.shape[1]:
+        _handle().gemm(a, b, result)
+    else:
+        result.fill(0)
+    if out is not None and result is not out:
+        out[...] = result
+    return out if out is not None else result
+
+
+# ---------------------------------------------------------------- the step
+
+
+class StepGraph:
+    """Runs ``step(*inputs)`` (device arrays in, nothing out, reports through
+    chainer.report) for the optimizers' parameters: WARMUP_STEPS times as usual, then
+    once recorded, then as replays of the recording."""
+
+    def __init__(self, optimizers, seed=None, warmup=WARMUP_STEPS):
+        """``seed``: of the dropout masks; None: drawn from NumPy's random state at the
+        first step on a GPU (a CPU run's random numbers stay as without the graph)."""
+        self.optimizers = list(optimizers)
+        self.rules = [param.update_rule for optimizer in self.optimizers for param in optimizer.target.params()]
+        self.slots = {id(rule): 1 + i for i, rule in enumerate(self.rules)}
+        self.seed = seed
+        self.warmup = warmup
+        self.steps = 0  # steps run; the step scalar the random numbers are keyed by
+        self.draws = 0  # uniform() calls so far in this step
+        self.fallback = None  # why the steps are not recorded, once that is known
+        self.graph = None
+        self.replays = 0
+        self.stream = self.inputs = self.scalars = self.observation = None
+
+    # ---- what the step reads while recording
+
+    def slot(self, rule):
+        """Where ``rule``'s alpha_t lies in the step scalars."""
+        if id(rule) not in self.slots:
+            raise Unsupported('an update rule the StepGraph was not given')
+        return self.slots[id(rule)]
+
+    def uniform(self, shape):
+        """float32 numbers on [0, 1) of ``shape``, new each step (counter_uniform)."""
+        cupy = chainer.backends.cuda.cupy
+        out = cupy.empty(shape, numpy.float32)
+        _counter_uniform()((min((out.size + 511) // 512, 65535),), (512,), (
+            numpy.int64(out.size), self.scalars, numpy.uint64(self.seed), numpy.uint64(self.draws), out))
+        self.draws += 1
+        return out
+
+    # ---- running
+
+    def run(self, step, *inputs):
+        if self.fallback is None:
+            self.fallback = self._refusal(inputs)
+        if self.fallback is None and self._run_on_stream(step, inputs):
+            return
+        step(*inputs)
+
+    def _run_on_stream(self, step, inputs):
+        """The step as usual, recorded or replayed, on the graph's stream; False where
+        it did not run (then ``fallback`` says why)."""
+        cupy = chainer.backends.cuda.cupy
+        caller = cupy.cuda.get_current_stream()
+        if self.stream is None:
+            if self.seed is None:
+                self.seed = int(numpy.random.randint(2 ** 62))
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.scalars = cupy.zeros(1 + len(self.rules), numpy.float64)
+            self.inputs = [cupy.empty_like(x) for x in inputs]
+        if [x.shape for x in inputs] != [x.shape for x in self.inputs]:
+            self.fallback = 'the batch changed shape'
+            return False
+        self.stream.wait_event(caller.record())
+        with self.stream:
+            for buffer, x in zip(self.inputs, inputs):
+                buffer[...] = x
+            if self.steps < self.warmup:
+                self._step(step)
+            elif self.graph is None:
+                self._capture(step)
+            else:
+                self._replay()
+        caller.wait_event(self.stream.record())
+        return self.fallback is None
+
+    def _refusal(self, inputs):
+        """Why the steps cannot be recorded, seen before trying; None if nothing is seen."""
+        for rule in self.rules:
+            if not getattr(rule, 'reads_step_scalars', False):
+                return '{} computes its step size on the host (fused.Adam reads it from the device)'.format(
+                    type(rule).__name__)
+        cuda = chainer.backends.cuda
+        if not cuda.available or not all(isinstance(x, cuda.ndarray) for x in inputs):
+            return 'CUDA graphs need CuPy arrays on a GPU'
+        try:  # what the steps will call, made before the first step rather than in it
+            _handle()
+            _counter_uniform().compile()
+        except Exception as error:
+            return 'cuBLAS through ctypes or the random numbers kernel: {}: {}'.format(
+                type(error).__name__, str(error).strip().split('\n')[0])
+        return None
+
+    @contextlib.contextmanager
+    def _running(self, scalars):
+        """The step's settings: fused.py's functions and fast_conv.py's paths on CuPy
+        arrays, ``scalars`` in the step scalars."""
+        self._write_scalars(scalars)
+        self.draws = 0
+        _active.append(self)
+        try:
+            with chainer.using_config('user_fused', 'all'), chainer.using_config('user_fast_paths', 'all'):
+                yield
+        finally:
+            _active.pop()
+
+    def _scalars(self, ahead):
+        """The step number, then each rule's alpha_t for the step about to run: for
+        a step run in Python (``ahead``) the rule counts it itself, later."""
+        alphas = []
+        for rule in self.rules:
+            if ahead:
+                rule = copy.copy(rule)
+                rule.t += 1
+            alphas.append(rule.alpha_t if rule.enabled else 0.0)
+        return [self.steps] + alphas
+
+    def _write_scalars(self, values):
+        # On the graph's stream, after the launches before it: a copy on the legacy
+        # stream (ndarray.set without a stream) would not wait for them. From pageable
+        # memory the copy is staged before set returns.
+        self.scalars.set(numpy.asarray(values, numpy.float64), stream=self.stream)
+
+    def _step(self, step):
+        with self._running(self._scalars(ahead=True)):
+            step(*self.inputs)
+        self.steps += 1
+
+    def _capture(self, step):
+        host = self._host_state()
+        observation = {}
+        try:
+            with self._running(self._scalars(ahead=True)), _observing(observation):
+                self.stream.begin_capture()
+                try:
+                    step(*self.inputs)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the capture is void; keep the step's error
+                        self.stream.end_capture()
+                    raise
+                graph = self.stream.end_capture()
+        except Exception as error:  # anything the recording cannot hold
+            self._restore(host)
+            reason = str(error).strip().splitlines()
+            self.fallback = 'capture failed: {}: {}'.format(type(error).__name__, reason[0] if reason else '')
+            return
+        self.graph, self.observation = graph, observation
+        self.graph.launch(self.stream)
+        _report(observation)
+        self.steps += 1
+
+    def _count_step(self):
+        """What Chainer's optimizers count on the host in an update, which a replay skips."""
+        for optimizer in self.optimizers:
+            optimizer.t += 1
+        for rule in self.rules:
+            if rule.enabled:
+                rule.t += 1
+
+    def _replay(self):
+        self._count_step()
+        self._write_scalars(self._scalars(ahead=False))
+        self.graph.launch(self.stream)
+        _report(self.observation)
+        self.steps += 1
+        self.replays += 1
+
+    def _host_state(self):
+        return ([(o, o.t) for o in self.optimizers], [(r, r.t) for r in self.rules], numpy.random.get_state())
+
+    def _restore(self, host):
+        optimizers, rules, random_state = host
+        for optimizer, t in optimizers:
+            optimizer.t = t
+        for rule, t in rules:
+            rule.t = t
+            if hasattr(rule, 'pending_decay'):
+                rule.pending_decay = None
+        numpy.random.set_state(random_state)
+
+    def status(self):
+        """One line: how the steps run."""
+        if self.fallback is not None:
+            return 'not recorded ({})'.format(self.fallback)
+        if self.graph is None:
+            return 'not yet recorded ({} of {} ordinary steps run)'.format(self.steps, self.warmup)
+        return 'recorded after {} steps, replayed {} times'.format(self.warmup, self.replays)
+
+
+def _current_reporter():
+    try:
+        return chainer.reporter.get_current_reporter()
+    except IndexError:
+        return None
+
+
+@contextlib.contextmanager
+def _observing(observation):
+    """What the step reports goes into ``observation`` (under the current reporter's
+    names), to be reported again after each replay."""
+    reporter = _current_reporter()
+    if reporter is None:
+        yield
+        return
+    with reporter.scope(observation):
+        yield
+
+
+def _report(observation):
+    reporter = _current_reporter()
+    if reporter is not None and observation:
+        reporter.report(observation)

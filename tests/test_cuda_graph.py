@@ -1,0 +1,307 @@
+"""cuda_graph.py: the random numbers, the cuBLAS arguments and the host's bookkeeping on
+any machine; the recorded step against the same step run in Python where CuPy has a GPU
+(skipped without one)."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import compat  # noqa: F401
+import chainer
+
+import cuda_graph
+from test_fused import gpu_available
+from test_updater import fixed_batch, make_models, make_updater
+from updater import TextPix2pixUpdater, make_optimizer
+
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason='no GPU')
+
+
+# ---------------------------------------------------------------- random numbers
+
+
+def test_mix64_is_splitmix64():
+    """SplitMix64 from state 0 first gives 0xE220A8397B1DCDAF (Vigna's splitmix64.c); the
+    NumPy version of the finaliser agrees with the integer one."""
+    assert cuda_graph._mix64(0) == 0xE220A8397B1DCDAF
+    values = np.random.RandomState(0).randint(0, 2 ** 63, 1000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    assert [int(v) for v in cuda_graph._mix64(values)] == [cuda_graph._mix64(int(v)) for v in values]
+
+
+def test_uniform_numbers_are_uniform_and_new_each_step():
+    size = 1_000_000
+    first = cuda_graph.uniform_numpy(size, seed=5, step=0, draw=0)
+    assert first.dtype == np.float32 and first.min() >= 0 and first.max() < 1
+    assert abs(first.mean() - 0.5) < 2e-3  # the mean's standard error is 2.9e-4
+    assert abs((first < 0.5).mean() - 0.5) < 2e-3
+    assert np.histogram(first, bins=10, range=(0, 1))[0].min() > 0.098 * size
+    assert np.array_equal(first, cuda_graph.uniform_numpy(size, seed=5, step=0, draw=0))
+    # Another step, draw or seed: masks that agree on about half the elements, as
+    # independent ones do.
+    for other in (dict(seed=5, step=1, draw=0), dict(seed=5, step=0, draw=1), dict(seed=6, step=0, draw=0)):
+        agree = ((first >= 0.5) == (cuda_graph.uniform_numpy(size, **other) >= 0.5)).mean()
+        assert abs(agree - 0.5) < 3e-3, (other, agree)
+    assert len(np.unique(first[:100_000])) > 0.99 * 100_000  # 24 bits each
+
+
+@pytest.mark.skipif(shutil.which('nvcc') is None, reason='no nvcc')
+def test_random_source_compiles(tmp_path):
+    source = tmp_path / 'random.cu'
+    source.write_text(cuda_graph.RANDOM_SOURCE)
+    done = subprocess.run(['nvcc', '--ptx', '-o', str(tmp_path / 'random.ptx'), str(source)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '.entry counter_uniform' in (tmp_path / 'random.ptx').read_text()
+
+
+# ---------------------------------------------------------------- cuBLAS's arguments
+
+
+def cublas_gemm(base, op_first, op_second, m, n, k, first, ld_first, second, ld_second, out, ld_out):
+    """What column-major gemm (alpha 1, beta 0) does to ``base``, a flat buffer; the
+    operands are offsets into it (cuBLAS's reference semantics)."""
+    def matrix(offset, rows, columns, ld):
+        return np.lib.stride_tricks.as_strided(base[offset:], (rows, columns),
+                                               (base.itemsize, ld * base.itemsize))
+    op = lambda x, trans: x.T if trans == 'T' else x
+    a = op(matrix(first, *((m, k) if op_first == 'N' else (k, m)), ld_first), op_first)
+    b = op(matrix(second, *((k, n) if op_second == 'N' else (n, k)), ld_second), op_second)
+    matrix(out, m, n, ld_out)[...] = a @ b
+
+
+def offset(base, view):
+    return (view.__array_interface__['data'][0] - base.__array_interface__['data'][0]) // base.itemsize
+
+
+@pytest.mark.parametrize('case', ['plain', 'a transposed', 'b transposed', 'both', 'rows apart', 'one column',
+                                  'images'])
+def test_gemm_arguments_make_cublas_compute_a_times_b(case):
+    """The layouts fast_conv.py multiplies (plain, W.T, an image of transpose(0, 2, 1),
+    out[i]) and rows spaced wider than a row, through a column-major gemm."""
+    rng = np.random.RandomState(0)
+    base = rng.standard_normal(4000).astype(np.float64)
+    m, k, n = 5, 7, 3
+    if case == 'images':  # b = col[1].T of an (2, n, k) buffer, out = out[1] of (2, m, n)
+        a = base[:m * k].reshape(m, k)
+        b = base[100:100 + 2 * n * k].reshape(2, n, k).transpose(0, 2, 1)[1]
+        out = base[400:400 + 2 * m * n].reshape(2, m, n)[1]
+    else:
+        a = base[:m * k].reshape(m, k) if case not in ('a transposed', 'both') else base[:m * k].reshape(k, m).T
+        b = base[100:100 + k * n].reshape(k, n) if case not in ('b transposed', 'both') else \
+            base[100:100 + k * n].reshape(n, k).T
+        if case == 'rows apart':
+            a = base[:m * 11].reshape(m, 11)[:, 2:2 + k]
+        if case == 'one column':
+            b = base[100:100 + k * 4].reshape(k, 4)[:, 1:2]
+            n = 1
+        out = base[400:400 + m * n].reshape(m, n)
+    want = a @ b
+    arguments = cuda_graph.gemm_arguments(a, b, out)
+    assert arguments is not None
+    op_first, op_second, gm, gn, gk, ld_first, ld_second, ld_out = arguments
+    cublas_gemm(base, op_first, op_second, gm, gn, gk, offset(base, b), ld_first, offset(base, a), ld_second,
+                offset(base, out), ld_out)
+    np.testing.assert_allclose(out, want, rtol=1e-13)
+
+
+def test_gemm_arguments_refuse_what_cublas_cannot_read():
+    x = np.zeros((6, 8), np.float32)
+    assert cuda_graph.gemm_arguments(x[:, ::2], x[:4, :3], np.zeros((6, 3), np.float32)) is None  # columns strided
+    assert cuda_graph.gemm_arguments(x[:, :4], x[:4, :3], np.zeros((3, 6), np.float32).T) is None  # out's columns
+
+
+# ---------------------------------------------------------------- the host's side
+
+
+def updater_pair(**kwargs):
+    models = [make_models(seed=0), make_models(seed=0)]
+    batch = fixed_batch()
+    np.random.seed(0)
+    plain = make_updater(models[0], batch)
+    np.random.seed(0)
+    recorded = make_updater(models[1], batch)
+    recorded.graph = cuda_graph.StepGraph(recorded.get_all_optimizers().values(), seed=1, **kwargs)
+    return plain, recorded
+
+
+def parameters(updater):
+    return {name + path: p.array.copy() for name, link in (('enc', updater.enc), ('dec', updater.dec),
+                                                           ('dis', updater.dis))
+            for path, p in link.namedparams()}
+
+
+def test_on_the_cpu_the_step_runs_as_usual_and_says_why():
+    plain, recorded = updater_pair()
+    for _ in range(3):
+        np.random.seed(3)
+        plain.update()
+        np.random.seed(3)
+        recorded.update()
+    want, got = parameters(plain), parameters(recorded)
+    assert all(np.array_equal(got[name], want[name]) for name in want)
+    assert recorded.graph.status() == 'not recorded (CUDA graphs need CuPy arrays on a GPU)'
+    assert recorded.get_optimizer('enc').t == 3
+
+
+def test_a_rule_that_computes_its_step_on_the_host_is_refused():
+    models = make_models()
+    optimizer = chainer.optimizers.Adam()
+    optimizer.setup(models[0])
+    graph = cuda_graph.StepGraph([optimizer], seed=0)
+    assert graph._refusal([np.zeros(1)]) == ('AdamRule computes its step size on the host '
+                                             '(fused.Adam reads it from the device)')
+
+
+def test_step_scalars_are_the_step_sizes_chainer_uses():
+    """Before a step: each rule's alpha_t for that step, as Chainer's Adam computes it
+    inside the update; the counting a replay does by hand is the update's."""
+    plain, recorded = updater_pair()
+    for _ in range(2):
+        plain.update()
+        recorded.update()
+    graph = recorded.graph
+    ahead = graph._scalars(ahead=True)
+    plain.update()
+    rules = [p.update_rule for o in plain.get_all_optimizers().values() for p in o.target.params()]
+    assert ahead[1:] == [rule.alpha_t for rule in rules]
+    assert len(set(ahead[1:])) == 1 and ahead[1] != graph._scalars(ahead=False)[1]
+    graph._count_step()
+    assert graph._scalars(ahead=False) == ahead
+    assert [o.t for o in recorded.get_all_optimizers().values()] == [3, 3, 3]
+    assert [r.t for r in graph.rules] == [r.t for r in rules]
+
+
+def test_a_failed_capture_puts_the_host_back():
+    _, recorded = updater_pair()
+    recorded.update()
+    graph = recorded.graph
+    state = graph._host_state()
+    draw = np.random.rand()
+    np.random.set_state(state[2])
+    graph._count_step()
+    graph.rules[0].pending_decay = 1e-5
+    np.random.rand()
+    graph._restore(state)
+    assert [o.t for o in graph.optimizers] == [1, 1, 1] and {r.t for r in graph.rules} == {1}
+    assert graph.rules[0].pending_decay is None
+    assert np.random.rand() == draw
+
+
+# ---------------------------------------------------------------- on a GPU
+
+
+def gpu_updater(batch, warmup=cuda_graph.WARMUP_STEPS, **kwargs):
+    """make_updater's updater on the GPU, its step recorded (seed 4)."""
+    device = chainer.get_device('@cupy:0')
+    np.random.seed(0)
+    models = make_models(seed=0)
+    optimizers = {name: make_optimizer(m, 2e-4) for name, m in zip(('enc', 'dec', 'dis'), models)}
+    iterator = chainer.iterators.SerialIterator(batch, len(batch), shuffle=False)
+    updater = TextPix2pixUpdater(models=models, iterator={'main': iterator}, optimizer=optimizers, device=device,
+                                 **kwargs)
+    updater.graph = cuda_graph.StepGraph(optimizers.values(), seed=4, warmup=warmup)
+    return updater
+
+
+@needs_gpu
+def test_counter_uniform_kernel_is_its_numpy_twin():
+    cupy = chainer.backends.cuda.cupy
+    graph = cuda_graph.StepGraph([], seed=12345)
+    graph.scalars = cupy.asarray([7.0])
+    graph.draws = 3
+    got = graph.uniform((1000, 37)).get()
+    assert np.array_equal(got.ravel(), cuda_graph.uniform_numpy(37000, 12345, 7, 3))
+
+
+@needs_gpu
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_matmul_through_ctypes_is_cupys(dtype):
+    cupy = chainer.backends.cuda.cupy
+    rng = cupy.random.RandomState(0)
+    a = rng.standard_normal((64, 300)).astype(dtype)
+    b = rng.standard_normal((300, 48)).astype(dtype)
+    out = cupy.empty((2, 64, 48), dtype)
+    for x, y in ((a, b), (a.T.copy().T, b), (a, b.T.copy().T)):
+        cuda_graph.matmul(x, y, out=out[1])
+        np.testing.assert_allclose(out[1].get(), (x @ y).get(), rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@needs_gpu
+def test_replays_draw_new_numbers_each_step():
+    cupy = chainer.backends.cuda.cupy
+    graph = cuda_graph.StepGraph([], seed=99)
+    out = cupy.zeros(5000, np.float32)
+
+    def step(x):
+        out[...] = cuda_graph.current().uniform(x.shape) + x
+
+    drawn = []
+    for _ in range(6):
+        graph.run(step, cupy.zeros(5000, np.float32))
+        cupy.cuda.get_current_stream().synchronize()
+        drawn.append(out.get())
+    assert graph.status() == 'recorded after 2 steps, replayed 3 times'
+    for step_number, numbers in enumerate(drawn):
+        assert np.array_equal(numbers, cuda_graph.uniform_numpy(5000, 99, step_number, 0))
+
+
+@needs_gpu
+def test_the_recorded_step_trains_as_the_step_run_in_python():
+    """Six updates of the post's design at batch 1: recorded after two and replayed,
+    against the same six run in Python with the same step scalars and random numbers."""
+    runs = []
+    for warmup in (2, 100):
+        updater = gpu_updater(fixed_batch(), warmup=warmup)
+        for _ in range(6):
+            updater.update()
+        runs.append(updater)
+    replayed, in_python = runs
+    assert replayed.graph.status() == 'recorded after 2 steps, replayed 3 times'
+    assert in_python.graph.status() == 'not yet recorded (6 of 100 ordinary steps run)'
+    want, got = parameters(in_python), parameters(replayed)
+    for name in want:
+        np.testing.assert_allclose(chainer.backends.cuda.to_cpu(got[name]), chainer.backends.cuda.to_cpu(want[name]),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert [o.t for o in replayed.get_all_optimizers().values()] == [6, 6, 6]
+    # and the step moved the parameters: not a graph that never ran
+    np.random.seed(0)
+    start = parameters(make_updater(make_models(seed=0), fixed_batch()))
+    moved = max(float(abs(chainer.backends.cuda.to_cpu(got[n]) - start[n]).max()) for n in start)
+    assert moved > 1e-4
+
+
+@needs_gpu
+def test_a_step_that_cannot_be_recorded_runs_as_usual():
+    """The colour loss of blank drawings decides on the host which examples are blank:
+    the capture fails, the attempt leaves no trace and training goes on."""
+    batch = [(np.concatenate([np.ones((3, 128, 128), np.float32) * (255 / 128 - 1), x[3:]]), t)
+             for x, t in fixed_batch()]
+    updater = gpu_updater(batch, blank_loss='colours')
+    for _ in range(4):
+        updater.update()
+    assert updater.graph.status().startswith('not recorded (capture failed: ')
+    assert [o.t for o in updater.get_all_optimizers().values()] == [4, 4, 4]
+
+
+def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, tiny_model, tmp_path, capsys):
+    """--cuda-graph on a CPU: the ordinary steps, the same model to the bit, and the end
+    of training says why the steps were not recorded."""
+    import train_facade_text
+    from conftest import TINY_TRAINING
+    out = tmp_path / 'graph'
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--cuda-graph'] + TINY_TRAINING) == 0
+    assert ('Training steps (--cuda-graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
+            in capsys.readouterr().out)
+    for name in ('enc.npz', 'dec.npz'):
+        with np.load(str(out / name)) as got, np.load(str(tiny_model / name)) as want:
+            assert sorted(got.files) == sorted(want.files)
+            assert all(np.array_equal(got[key], want[key]) for key in want.files)
+
+
+def test_cuda_graph_is_for_one_process(capsys):
+    import train_facade_text
+    with pytest.raises(SystemExit):
+        train_facade_text.parse_args(['--cuda-graph', '--communicator', 'naive'])
+    assert "--cuda-graph records one process's step: not with --communicator" in capsys.readouterr().err
