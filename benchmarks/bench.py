@@ -7,6 +7,7 @@
     python benchmarks/bench.py -g 0 --check                        # the faster paths against Chainer's
     python benchmarks/bench.py -g 0 --check --fast all --fused all  # the same with fused.py's functions
     python benchmarks/bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
+    python benchmarks/bench.py -g 0 --quality 200 --graph        # the same, the step recorded as a CUDA graph
 
 What is timed is the project's own code: a training step is
 ``TextPix2pixUpdater.update()`` with the networks of net.py and the optimizers of
@@ -20,6 +21,9 @@ implementations:
   and full backward passes, i.e. the port before the speed-ups;
 * ``chainer-fused``: ``chainer`` with fused.py's batch norm + activation and Adam +
   weight decay (``user_fused='all'``);
+* ``chainer-graph``: ``chainer-fused`` with the step recorded once as a CUDA graph and
+  replayed (cuda_graph.py; its rows say ``graph``: how the steps ran, e.g. why not
+  recorded);
 * ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
   (only when PyTorch is installed: benchmarks/requirements-bench.txt).
 
@@ -46,7 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('fp32', 'tf32', 'mixed16')
-IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'torch')
+IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'chainer-graph', 'torch')
 FUSED_MODES = ('off', 'cpu', 'all')
 LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
 
@@ -67,6 +71,9 @@ def parse_args(argv):
     parser.add_argument('--fused', choices=FUSED_MODES, default='off',
                         help="fused.py's user_fused for --check and --quality (chainer-fused always "
                              "runs with 'all')")
+    parser.add_argument('--graph', action='store_true',
+                        help='--quality with the step recorded as a CUDA graph (cuda_graph.py; implies '
+                             "--fused all)")
     parser.add_argument('--loss-scale', type=float, default=LOSS_SCALE,
                         help='Static loss scale of the mixed16 runs (1024 overflows float16 gradients '
                              'of this network)')
@@ -207,7 +214,8 @@ def fixed_batch(batch, size, seed=0):
 class ChainerRunner:
     """The port's own networks, optimizers and updater on one device."""
 
-    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE, fused='off'):
+    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE, fused='off',
+                 graph=False):
         import chainer
         from chainer.dataset import concat_examples
         import net
@@ -237,7 +245,7 @@ class ChainerRunner:
         self.updater = TextPix2pixUpdater(
             models=(self.enc, self.dec, self.dis), iterator={'main': iterator}, optimizer=optimizers,
             converter=converter, device=device,
-            loss_scale=loss_scale if precision == 'mixed16' else None)
+            loss_scale=loss_scale if precision == 'mixed16' else None, cuda_graph=graph)
         self.device = device
         self.colorize_input = x[:1].astype(self.dtype)
 
@@ -305,8 +313,9 @@ def make_runner(impl, args, device, width, batch, size, precision):
     if impl == 'torch':
         return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale)
     fast = 'off' if impl == 'chainer-plain' else (args.fast or default_fast())
-    fused = 'all' if impl == 'chainer-fused' else 'off'
-    return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale, fused=fused)
+    fused = 'all' if impl in ('chainer-fused', 'chainer-graph') else 'off'
+    return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale, fused=fused,
+                         graph=impl == 'chainer-graph')
 
 
 def default_fast():
@@ -317,6 +326,7 @@ def default_fast():
 
 def time_config(args, device, impls, task, size, width, batch, precision):
     """Results (dicts) of every implementation for one configuration, interleaved."""
+    import cuda_graph
     clock = Clock(device)
     steps, peaks = {}, {}
     runners = []
@@ -325,7 +335,9 @@ def time_config(args, device, impls, task, size, width, batch, precision):
         start = clock.start_memory(impl)
         runner = make_runner(impl, args, device, width, batch if task == 'train' else 1, size, precision)
         steps[impl] = runner.train_step if task == 'train' else runner.colorize
-        for _ in range(max(1, args.warmup)):
+        # chainer-graph's timed steps are replays: its warm-up holds the recording
+        warmup = args.warmup + (cuda_graph.WARMUP_STEPS + 1 if impl == 'chainer-graph' else 0)
+        for _ in range(max(1, warmup)):
             steps[impl]()
         clock.sync(getattr(runner, 'device', None) if impl == 'torch' else None)
         peaks[impl] = clock.peak_memory_mb(impl, start)
@@ -347,6 +359,8 @@ def time_config(args, device, impls, task, size, width, batch, precision):
                             images_per_s=images / step_s, step_ms=step_s * 1000,
                             step_ms_rounds=[round(t * 1000, 2) for t in times[impl]],
                             peak_mem_mb=peaks[impl]))
+        if impl == 'chainer-graph' and task == 'train':
+            results[-1]['graph'] = runners[impls.index(impl)].updater.graph.status()
     if 'torch' in times:
         torch_rate = next(r['images_per_s'] for r in results if r['impl'] == 'torch')
         for r in results:
@@ -483,15 +497,19 @@ def quality(args, device):
     results = []
     width, size, batch = args.width[0], args.size[0], args.batch[0]
     for precision in args.precision:
+        fused = 'all' if args.graph else args.fused
         run = ChainerRunner(device, width, batch, size, precision, args.fast or default_fast(),
-                            loss_scale=args.loss_scale, fused=args.fused)
+                            loss_scale=args.loss_scale, fused=fused, graph=args.graph)
         device.xp.random.seed(0)
         before = run.l1()
         for _ in range(args.quality):
             run.train_step()
-        results.append(dict(task='quality', impl='chainer' if args.fused == 'off' else 'chainer-fused', device=describe_device(device, args.gpu),
+        impl = 'chainer-graph' if args.graph else 'chainer' if fused == 'off' else 'chainer-fused'
+        results.append(dict(task='quality', impl=impl, device=describe_device(device, args.gpu),
                             size=size, width=width, batch=batch, precision=precision,
                             steps=args.quality, l1_start=before, l1=run.l1()))
+        if args.graph:
+            results[-1]['graph'] = run.updater.graph.status()
     return results
 
 
@@ -556,7 +574,8 @@ def main(argv=None):
     if args.quality:
         results = quality(args, device)
         for r in results:
-            print('quality: {impl} {precision} after {steps} steps: L1 {l1_start:.4f} -> {l1:.4f}'.format(**r))
+            print('quality: {impl} {precision} after {steps} steps: L1 {l1_start:.4f} -> {l1:.4f}'.format(**r)
+                  + ('; steps ' + r['graph'] if 'graph' in r else ''))
             if args.json:
                 print(json.dumps(dict(r, versions=info)))
         return 0
@@ -575,6 +594,9 @@ def main(argv=None):
                         config = time_config(args, device, impls, task, size, width, batch, precision)
                         results += config
                         print_table(config)
+                        for r in config:
+                            if 'graph' in r:
+                                print('# {} steps: {}'.format(r['impl'], r['graph']))
                         if args.json:  # now, so that a run cut short keeps what it measured
                             for r in config:
                                 print(json.dumps(dict(r, versions=info)))

@@ -6,14 +6,18 @@
 #      (bench.py --check, float64) and uses them below only if that passes;
 #   2b. checks fused.py's kernels (tests/test_fused.py on CuPy, when pytest is there, and
 #      bench.py --check --fused all) and times chainer-fused below only if both pass;
+#   2c. checks cuda_graph.py's recorded step (tests/test_cuda_graph.py on CuPy) and times
+#      chainer-graph below (fp32 and tf32 training) only if that and 2b pass;
 #   3. checks that TF32 and mixed16 train to the same L1 as fp32 (bench.py --quality,
 #      same start, same batch, QUALITY_STEPS steps; tolerance QUALITY_TOLERANCE relative),
-#      and the fused functions to within FUSED_TOLERANCE of fp32 without them;
+#      and the fused functions and the recorded step to within FUSED_TOLERANCE of fp32
+#      without them;
 #   4. times training (fp32 batch 1 and 8, TF32 batch 8, mixed16 batch 8) and
 #      colourisation (batch 1) for the port before the speed-ups (chainer-plain), after
-#      (chainer), with fused.py (chainer-fused) and PyTorch eager (torch), interleaved.
+#      (chainer), with fused.py (chainer-fused), recorded as a CUDA graph (chainer-graph)
+#      and PyTorch eager (torch), interleaved.
 # Everything lands in $OUT (or /tmp/gpu_bench_out): env.txt, check.txt, check_fused.txt,
-# fused_tests.txt, quality.jsonl, bench.log (the tables), gpu-DATE.jsonl (bench.py --json:
+# fused_tests.txt, graph_tests.txt, quality.jsonl, bench.log (the tables), gpu-DATE.jsonl (bench.py --json:
 # one JSON object per result, to commit as benchmarks/gpu-DATE.jsonl), summary.txt.
 #
 # Usage (see BENCHMARKS.md): here  /work/shared/tools/build_chainer_wheels.sh .whl
@@ -81,6 +85,15 @@ else
   fail=1
 fi
 
+# 2c. The step recorded as a CUDA graph: replays against the same steps run in Python.
+GRAPH=0
+if (( FUSED )) && $PY -c 'import pytest' 2>/dev/null; then
+  PYTHONPATH=.:benchmarks:tests${PYTHONPATH:+:$PYTHONPATH} step 120 $PY -m pytest -q -p no:cacheprovider --noconftest \
+    tests/test_cuda_graph.py -k 'not training_with_cuda_graph' > "$OUT/graph_tests.txt" 2>&1 && GRAPH=1
+  tail -n 3 "$OUT/graph_tests.txt"
+fi
+(( GRAPH )) || echo "FAIL or not run: tests/test_cuda_graph.py (graph_tests.txt); chainer-graph not timed" | tee -a "$OUT/summary.txt"
+
 # 3. Precision quality: L1 after the same training from the same start.
 : > "$OUT/quality.jsonl"
 step 150 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision fp32 mixed16 --json \
@@ -91,15 +104,20 @@ if (( FUSED )); then
   step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --fused all --quality "$QUALITY_STEPS" --precision fp32 --json \
     2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
 fi
-$PY - "$OUT/quality.jsonl" "$QUALITY_TOLERANCE" "$FUSED_TOLERANCE" "$FUSED" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt" || fail=1
+if (( GRAPH )); then
+  step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --graph --quality "$QUALITY_STEPS" --precision fp32 --json \
+    2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
+fi
+$PY - "$OUT/quality.jsonl" "$QUALITY_TOLERANCE" "$FUSED_TOLERANCE" "$FUSED" "$GRAPH" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt" || fail=1
 import json, sys
 rows = {(r['impl'], r['precision']): r for r in map(json.loads, open(sys.argv[1]))}
-tolerances = {'chainer': float(sys.argv[2]), 'chainer-fused': float(sys.argv[3])}
+tolerances = {'chainer': float(sys.argv[2]), 'chainer-fused': float(sys.argv[3]), 'chainer-graph': float(sys.argv[3])}
 if ('chainer', 'fp32') not in rows:
     sys.exit('quality: no fp32 result')
 reference = rows['chainer', 'fp32']['l1']
 bad = False
 expected = [('chainer', 'tf32'), ('chainer', 'mixed16')] + ([('chainer-fused', 'fp32')] if sys.argv[4] == '1' else [])
+expected += [('chainer-graph', 'fp32')] if sys.argv[5] == '1' else []
 for key in expected:
     if key not in rows:
         print('quality {} {}: no result (FAIL)'.format(*key))
@@ -108,8 +126,9 @@ for (impl, precision), r in sorted(rows.items()):
     tolerance = tolerances[impl]
     ok = abs(r['l1'] - reference) <= tolerance * reference
     bad |= not ok
-    print('quality {} {}: L1 {:.4f} -> {:.4f} after {} steps (chainer fp32 {:.4f}; tolerance {:.0%}): {}'.format(
-        impl, precision, r['l1_start'], r['l1'], r['steps'], reference, tolerance, 'ok' if ok else 'FAIL'))
+    print('quality {} {}: L1 {:.4f} -> {:.4f} after {} steps (chainer fp32 {:.4f}; tolerance {:.0%}): {}{}'.format(
+        impl, precision, r['l1_start'], r['l1'], r['steps'], reference, tolerance, 'ok' if ok else 'FAIL',
+        '; steps ' + r['graph'] if 'graph' in r else ''))
 sys.exit(1 if bad else 0)
 EOF
 
@@ -119,13 +138,16 @@ CHAINERS="chainer-plain chainer"
 TORCH=torch
 $PY -c 'import torch' 2>/dev/null || { TORCH=; echo "no PyTorch here: torch not timed" | tee -a "$OUT/summary.txt"; }
 IMPLS="--impl $CHAINERS $TORCH --fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
+# The recorded step where it can be recorded: fp32 and tf32 (mixed16's fp32 updates are refused).
+GRAPH_IMPLS=$IMPLS
+(( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph ${IMPLS#--impl $CHAINERS }"
 JSONL="$OUT/gpu-$(date -u +%F).jsonl"
 : > "$JSONL"
 run_bench() {
   step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$JSONL"
 }
-run_bench 180 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $IMPLS
-CUPY_TF32=1 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision tf32 $IMPLS
+run_bench 200 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $GRAPH_IMPLS
+CUPY_TF32=1 run_bench 70 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision tf32 $GRAPH_IMPLS
 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision mixed16 $IMPLS
 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $IMPLS
 
@@ -137,5 +159,5 @@ for r in map(json.loads, open(sys.argv[1])):
     print('| {task} | {precision} | {batch} | {impl} | {step_ms:.1f} | {images_per_s:.1f} | {ratio:.2f} | {mem:.0f} |'.format(
         ratio=r.get('ratio_vs_torch', float('nan')), mem=r['peak_mem_mb'] or 0, **r))
 EOF
-echo "done in $(( $(date +%s) - deadline + ${BUDGET_S:-480} )) s; fast paths on GPU: $FAST; chainer-fused timed: $FUSED" | tee -a "$OUT/summary.txt"
+echo "done in $(( $(date +%s) - deadline + ${BUDGET_S:-480} )) s; fast paths on GPU: $FAST; chainer-fused timed: $FUSED; chainer-graph timed: $GRAPH" | tee -a "$OUT/summary.txt"
 exit $fail
