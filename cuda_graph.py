@@ -246,9 +246,11 @@ def matmul(a, b, out=None):
 
 
 class StepGraph:
-    """Runs ``step(*inputs)`` (device arrays in, nothing out, reports through
-    chainer.report) for the optimizers' parameters: WARMUP_STEPS times as usual, then
-    once recorded, then as replays of the recording."""
+    """Runs ``step(*inputs)`` (device arrays in; reports through chainer.report; what it
+    returns, arrays, is returned) for the optimizers' parameters (none for a forward pass
+    alone): WARMUP_STEPS times as usual, then once recorded, then as replays of the
+    recording, which return the arrays the recording writes (overwritten by the next run:
+    read them first)."""
 
     def __init__(self, optimizers, seed=None, warmup=WARMUP_STEPS):
         """``seed``: of the dropout masks; None: drawn from NumPy's random state at the
@@ -263,7 +265,7 @@ class StepGraph:
         self.fallback = None  # why the steps are not recorded, once that is known
         self.graph = None
         self.replays = 0
-        self.stream = self.inputs = self.scalars = self.observation = None
+        self.stream = self.inputs = self.scalars = self.observation = self.outputs = None
 
     # ---- what the step reads while recording
 
@@ -287,13 +289,15 @@ class StepGraph:
     def run(self, step, *inputs):
         if self.fallback is None:
             self.fallback = self._refusal(inputs)
-        if self.fallback is None and self._run_on_stream(step, inputs):
-            return
-        step(*inputs)
+        if self.fallback is None:
+            ran, outputs = self._run_on_stream(step, inputs)
+            if ran:
+                return outputs
+        return step(*inputs)
 
     def _run_on_stream(self, step, inputs):
-        """The step as usual, recorded or replayed, on the graph's stream; False where
-        it did not run (then ``fallback`` says why)."""
+        """The step as usual, recorded or replayed, on the graph's stream: (True, its
+        outputs), or (False, None) where it did not run (then ``fallback`` says why)."""
         cupy = chainer.backends.cuda.cupy
         caller = cupy.cuda.get_current_stream()
         if self.stream is None:
@@ -304,19 +308,19 @@ class StepGraph:
             self.inputs = [cupy.empty_like(x) for x in inputs]
         if [x.shape for x in inputs] != [x.shape for x in self.inputs]:
             self.fallback = 'the batch changed shape'
-            return False
+            return False, None
         self.stream.wait_event(caller.record())
         with self.stream:
             for buffer, x in zip(self.inputs, inputs):
                 buffer[...] = x
             if self.steps < self.warmup:
-                self._step(step)
+                outputs = self._step(step)
             elif self.graph is None:
-                self._capture(step)
+                outputs = self._capture(step)
             else:
-                self._replay()
+                outputs = self._replay()
         caller.wait_event(self.stream.record())
-        return self.fallback is None
+        return self.fallback is None, outputs
 
     def _refusal(self, inputs):
         """Why the steps cannot be recorded, seen before trying; None if nothing is seen."""
@@ -367,8 +371,9 @@ class StepGraph:
 
     def _step(self, step):
         with self._running(self._scalars(ahead=True)):
-            step(*self.inputs)
+            outputs = step(*self.inputs)
         self.steps += 1
+        return outputs
 
     def _capture(self, step):
         host = self._host_state()
@@ -377,7 +382,7 @@ class StepGraph:
             with self._running(self._scalars(ahead=True)), _observing(observation):
                 self.stream.begin_capture()
                 try:
-                    step(*self.inputs)
+                    outputs = step(*self.inputs)
                 except BaseException:
                     with contextlib.suppress(Exception):  # the capture is void; keep the step's error
                         self.stream.end_capture()
@@ -387,11 +392,12 @@ class StepGraph:
             self._restore(host)
             reason = str(error).strip().splitlines()
             self.fallback = 'capture failed: {}: {}'.format(type(error).__name__, reason[0] if reason else '')
-            return
-        self.graph, self.observation = graph, observation
+            return None
+        self.graph, self.observation, self.outputs = graph, observation, outputs
         self.graph.launch(self.stream)
         _report(observation)
         self.steps += 1
+        return outputs
 
     def _count_step(self):
         """What Chainer's optimizers count on the host in an update, which a replay skips."""
@@ -408,6 +414,7 @@ class StepGraph:
         _report(self.observation)
         self.steps += 1
         self.replays += 1
+        return self.outputs
 
     def _host_state(self):
         return ([(o, o.t) for o in self.optimizers], [(r, r.t) for r in self.rules], numpy.random.get_state())

@@ -248,6 +248,9 @@ class ChainerRunner:
             loss_scale=loss_scale if precision == 'mixed16' else None, cuda_graph=graph)
         self.device = device
         self.colorize_input = x[:1].astype(self.dtype)
+        # chainer-graph colours through a recorded forward pass as well (no optimizers)
+        import cuda_graph
+        self.colorize_graph = cuda_graph.StepGraph([]) if graph else None
 
     def config(self):
         import contextlib
@@ -264,9 +267,11 @@ class ChainerRunner:
             self.updater.update()
 
     def colorize(self):
+        forward = lambda x: self.dec(self.enc(x)).array  # noqa: E731
         with self.config(), self.net.generating():
-            y = self.dec(self.enc(self.device.send(self.colorize_input)))
-        return self.chainer.backend.CpuDevice().send(y.array)
+            x = self.device.send(self.colorize_input)
+            y = forward(x) if self.colorize_graph is None else self.colorize_graph.run(forward, x)
+        return self.chainer.backend.CpuDevice().send(y)
 
     def l1(self):
         """L1 of the generator (as colorize.py runs it) on the training batch."""
@@ -359,8 +364,9 @@ def time_config(args, device, impls, task, size, width, batch, precision):
                             images_per_s=images / step_s, step_ms=step_s * 1000,
                             step_ms_rounds=[round(t * 1000, 2) for t in times[impl]],
                             peak_mem_mb=peaks[impl]))
-        if impl == 'chainer-graph' and task == 'train':
-            results[-1]['graph'] = runners[impls.index(impl)].updater.graph.status()
+        if impl == 'chainer-graph':
+            runner = runners[impls.index(impl)]
+            results[-1]['graph'] = (runner.updater.graph if task == 'train' else runner.colorize_graph).status()
     if 'torch' in times:
         torch_rate = next(r['images_per_s'] for r in results if r['impl'] == 'torch')
         for r in results:

@@ -7,7 +7,7 @@
 #   2b. checks fused.py's kernels (tests/test_fused.py on CuPy, when pytest is there, and
 #      bench.py --check --fused all) and times chainer-fused below only if both pass;
 #   2c. checks cuda_graph.py's recorded step (tests/test_cuda_graph.py on CuPy) and times
-#      chainer-graph below (fp32 and tf32 training) only if that and 2b pass;
+#      chainer-graph below (fp32 and tf32 training, fp32 colourisation) only if that and 2b pass;
 #   3. checks that TF32 and mixed16 train to the same L1 as fp32 (bench.py --quality,
 #      same start, same batch, QUALITY_STEPS steps; tolerance QUALITY_TOLERANCE relative),
 #      and the fused functions and the recorded step to within FUSED_TOLERANCE of fp32
@@ -138,7 +138,8 @@ CHAINERS="chainer-plain chainer"
 TORCH=torch
 $PY -c 'import torch' 2>/dev/null || { TORCH=; echo "no PyTorch here: torch not timed" | tee -a "$OUT/summary.txt"; }
 IMPLS="--impl $CHAINERS $TORCH --fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
-# The recorded step where it can be recorded: fp32 and tf32 (mixed16's fp32 updates are refused).
+# The recorded step where it can be recorded: fp32 and tf32 training (mixed16's fp32 updates
+# are refused) and fp32 colourisation (a recorded forward pass).
 GRAPH_IMPLS=$IMPLS
 (( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph ${IMPLS#--impl $CHAINERS }"
 JSONL="$OUT/gpu-$(date -u +%F).jsonl"
@@ -149,7 +150,7 @@ run_bench() {
 run_bench 200 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $GRAPH_IMPLS
 CUPY_TF32=1 run_bench 70 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision tf32 $GRAPH_IMPLS
 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision mixed16 $IMPLS
-run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $IMPLS
+run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $GRAPH_IMPLS
 
 $PY - "$JSONL" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt"
 import json, sys

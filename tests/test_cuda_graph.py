@@ -144,6 +144,11 @@ def test_on_the_cpu_the_step_runs_as_usual_and_says_why():
     assert recorded.get_optimizer('enc').t == 3
 
 
+def test_run_returns_what_the_step_returns():
+    graph = cuda_graph.StepGraph([], seed=0)
+    assert np.array_equal(graph.run(lambda x: x * 2, np.arange(3.0)), [0.0, 2.0, 4.0])
+
+
 def test_a_rule_that_computes_its_step_on_the_host_is_refused():
     models = make_models()
     optimizer = chainer.optimizers.Adam()
@@ -270,6 +275,27 @@ def test_the_recorded_step_trains_as_the_step_run_in_python():
     start = parameters(make_updater(make_models(seed=0), fixed_batch()))
     moved = max(float(abs(chainer.backends.cuda.to_cpu(got[n]) - start[n]).max()) for n in start)
     assert moved > 1e-4
+
+
+@needs_gpu
+def test_a_recorded_forward_pass_colours_each_new_drawing():
+    """Colouring as bench.py's chainer-graph does: five drawings through one recording,
+    each against the same forward pass run in Python."""
+    import net
+    cupy = chainer.backends.cuda.cupy
+    enc, dec, _ = make_models(seed=0)
+    for link in (enc, dec):
+        link.to_device('@cupy:0')
+    graph = cuda_graph.StepGraph([], seed=0)
+    forward = lambda x: dec(enc(x)).array  # noqa: E731
+    for seed in range(5):
+        x = cupy.asarray(fixed_batch(seed=seed)[0][0][None])
+        with net.generating():
+            got = graph.run(forward, x).get()
+            with chainer.using_config('user_fused', 'all'), chainer.using_config('user_fast_paths', 'all'):
+                want = forward(x).get()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert graph.status() == 'recorded after 2 steps, replayed 2 times'
 
 
 @needs_gpu
