@@ -19,7 +19,9 @@ memory instead:
   scalar, so every replay draws new masks; ``uniform_numpy`` is its NumPy twin;
 * matrix products: CuPy refuses cuBLAS calls on a capturing stream (cupy_backends'
   ``cublas.setStream`` raises NotImplementedError), so fast_conv.py's products go to
-  cuBLAS through ctypes, on a handle, stream and workspace of this module's own.
+  cuBLAS through ctypes, on a handle, stream and workspace of this module's own: each
+  image's product with the weights in one strided-batched call (``matmul_each``), the
+  weights' gradient summed over the images inside the gemm (``matmul_sum``).
 
 Memory: CuPy's pool keeps freed blocks per stream and the step runs on a stream of its
 own, so the blocks the recording writes are handed to nothing else.
@@ -147,6 +149,16 @@ def gemm_arguments(a, b, out):
     return first[0], second[0], n, m, k, first[1], second[1], result[1]
 
 
+def batched_arguments(a, b, out):
+    """gemm_arguments for out[i] = a @ b[i], every image i of b (n, k, q) and out (n, m, q),
+    plus (n, b's step, out's step) in elements between images; None as gemm_arguments."""
+    item = b.itemsize
+    if not len(b) or b.strides[0] % item or out.strides[0] % item:
+        return None
+    arguments = gemm_arguments(a, b[0], out[0])
+    return None if arguments is None else arguments + (len(b), b.strides[0] // item, out.strides[0] // item)
+
+
 class _Cublas:
     """A cuBLAS handle of this module's own, called through ctypes."""
 
@@ -179,21 +191,30 @@ class _Cublas:
                                                        ctypes.c_size_t(WORKSPACE_BYTES)), 'cublasSetWorkspace')
             self.stream = stream
 
-    def gemm(self, a, b, out):
-        """out = a @ b; a, b and out 2-d CuPy arrays of one float type laid out as
-        gemm_arguments accepts."""
+    def gemm(self, a, b, out, accumulate=False, images=None):
+        """out = a @ b (out += a @ b with ``accumulate``): 2-d CuPy arrays of one float type
+        laid out as gemm_arguments accepts. With ``images`` (batched_arguments' last three:
+        count and the steps of b and out), out[i] = a @ b[i] for every image in one
+        strided-batched call, a shared (step 0), a, b and out being the first image's."""
         op_first, op_second, m, n, k, ld_first, ld_second, ld_out = gemm_arguments(a, b, out)
         self._use_current_stream()
-        if out.dtype == numpy.float32:
-            function, scalar = self.lib.cublasSgemm_v2, ctypes.c_float
+        single = out.dtype == numpy.float32
+        scalar = ctypes.c_float if single else ctypes.c_double
+        one, beta = scalar(1), scalar(1 if accumulate else 0)
+        shape = (self.handle, ctypes.c_int(self.OPS[op_first]), ctypes.c_int(self.OPS[op_second]),
+                 ctypes.c_int(m), ctypes.c_int(n), ctypes.c_int(k), ctypes.byref(one))
+        first = (ctypes.c_void_p(b.data.ptr), ctypes.c_int(ld_first))
+        second = (ctypes.c_void_p(a.data.ptr), ctypes.c_int(ld_second))
+        result = (ctypes.c_void_p(out.data.ptr), ctypes.c_int(ld_out))
+        if images is None:
+            function = self.lib.cublasSgemm_v2 if single else self.lib.cublasDgemm_v2
+            arguments = shape + first + second + (ctypes.byref(beta),) + result
         else:
-            function, scalar = self.lib.cublasDgemm_v2, ctypes.c_double
-        one, zero = scalar(1), scalar(0)
-        self._check(function(
-            self.handle, ctypes.c_int(self.OPS[op_first]), ctypes.c_int(self.OPS[op_second]),
-            ctypes.c_int(m), ctypes.c_int(n), ctypes.c_int(k), ctypes.byref(one),
-            ctypes.c_void_p(b.data.ptr), ctypes.c_int(ld_first), ctypes.c_void_p(a.data.ptr), ctypes.c_int(ld_second),
-            ctypes.byref(zero), ctypes.c_void_p(out.data.ptr), ctypes.c_int(ld_out)), 'gemm')
+            count, b_step, out_step = images
+            function = self.lib.cublasSgemmStridedBatched if single else self.lib.cublasDgemmStridedBatched
+            arguments = (shape + first + (ctypes.c_longlong(b_step),) + second + (ctypes.c_longlong(0),)
+                         + (ctypes.byref(beta),) + result + (ctypes.c_longlong(out_step), ctypes.c_int(count)))
+        self._check(function(*arguments), 'gemm')
 
 
 def _loaded_library(stem):
@@ -222,24 +243,39 @@ def _handle():
     return _cublas[0]
 
 
-def matmul(a, b, out=None):
-    """a @ b for 2-d CuPy float32/float64 arrays through this module's cuBLAS handle, which
-    works on a capturing stream; into ``out`` if given."""
-    cupy = chainer.backends.cuda.cupy
+def _check_types(a, b):
     if a.dtype != b.dtype or a.dtype not in (numpy.float32, numpy.float64):
-        raise Unsupported('matmul of {} and {}'.format(a.dtype, b.dtype))
-    result = out if out is not None else cupy.empty((a.shape[0], b.shape[1]), a.dtype)
-    if gemm_arguments(a, b, result) is None:
+        raise Unsupported('matrix products of {} and {}'.format(a.dtype, b.dtype))
+
+
+def matmul_each(a, b):
+    """a @ b[i] for every image i of b (n, k, q), a (m, k) shared: (n, m, q), from one
+    strided-batched gemm through this module's cuBLAS handle (which works on a capturing
+    stream)."""
+    cupy = chainer.backends.cuda.cupy
+    _check_types(a, b)
+    out = cupy.empty((b.shape[0], a.shape[0], b.shape[2]), a.dtype)
+    if not out.size or not a.shape[1]:
+        out.fill(0)
+        return out
+    if batched_arguments(a, b, out) is None:
         a, b = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
-        if gemm_arguments(a, b, result) is None:  # out's rows are strided
-            result = cupy.empty((a.shape[0], b.shape[1]), a.dtype)
-    if a.shape[1]:
-        _handle().gemm(a, b, result)
-    else:
-        result.fill(0)
-    if out is not None and result is not out:
-        out[...] = result
-    return out if out is not None else result
+    _handle().gemm(a, b[0], out[0], images=batched_arguments(a, b, out)[-3:])
+    return out
+
+
+def matmul_sum(a, b):
+    """The sum over images i of a[i] @ b[i] (a (n, m, k), b (n, k, q)): one gemm per image
+    into the same (m, q) matrix, each after the first adding to it."""
+    cupy = chainer.backends.cuda.cupy
+    _check_types(a, b)
+    out = cupy.zeros((a.shape[1], b.shape[2]), a.dtype)
+    for i in range(len(a) if a.shape[2] else 0):
+        x, y = a[i], b[i]
+        if gemm_arguments(x, y, out) is None:
+            x, y = cupy.ascontiguousarray(x), cupy.ascontiguousarray(y)
+        _handle().gemm(x, y, out, accumulate=i > 0)
+    return out
 
 
 # ---------------------------------------------------------------- the step

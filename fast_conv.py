@@ -83,28 +83,30 @@ def _pad(xp, x, pad):
     return padded
 
 
-def _matmul(xp, a, b, out=None):
-    """a @ b (2-d); in a cuda_graph step through its own cuBLAS handle, which CuPy's
-    would refuse on a capturing stream."""
-    if xp is not numpy and cuda_graph.current() is not None:
-        return cuda_graph.matmul(a, b, out)
-    return xp.matmul(a, b, out=out)
+def _in_cuda_graph_step(xp):
+    """Whether the products go through cuda_graph.py's cuBLAS handle: in its steps, where
+    CuPy's would be refused on a capturing stream."""
+    return xp is not numpy and cuda_graph.current() is not None
 
 
 def _matmul_each(xp, a, b):
     """a @ b[i] for every image i (a is one matrix): one plain product each, never a
     broadcast copy of a."""
+    if _in_cuda_graph_step(xp):
+        return cuda_graph.matmul_each(a, b)
     out = xp.empty((b.shape[0], a.shape[0], b.shape[2]), dtype=xp.result_type(a, b))
     for i in range(b.shape[0]):
-        _matmul(xp, a, b[i], out=out[i])
+        xp.matmul(a, b[i], out=out[i])
     return out
 
 
 def _matmul_sum(xp, a, b):
     """The sum over images i of a[i] @ b[i]."""
-    total = _matmul(xp, a[0], b[0])
+    if _in_cuda_graph_step(xp):
+        return cuda_graph.matmul_sum(a, b)
+    total = xp.matmul(a[0], b[0])
     for i in range(1, a.shape[0]):
-        total += _matmul(xp, a[i], b[i])
+        total += xp.matmul(a[i], b[i])
     return total
 
 

@@ -58,51 +58,86 @@ def test_random_source_compiles(tmp_path):
 # ---------------------------------------------------------------- cuBLAS's arguments
 
 
-def cublas_gemm(base, op_first, op_second, m, n, k, first, ld_first, second, ld_second, out, ld_out):
-    """What column-major gemm (alpha 1, beta 0) does to ``base``, a flat buffer; the
-    operands are offsets into it (cuBLAS's reference semantics)."""
+def cublas_gemm(base, op_first, op_second, m, n, k, first, ld_first, second, ld_second, out, ld_out, beta=0):
+    """What column-major gemm (alpha 1) does to ``base``, a flat buffer; the operands are
+    offsets into it (cuBLAS's reference semantics)."""
     def matrix(offset, rows, columns, ld):
         return np.lib.stride_tricks.as_strided(base[offset:], (rows, columns),
                                                (base.itemsize, ld * base.itemsize))
-    op = lambda x, trans: x.T if trans == 'T' else x
+    op = lambda x, trans: x.T if trans == 'T' else x  # noqa: E731
     a = op(matrix(first, *((m, k) if op_first == 'N' else (k, m)), ld_first), op_first)
     b = op(matrix(second, *((k, n) if op_second == 'N' else (n, k)), ld_second), op_second)
-    matrix(out, m, n, ld_out)[...] = a @ b
+    c = matrix(out, m, n, ld_out)
+    c[...] = a @ b + beta * c
+
+
+def cublas_gemm_strided_batched(base, op_first, op_second, m, n, k, first, ld_first, step_first, second,
+                                ld_second, step_second, out, ld_out, step_out, count):
+    for i in range(count):
+        cublas_gemm(base, op_first, op_second, m, n, k, first + i * step_first, ld_first,
+                    second + i * step_second, ld_second, out + i * step_out, ld_out)
 
 
 def offset(base, view):
     return (view.__array_interface__['data'][0] - base.__array_interface__['data'][0]) // base.itemsize
 
 
-@pytest.mark.parametrize('case', ['plain', 'a transposed', 'b transposed', 'both', 'rows apart', 'one column',
-                                  'images'])
-def test_gemm_arguments_make_cublas_compute_a_times_b(case):
-    """The layouts fast_conv.py multiplies (plain, W.T, an image of transpose(0, 2, 1),
-    out[i]) and rows spaced wider than a row, through a column-major gemm."""
-    rng = np.random.RandomState(0)
-    base = rng.standard_normal(4000).astype(np.float64)
+def operands(case, base):
+    """a, b and out as fast_conv.py multiplies them, views of ``base``."""
     m, k, n = 5, 7, 3
     if case == 'images':  # b = col[1].T of an (2, n, k) buffer, out = out[1] of (2, m, n)
         a = base[:m * k].reshape(m, k)
         b = base[100:100 + 2 * n * k].reshape(2, n, k).transpose(0, 2, 1)[1]
-        out = base[400:400 + 2 * m * n].reshape(2, m, n)[1]
-    else:
-        a = base[:m * k].reshape(m, k) if case not in ('a transposed', 'both') else base[:m * k].reshape(k, m).T
-        b = base[100:100 + k * n].reshape(k, n) if case not in ('b transposed', 'both') else \
-            base[100:100 + k * n].reshape(n, k).T
-        if case == 'rows apart':
-            a = base[:m * 11].reshape(m, 11)[:, 2:2 + k]
-        if case == 'one column':
-            b = base[100:100 + k * 4].reshape(k, 4)[:, 1:2]
-            n = 1
-        out = base[400:400 + m * n].reshape(m, n)
-    want = a @ b
+        return a, b, base[400:400 + 2 * m * n].reshape(2, m, n)[1]
+    a = base[:m * k].reshape(m, k) if case not in ('a transposed', 'both') else base[:m * k].reshape(k, m).T
+    b = base[100:100 + k * n].reshape(k, n) if case not in ('b transposed', 'both') else \
+        base[100:100 + k * n].reshape(n, k).T
+    if case == 'rows apart':
+        a = base[:m * 11].reshape(m, 11)[:, 2:2 + k]
+    if case == 'one column':
+        b = base[100:100 + k * 4].reshape(k, 4)[:, 1:2]
+        n = 1
+    return a, b, base[400:400 + m * n].reshape(m, n)
+
+
+CASES = ['plain', 'a transposed', 'b transposed', 'both', 'rows apart', 'one column', 'images']
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_gemm_arguments_make_cublas_compute_a_times_b(case):
+    """The layouts fast_conv.py multiplies (plain, W.T, an image of transpose(0, 2, 1),
+    out[i]) and rows spaced wider than a row, through a column-major gemm; then adding
+    to out (matmul_sum's images after the first)."""
+    base = np.random.RandomState(0).standard_normal(4000)
+    a, b, out = operands(case, base)
     arguments = cuda_graph.gemm_arguments(a, b, out)
     assert arguments is not None
-    op_first, op_second, gm, gn, gk, ld_first, ld_second, ld_out = arguments
-    cublas_gemm(base, op_first, op_second, gm, gn, gk, offset(base, b), ld_first, offset(base, a), ld_second,
-                offset(base, out), ld_out)
-    np.testing.assert_allclose(out, want, rtol=1e-13)
+    op_first, op_second, m, n, k, ld_first, ld_second, ld_out = arguments
+    places = (offset(base, b), ld_first, offset(base, a), ld_second, offset(base, out), ld_out)
+    cublas_gemm(base, op_first, op_second, m, n, k, *places)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-13)
+    cublas_gemm(base, op_first, op_second, m, n, k, *places, beta=1)
+    np.testing.assert_allclose(out, 2 * (a @ b), rtol=1e-13)
+
+
+@pytest.mark.parametrize('layout', ['images', 'their columns', 'one image'])
+def test_batched_arguments_make_one_call_multiply_every_image(layout):
+    """matmul_each's strided-batched call: a shared (step 0), b's images as fast_conv.py
+    passes them (x's im2col buffer, gy's transposed images), out's images."""
+    base = np.random.RandomState(1).standard_normal(5000)
+    m, k, n, count = 4, 6, 5, 3 if layout != 'one image' else 1
+    a = base[:m * k].reshape(m, k)
+    if layout == 'their columns':
+        b = base[100:100 + count * n * k].reshape(count, n, k).transpose(0, 2, 1)
+    else:
+        b = base[100:100 + count * k * n].reshape(count, k, n)
+    out = base[1000:1000 + count * m * n].reshape(count, m, n)
+    arguments = cuda_graph.batched_arguments(a, b, out)
+    op_first, op_second, gm, gn, gk, ld_first, ld_second, ld_out, images, step_b, step_out = arguments
+    assert images == count
+    cublas_gemm_strided_batched(base, op_first, op_second, gm, gn, gk, offset(base, b), ld_first, step_b,
+                                offset(base, a), ld_second, 0, offset(base, out), ld_out, step_out, images)
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-13)
 
 
 def test_gemm_arguments_refuse_what_cublas_cannot_read():
@@ -221,16 +256,20 @@ def test_counter_uniform_kernel_is_its_numpy_twin():
 
 @needs_gpu
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_matmul_through_ctypes_is_cupys(dtype):
+def test_products_through_ctypes_are_cupys(dtype):
+    """matmul_each and matmul_sum on the layouts fast_conv.py passes, against cupy.matmul."""
     cupy = chainer.backends.cuda.cupy
     rng = cupy.random.RandomState(0)
-    a = rng.standard_normal((64, 300)).astype(dtype)
-    b = rng.standard_normal((300, 48)).astype(dtype)
-    out = cupy.empty((2, 64, 48), dtype)
-    for x, y in ((a, b), (a.T.copy().T, b), (a, b.T.copy().T)):
-        cuda_graph.matmul(x, y, out=out[1])
-        np.testing.assert_allclose(out[1].get(), (x @ y).get(), rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+    w = rng.standard_normal((64, 300)).astype(dtype)
+    images = rng.standard_normal((3, 300, 48)).astype(dtype)
+    gy = rng.standard_normal((3, 64, 48)).astype(dtype)
+    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-10)
+    for a, b in ((w, images), (w.T.copy().T, images), (w, images.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
+                 (w[:, :48].T, gy)):
+        np.testing.assert_allclose(cuda_graph.matmul_each(a, b).get(), cupy.matmul(a, b).get(), **tolerance)
+    for a, b in ((gy, images.transpose(0, 2, 1)), (gy[:1], images[:1].transpose(0, 2, 1))):
+        np.testing.assert_allclose(cuda_graph.matmul_sum(a, b).get(), cupy.matmul(a, b).sum(axis=0).get(),
+                                   **tolerance)
 
 
 @needs_gpu
