@@ -333,21 +333,26 @@ def time_config(args, device, impls, task, size, width, batch, precision):
     """Results (dicts) of every implementation for one configuration, interleaved."""
     import cuda_graph
     clock = Clock(device)
-    steps, peaks = {}, {}
-    runners = []
+    steps, peaks, runners = {}, {}, {}
     for impl in impls:
         # Peak memory is read over the warm-up, before the next implementation starts.
         start = clock.start_memory(impl)
-        runner = make_runner(impl, args, device, width, batch if task == 'train' else 1, size, precision)
-        steps[impl] = runner.train_step if task == 'train' else runner.colorize
-        # chainer-graph's timed steps are replays: its warm-up holds the recording
-        warmup = args.warmup + (cuda_graph.WARMUP_STEPS + 1 if impl == 'chainer-graph' else 0)
-        for _ in range(max(1, warmup)):
-            steps[impl]()
-        clock.sync(getattr(runner, 'device', None) if impl == 'torch' else None)
+        try:
+            runner = make_runner(impl, args, device, width, batch if task == 'train' else 1, size, precision)
+            step = runner.train_step if task == 'train' else runner.colorize
+            # chainer-graph's timed steps are replays: its warm-up holds the recording
+            warmup = args.warmup + (cuda_graph.WARMUP_STEPS + 1 if impl == 'chainer-graph' else 0)
+            for _ in range(max(1, warmup)):
+                step()
+            clock.sync(getattr(runner, 'device', None) if impl == 'torch' else None)
+        except Exception as error:  # one implementation failing here must not cost the others' rows
+            print('# {} left out of {} batch {} {}: {}: {}'.format(
+                impl, task, batch, precision, type(error).__name__, (str(error).strip() or '-').splitlines()[0]))
+            continue
+        steps[impl], runners[impl] = step, runner
         peaks[impl] = clock.peak_memory_mb(impl, start)
-        runners.append(runner)
-    torch_device = next((r.device for r in runners if isinstance(r, TorchRunner)), None)
+    impls = list(runners)
+    torch_device = next((r.device for r in runners.values() if isinstance(r, TorchRunner)), None)
     times = {impl: [] for impl in impls}
     for _ in range(args.repeats):
         for impl in impls:
@@ -365,7 +370,7 @@ def time_config(args, device, impls, task, size, width, batch, precision):
                             step_ms_rounds=[round(t * 1000, 2) for t in times[impl]],
                             peak_mem_mb=peaks[impl]))
         if impl == 'chainer-graph':
-            runner = runners[impls.index(impl)]
+            runner = runners[impl]
             results[-1]['graph'] = (runner.updater.graph if task == 'train' else runner.colorize_graph).status()
     if 'torch' in times:
         torch_rate = next(r['images_per_s'] for r in results if r['impl'] == 'torch')

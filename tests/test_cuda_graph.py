@@ -1,6 +1,7 @@
 """cuda_graph.py: the random numbers, the cuBLAS arguments and the host's bookkeeping on
 any machine; the recorded step against the same step run in Python where CuPy has a GPU
 (skipped without one)."""
+import json
 import shutil
 import subprocess
 
@@ -370,3 +371,42 @@ def test_cuda_graph_is_for_one_process(capsys):
     with pytest.raises(SystemExit):
         train_facade_text.parse_args(['--cuda-graph', '--communicator', 'naive'])
     assert "--cuda-graph records one process's step: not with --communicator" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bench.py
+
+
+def bench_rows(capsys, argv):
+    import bench
+    code = bench.main(argv)
+    out = capsys.readouterr().out
+    return code, out, [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+
+
+def test_bench_rows_of_chainer_graph_say_how_the_steps_ran(capsys):
+    code, out, rows = bench_rows(capsys, ['--task', 'train', 'colorize', '--size', '128', '--width', '4',
+                                          '--impl', 'chainer-fused', 'chainer-graph', '--warmup', '0',
+                                          '--steps', '1', '--repeats', '1', '--json'])
+    assert code == 0
+    graph_rows = [r for r in rows if r['impl'] == 'chainer-graph']
+    assert [r['task'] for r in graph_rows] == ['train', 'colorize']
+    assert {r['graph'] for r in graph_rows} == {'not recorded (CUDA graphs need CuPy arrays on a GPU)'}
+    assert '# chainer-graph steps: not recorded (CUDA graphs need CuPy arrays on a GPU)' in out
+
+
+def test_bench_leaves_out_an_implementation_that_fails_and_times_the_rest(capsys, monkeypatch):
+    import bench
+    real = bench.make_runner
+
+    def failing(impl, *args):
+        if impl == 'chainer-graph':
+            raise RuntimeError('gemm failed with cuBLAS status 7\nsecond line')
+        return real(impl, *args)
+
+    monkeypatch.setattr(bench, 'make_runner', failing)
+    code, out, rows = bench_rows(capsys, ['--task', 'train', '--size', '128', '--width', '4', '--impl', 'chainer',
+                                          'chainer-graph', '--warmup', '0', '--steps', '1', '--repeats', '1',
+                                          '--json'])
+    assert code == 0
+    assert '# chainer-graph left out of train batch 1 fp32: RuntimeError: gemm failed with cuBLAS status 7\n' in out
+    assert [r['impl'] for r in rows] == ['chainer'] and rows[0]['step_ms'] > 0
