@@ -23,8 +23,10 @@ memory instead:
   image's product with the weights in one strided-batched call (``matmul_each``), the
   weights' gradient summed over the images inside the gemm (``matmul_sum``).
 
-Memory: CuPy's pool keeps freed blocks per stream and the step runs on a stream of its
-own, so the blocks the recording writes are handed to nothing else.
+Memory: the blocks a recording writes must never be handed to anything else, nor given
+back to the driver (CuPy's default pool frees its cached blocks when asked, e.g. by
+bench.py, or when short of memory). So the steps allocate from a memory pool of their
+own (``held_bytes`` counts them), on a stream of their own.
 
 What cannot be recorded is found out by trying: a CPU, an optimizer rule that computes
 its step on the host, the colour loss of blank drawings (it decides on the host which
@@ -37,6 +39,7 @@ import copy
 import ctypes
 import ctypes.util
 import os
+import weakref
 
 import numpy
 
@@ -50,11 +53,17 @@ WARMUP_STEPS = 2
 WORKSPACE_BYTES = 32 * 1024 * 1024
 
 _active = []  # the StepGraph whose step is running (recorded or not), innermost last
+_graphs = weakref.WeakSet()  # the StepGraphs alive, for held_bytes
 
 
 def current():
     """The StepGraph whose step is running now, or None."""
     return _active[-1] if _active else None
+
+
+def held_bytes():
+    """What the StepGraphs' memory pools hold on the GPU (beside CuPy's default pool)."""
+    return sum(graph.pool.total_bytes() for graph in list(_graphs) if graph.pool is not None)
 
 
 class Unsupported(Exception):
@@ -301,7 +310,7 @@ class StepGraph:
         self.fallback = None  # why the steps are not recorded, once that is known
         self.graph = None
         self.replays = 0
-        self.stream = self.inputs = self.scalars = self.observation = self.outputs = None
+        self.stream = self.pool = self.inputs = self.scalars = self.observation = self.outputs = None
 
     # ---- what the step reads while recording
 
@@ -340,6 +349,8 @@ class StepGraph:
             if self.seed is None:
                 self.seed = int(numpy.random.randint(2 ** 62))
             self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.pool = cupy.cuda.MemoryPool()
+            _graphs.add(self)
             self.scalars = cupy.zeros(1 + len(self.rules), numpy.float64)
             self.inputs = [cupy.empty_like(x) for x in inputs]
         if [x.shape for x in inputs] != [x.shape for x in self.inputs]:
@@ -378,12 +389,13 @@ class StepGraph:
     @contextlib.contextmanager
     def _running(self, scalars):
         """The step's settings: fused.py's functions and fast_conv.py's paths on CuPy
-        arrays, ``scalars`` in the step scalars."""
+        arrays, the graph's memory pool, ``scalars`` in the step scalars."""
         self._write_scalars(scalars)
         self.draws = 0
         _active.append(self)
         try:
-            with chainer.using_config('user_fused', 'all'), chainer.using_config('user_fast_paths', 'all'):
+            with chainer.using_config('user_fused', 'all'), chainer.using_config('user_fast_paths', 'all'), \
+                    chainer.backends.cuda.cupy.cuda.using_allocator(self.pool.malloc):
                 yield
         finally:
             _active.pop()

@@ -161,9 +161,10 @@ class Clock:
                 torch.cuda.reset_peak_memory_stats()
                 return torch.cuda.memory_reserved()
             import cupy
+            import cuda_graph
             pool = cupy.get_default_memory_pool()
             pool.free_all_blocks()
-            return pool.total_bytes()
+            return pool.total_bytes() + cuda_graph.held_bytes()
         try:  # Linux: reset the peak resident size to the current one
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')
@@ -182,7 +183,8 @@ class Clock:
                 peak = torch.cuda.max_memory_reserved()
             else:
                 import cupy
-                peak = cupy.get_default_memory_pool().total_bytes()
+                import cuda_graph  # chainer-graph's steps allocate from pools of their own
+                peak = cupy.get_default_memory_pool().total_bytes() + cuda_graph.held_bytes()
         else:
             peak_kb = resident_kb('VmHWM')
             peak = None if peak_kb is None else peak_kb * 1024
