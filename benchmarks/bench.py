@@ -25,7 +25,10 @@ implementations:
   replayed (cuda_graph.py; its rows say ``graph``: how the steps ran, e.g. why not
   recorded);
 * ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
-  (only when PyTorch is installed: benchmarks/requirements-bench.txt).
+  (only when PyTorch is installed: benchmarks/requirements-bench.txt);
+* ``torch-graph``: the same recorded as a CUDA graph by PyTorch itself (GPU only: the
+  whole-network recipe of torch.cuda.graphs, Adam with ``capturable=True``), the second
+  reference for ``chainer-graph``.
 
 Each configuration runs the implementations interleaved: warm-up steps, then
 ``--repeats`` rounds of ``--steps`` timed steps, one implementation after another in
@@ -50,7 +53,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('fp32', 'tf32', 'mixed16')
-IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'chainer-graph', 'torch')
+IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'chainer-graph', 'torch', 'torch-graph')
 FUSED_MODES = ('off', 'cpu', 'all')
 LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
 
@@ -155,7 +158,7 @@ class Clock:
     def start_memory(self, impl):
         """What is held now (earlier implementations' models stay alive), in bytes."""
         if self.gpu:
-            if impl == 'torch':
+            if impl.startswith('torch'):
                 import torch
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
@@ -178,7 +181,7 @@ class Clock:
         size (CPU): CuPy's pool never gives memory back unless asked, so what it holds
         after the warm-up is its peak."""
         if self.gpu:
-            if impl == 'torch':
+            if impl.startswith('torch'):
                 import torch
                 peak = torch.cuda.max_memory_reserved()
             else:
@@ -288,7 +291,7 @@ class ChainerRunner:
 
 
 class TorchRunner:
-    def __init__(self, gpu, width, batch, size, precision, seed=0, loss_scale=LOSS_SCALE):
+    def __init__(self, gpu, width, batch, size, precision, seed=0, loss_scale=LOSS_SCALE, graph=False):
         import torch
         import bench_torch
         self.torch = torch
@@ -299,26 +302,62 @@ class TorchRunner:
             torch.backends.cudnn.allow_tf32 = tf32
         autocast = torch.float16 if precision == 'mixed16' else None
         torch.manual_seed(seed)
+        if graph and self.device.type != 'cuda':
+            raise RuntimeError('torch-graph needs a GPU')
         self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
-                                           autocast_dtype=autocast, loss_scale=loss_scale if autocast else None)
+                                           autocast_dtype=autocast, loss_scale=loss_scale if autocast else None,
+                                           capturable=graph)
         self.x, self.t = fixed_batch(batch, size, seed)
         self.colorize_input = self.x[:1]
+        self.graphs = {} if graph else None
+
+    def send(self, array):
+        return self.torch.from_numpy(array).to(self.device)
 
     def train_step(self):
-        send = lambda a: self.torch.from_numpy(a).to(self.device)
-        self.trainer.step(send(self.x), send(self.t))
+        if self.graphs is None:
+            self.trainer.step(self.send(self.x), self.send(self.t))
+        else:
+            self.replay('train', self.trainer.step, self.x, self.t)
 
     def colorize(self):
-        y = self.trainer.colorize(self.torch.from_numpy(self.colorize_input).to(self.device))
+        if self.graphs is None:
+            y = self.trainer.colorize(self.send(self.colorize_input))
+        else:
+            y = self.replay('colorize', self.trainer.colorize, self.colorize_input)
         return y.float().cpu().numpy()
+
+    def replay(self, task, run, *arrays):
+        """``run`` on ``arrays`` as PyTorch's CUDA graph of it: the first call warms up on
+        a side stream, records, and replays; later calls copy the arrays into the recorded
+        inputs and replay. Returns the recorded outputs."""
+        torch = self.torch
+        if task not in self.graphs:
+            inputs = [self.send(a) for a in arrays]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    run(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = run(*inputs)
+            self.graphs[task] = graph, inputs, outputs
+        graph, inputs, outputs = self.graphs[task]
+        for recorded, array in zip(inputs, arrays):
+            recorded.copy_(self.send(array))
+        graph.replay()
+        return outputs
 
 
 # ---------------------------------------------------------------- timing
 
 
 def make_runner(impl, args, device, width, batch, size, precision):
-    if impl == 'torch':
-        return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale)
+    if impl in ('torch', 'torch-graph'):
+        return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale,
+                           graph=impl == 'torch-graph')
     fast = 'off' if impl == 'chainer-plain' else (args.fast or default_fast())
     fused = 'all' if impl in ('chainer-fused', 'chainer-graph') else 'off'
     return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale, fused=fused,
@@ -346,7 +385,7 @@ def time_config(args, device, impls, task, size, width, batch, precision):
             warmup = args.warmup + (cuda_graph.WARMUP_STEPS + 1 if impl == 'chainer-graph' else 0)
             for _ in range(max(1, warmup)):
                 step()
-            clock.sync(getattr(runner, 'device', None) if impl == 'torch' else None)
+            clock.sync(runner.device if isinstance(runner, TorchRunner) else None)
         except Exception as error:  # one implementation failing here must not cost the others' rows
             print('# {} left out of {} batch {} {}: {}: {}'.format(
                 impl, task, batch, precision, type(error).__name__, (str(error).strip() or '-').splitlines()[0]))
@@ -532,7 +571,7 @@ def profile(args, device, impls):
     from chainer.function_hooks import TimerHook
     clock = Clock(device)
     for task in args.task:
-        for impl in [i for i in impls if i != 'torch']:
+        for impl in [i for i in impls if not i.startswith('torch')]:
             for width in args.width:
                 for size in args.size:
                     for batch in (args.batch if task == 'train' else [1]):
@@ -592,12 +631,16 @@ def main(argv=None):
             if args.json:
                 print(json.dumps(dict(r, versions=info)))
         return 0
-    if 'torch' in impls and not torch_available():
+    if any(i.startswith('torch') for i in impls) and not torch_available():
         print('error: --impl torch needs PyTorch: pip install -r benchmarks/requirements-bench.txt', file=sys.stderr)
+        return 1
+    if 'torch-graph' in impls and args.gpu < 0:
+        print('error: --impl torch-graph needs a GPU (-g)', file=sys.stderr)
         return 1
     print('# {} warm-up steps, {} rounds of {} steps, median; threads: torch {}, OMP_NUM_THREADS={}'.format(
         args.warmup, args.repeats, args.steps,
-        __import__('torch').get_num_threads() if 'torch' in impls else '-', os.environ.get('OMP_NUM_THREADS', '-')))
+        __import__('torch').get_num_threads() if any(i.startswith('torch') for i in impls) else '-',
+        os.environ.get('OMP_NUM_THREADS', '-')))
     results = []
     for task in args.task:
         for precision in args.precision:

@@ -173,9 +173,10 @@ def copy_from_chainer(model, link):
     return model
 
 
-def make_optimizer(model, lr):
+def make_optimizer(model, lr, capturable=False):
+    """``capturable``: Adam's step counts kept on the GPU, which a CUDA graph needs."""
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8,
-                            weight_decay=WEIGHT_DECAY)
+                            weight_decay=WEIGHT_DECAY, capturable=capturable)
 
 
 def generator_loss(x_out, t_out, y_fake, lam1=100, lam2=1):
@@ -193,9 +194,10 @@ def discriminator_loss(y_real, y_fake):
 class Trainer:
     """enc, dec, dis and their optimizers; ``step(x_in, t_out)`` is one training update."""
 
-    def __init__(self, width=64, lr=2e-4, device='cpu', seed=0, autocast_dtype=None, loss_scale=None):
+    def __init__(self, width=64, lr=2e-4, device='cpu', seed=0, autocast_dtype=None, loss_scale=None,
+                 capturable=False):
         self.enc, self.dec, self.dis = (m.to(device) for m in make_models(width, seed=seed))
-        self.optimizers = [make_optimizer(m, lr) for m in (self.enc, self.dec, self.dis)]
+        self.optimizers = [make_optimizer(m, lr, capturable) for m in (self.enc, self.dec, self.dis)]
         self.generator_params = list(self.enc.parameters()) + list(self.dec.parameters())
         self.dis_params = list(self.dis.parameters())
         self.device = torch.device(device)

@@ -14,8 +14,8 @@
 #      without them;
 #   4. times training (fp32 batch 1 and 8, TF32 batch 8, mixed16 batch 8) and
 #      colourisation (batch 1) for the port before the speed-ups (chainer-plain), after
-#      (chainer), with fused.py (chainer-fused), recorded as a CUDA graph (chainer-graph)
-#      and PyTorch eager (torch), interleaved.
+#      (chainer), with fused.py (chainer-fused), recorded as a CUDA graph (chainer-graph),
+#      PyTorch eager (torch) and PyTorch's CUDA graph (torch-graph), interleaved.
 # Everything lands in $OUT (or /tmp/gpu_bench_out): env.txt, check.txt, check_fused.txt,
 # fused_tests.txt, graph_tests.txt, quality.jsonl, bench.log (the tables), gpu-DATE.jsonl (bench.py --json:
 # one JSON object per result, to commit as benchmarks/gpu-DATE.jsonl), summary.txt.
@@ -137,11 +137,13 @@ CHAINERS="chainer-plain chainer"
 (( FUSED )) && CHAINERS="$CHAINERS chainer-fused"
 TORCH=torch
 $PY -c 'import torch' 2>/dev/null || { TORCH=; echo "no PyTorch here: torch not timed" | tee -a "$OUT/summary.txt"; }
-IMPLS="--impl $CHAINERS $TORCH --fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
+COMMON="--fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
+IMPLS="--impl $CHAINERS $TORCH $COMMON"
 # The recorded step where it can be recorded: fp32 and tf32 training (mixed16's fp32 updates
-# are refused) and fp32 colourisation (a recorded forward pass).
+# are refused) and fp32 colourisation (a recorded forward pass), beside PyTorch's own CUDA
+# graph of its step (torch-graph).
 GRAPH_IMPLS=$IMPLS
-(( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph ${IMPLS#--impl $CHAINERS }"
+(( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph $TORCH ${TORCH:+torch-graph} $COMMON"
 JSONL="$OUT/gpu-$(date -u +%F).jsonl"
 : > "$JSONL"
 run_bench() {

@@ -148,7 +148,7 @@ def test_no_gpu_is_a_clear_error(capsys):
     if chainer.backends.cuda.available:
         pytest.skip('a GPU is here')
     assert bench.main(['-g', '0']) == 1
-    assert capsys.readouterr().err.startswith('error: -g 0 asks for a GPU')
+    assert capsys.readouterr().err.startswith('error: @cupy:0 asks for a GPU, but CuPy is not usable here')
 
 
 def test_training_and_colouring_never_import_torch():
@@ -157,5 +157,10 @@ def test_training_and_colouring_never_import_torch():
     import sys
     code = ('import sys, train_facade_text, colorize; '
             'sys.exit(1 if "torch" in sys.modules else 0)')
-    root = os.path.dirname(os.path.abspath(bench.__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))  # the repository, above benchmarks/
     assert subprocess.run([sys.executable, '-c', code], cwd=root).returncode == 0
+
+
+def test_torch_graph_needs_a_gpu(capsys):
+    assert bench.main(['--impl', 'chainer', 'torch-graph']) == 1
+    assert capsys.readouterr().err == 'error: --impl torch-graph needs a GPU (-g)\n'
