@@ -1,4 +1,7 @@
-"""Shared fixtures: a small default dataset and a tiny model trained on it."""
+"""Shared fixtures: a small default dataset and a tiny model trained on it; bench.py's
+output as the tests read it."""
+import json
+
 import pytest
 
 import make_default_data
@@ -23,3 +26,11 @@ def tiny_model(small_data, tmp_path_factory):
     code = train_facade_text.main(['-i', str(small_data), '-o', str(out)] + TINY_TRAINING)
     assert code == 0
     return out
+
+
+def bench_main(capsys, argv):
+    """benchmarks/bench.py's exit code, printed output and JSON rows for ``argv``."""
+    import bench
+    code = bench.main(argv)
+    out = capsys.readouterr().out
+    return code, out, [json.loads(line) for line in out.splitlines() if line.startswith('{')]

@@ -1,6 +1,4 @@
 """bench.py and its PyTorch reference: the same networks, losses and gradients as the port."""
-import json
-
 import numpy as np
 import pytest
 
@@ -9,6 +7,7 @@ import chainer
 import chainer.functions as F
 
 import bench
+from conftest import bench_main
 import net
 import updater
 
@@ -106,14 +105,8 @@ def test_one_value_per_channel_batch_norm_is_beta_as_in_chainer():
     assert torch.isfinite(trainer.enc.c7.bn.running_var).all()
 
 
-def run_main(capsys, argv):
-    code = bench.main(argv)
-    out = capsys.readouterr().out
-    return code, out, [json.loads(line) for line in out.splitlines() if line.startswith('{')]
-
-
 def test_bench_times_both_implementations_and_reports_json(capsys):
-    code, out, results = run_main(capsys, ['--task', 'train', 'colorize', '--size', '128', '--width', '4',
+    code, out, results = bench_main(capsys, ['--task', 'train', 'colorize', '--size', '128', '--width', '4',
                                            '--impl', 'chainer', 'chainer-plain', 'torch',
                                            '--warmup', '1', '--steps', '1', '--repeats', '2', '--json'])
     assert code == 0
@@ -127,7 +120,7 @@ def test_bench_times_both_implementations_and_reports_json(capsys):
 
 
 def test_quality_mode_reports_l1(capsys):
-    code, out, results = run_main(capsys, ['--quality', '2', '--size', '128', '--width', '4', '--json'])
+    code, out, results = bench_main(capsys, ['--quality', '2', '--size', '128', '--width', '4', '--json'])
     assert code == 0
     assert [r['precision'] for r in results] == ['fp32'] and np.isfinite(results[0]['l1'])
 

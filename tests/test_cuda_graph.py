@@ -1,7 +1,6 @@
 """cuda_graph.py: the random numbers, the cuBLAS arguments and the host's bookkeeping on
 any machine; the recorded step against the same step run in Python where CuPy has a GPU
 (skipped without one)."""
-import json
 import shutil
 import subprocess
 
@@ -379,15 +378,9 @@ def test_cuda_graph_is_for_one_process(capsys):
 # ---------------------------------------------------------------- bench.py
 
 
-def bench_rows(capsys, argv):
-    import bench
-    code = bench.main(argv)
-    out = capsys.readouterr().out
-    return code, out, [json.loads(line) for line in out.splitlines() if line.startswith('{')]
-
-
 def test_bench_rows_of_chainer_graph_say_how_the_steps_ran(capsys):
-    code, out, rows = bench_rows(capsys, ['--task', 'train', 'colorize', '--size', '128', '--width', '4',
+    from conftest import bench_main
+    code, out, rows = bench_main(capsys, ['--task', 'train', 'colorize', '--size', '128', '--width', '4',
                                           '--impl', 'chainer-fused', 'chainer-graph', '--warmup', '0',
                                           '--steps', '1', '--repeats', '1', '--json'])
     assert code == 0
@@ -399,6 +392,7 @@ def test_bench_rows_of_chainer_graph_say_how_the_steps_ran(capsys):
 
 def test_bench_leaves_out_an_implementation_that_fails_and_times_the_rest(capsys, monkeypatch):
     import bench
+    from conftest import bench_main
     real = bench.make_runner
 
     def failing(impl, *args):
@@ -407,7 +401,7 @@ def test_bench_leaves_out_an_implementation_that_fails_and_times_the_rest(capsys
         return real(impl, *args)
 
     monkeypatch.setattr(bench, 'make_runner', failing)
-    code, out, rows = bench_rows(capsys, ['--task', 'train', '--size', '128', '--width', '4', '--impl', 'chainer',
+    code, out, rows = bench_main(capsys, ['--task', 'train', '--size', '128', '--width', '4', '--impl', 'chainer',
                                           'chainer-graph', '--warmup', '0', '--steps', '1', '--repeats', '1',
                                           '--json'])
     assert code == 0
