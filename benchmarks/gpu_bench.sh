@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU half of BENCHMARKS.md, in one go (about 4 minutes on one H100, capped at 8):
+# The GPU half of BENCHMARKS.md, in one go (about 6 minutes on one H100, capped at 8):
 #   1. installs Chainer from wheels (the GPU machine has no network; its python3 has
 #      NumPy, CuPy and PyTorch);
 #   2. checks fast_conv.py's faster convolutions on CuPy arrays against Chainer's own functions
