@@ -29,9 +29,10 @@ bench.py, or when short of memory). So the steps allocate from a memory pool of 
 own (``held_bytes`` counts them), on a stream of their own.
 
 What cannot be recorded is found out by trying: a CPU, an optimizer rule that computes
-its step on the host, the colour loss of blank drawings (it decides on the host which
-examples are blank), Chainer's F.linear (cuBLAS inside CuPy) all make the capture raise
-or are refused before it. Then everything the attempt changed on the host is put back,
+its step on the host, products through ctypes that differ from cupy.matmul's on small
+examples (tried before the first step), the colour loss of blank drawings (it decides on
+the host which examples are blank), Chainer's F.linear (cuBLAS inside CuPy) all make the
+capture raise or are refused before it. Then everything the attempt changed on the host is put back,
 the updater goes on with the ordinary step, and ``fallback`` says why.
 """
 import contextlib
@@ -184,6 +185,9 @@ class _Cublas:
             self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_TENSOR_OP_MATH), 'cublasSetMathMode')
         self.workspace = cupy.empty(WORKSPACE_BYTES, numpy.uint8)
         self.stream = None
+        for name in ('cublasSgemm_v2', 'cublasDgemm_v2', 'cublasSgemmStridedBatched', 'cublasDgemmStridedBatched',
+                     'cublasSetStream_v2', 'cublasSetWorkspace_v2'):
+            getattr(self.lib, name)  # a missing one is an AttributeError now, not in a step
 
     @staticmethod
     def _check(status, name):
@@ -287,6 +291,25 @@ def matmul_sum(a, b):
     return out
 
 
+def _check_products():
+    """Small products of each kind the steps make (one image, several, transposed weights,
+    summed), through this module's handle against cupy.matmul: a wrong binding or
+    argument gives other numbers here, before any step has changed a parameter. The
+    tolerance is TF32's."""
+    cupy = chainer.backends.cuda.cupy
+    rng = numpy.random.RandomState(0)  # not NumPy's global state: training's own
+    images = cupy.asarray(rng.standard_normal((3, 7, 5)).astype(numpy.float32))
+    weights = cupy.asarray(rng.standard_normal((4, 7)).astype(numpy.float32))
+    gy = cupy.asarray(rng.standard_normal((3, 4, 5)).astype(numpy.float32))
+    pairs = [(matmul_each(weights, images[:1]), cupy.matmul(weights, images[:1])),
+             (matmul_each(weights, images), cupy.matmul(weights, images)),
+             (matmul_each(weights.T.copy().T, images), cupy.matmul(weights, images)),
+             (matmul_sum(gy, images.transpose(0, 2, 1)), cupy.matmul(gy, images.transpose(0, 2, 1)).sum(axis=0))]
+    for got, want in pairs:
+        if not bool(cupy.allclose(got, want, rtol=1e-2, atol=1e-2)):
+            raise Unsupported('the products through ctypes differ from cupy.matmul')
+
+
 # ---------------------------------------------------------------- the step
 
 
@@ -378,8 +401,8 @@ class StepGraph:
         cuda = chainer.backends.cuda
         if not cuda.available or not all(isinstance(x, cuda.ndarray) for x in inputs):
             return 'CUDA graphs need CuPy arrays on a GPU'
-        try:  # what the steps will call, made before the first step rather than in it
-            _handle()
+        try:  # what the steps will call, made and tried before the first step rather than in it
+            _check_products()
             _counter_uniform().compile()
         except Exception as error:
             return 'cuBLAS through ctypes or the random numbers kernel: {}: {}'.format(
