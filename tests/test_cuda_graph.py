@@ -228,6 +228,29 @@ def test_a_failed_capture_puts_the_host_back():
     assert np.random.rand() == draw
 
 
+def test_what_a_recorded_step_reports_is_reported_again_after_each_replay():
+    """The recording's reports keep the trainer's names (enc/loss, ...) and go into each
+    later update's observation; without a reporter (bench.py) nothing is kept."""
+    reporter = chainer.Reporter()
+    link = chainer.Link()
+    reporter.add_observer('dec', link)
+    recorded = {}
+    with reporter.scope({}):
+        with cuda_graph._observing(recorded):
+            chainer.report({'loss': chainer.Variable(np.array(2.5, np.float32))}, link)
+    assert list(recorded) == ['dec/loss']
+    for _ in range(2):
+        observation = {}
+        with reporter.scope(observation):
+            cuda_graph._report(recorded)
+        assert list(observation) == ['dec/loss'] and float(observation['dec/loss'].array) == 2.5
+    alone = {}
+    with cuda_graph._observing(alone):
+        chainer.report({'loss': 1.0})
+    cuda_graph._report({'dec/loss': 1.0})
+    assert alone == {}
+
+
 # ---------------------------------------------------------------- on a GPU
 
 
