@@ -488,25 +488,24 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
             return self._update_core_graph(param, rate, graph)
         if rate is None:
             return super().update_core_gpu(param)
-        hp = self.hyperparam
-        p = param.array
-        t = p.dtype.type
-        _kernel('adam_weight_decay', p.dtype)(_blocks(p.size), (THREADS,), (
-            numpy.int64(p.size), t(rate), t(self.alpha_t), t(1 - hp.beta1), t(1 - hp.beta2), t(hp.eps), t(hp.eta),
-            t(hp.weight_decay_rate), p, param.grad, self.state['m'], self.state['v']))
+        self._launch('adam_weight_decay', param, rate, param.array.dtype.type(self.alpha_t))
 
     def _update_core_graph(self, param, rate, graph):
         """The fused update with alpha_t from the step scalars (cuda_graph.StepGraph)."""
+        if self.hyperparam.amsgrad or self.hyperparam.adabound or not Adam._can_fuse(param):
+            raise cuda_graph.Unsupported('Adam with amsgrad, adabound, loss scaling or fp32 updates, or a '
+                                         'parameter of another dtype or layout')
+        self._launch('adam_weight_decay_scalars', param, rate, graph.scalars, numpy.int32(graph.slot(self)))
+
+    def _launch(self, kernel, param, rate, *alpha_t):
+        """One of the fused Adam kernels over the parameter (decay ``rate``, None: none);
+        ``alpha_t``: its value, or the step scalars and the slot it lies in."""
         hp = self.hyperparam
-        p, g = param.array, param.grad
-        if hp.amsgrad or hp.adabound or self._use_fp32_update or param._loss_scale is not None:
-            raise cuda_graph.Unsupported('Adam with amsgrad, adabound, fp32 updates or loss scaling')
-        if p.dtype not in C_TYPES or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
-            raise cuda_graph.Unsupported('a {} parameter with a {} gradient'.format(p.dtype, g.dtype))
+        p = param.array
         t = p.dtype.type
-        _kernel('adam_weight_decay_scalars', p.dtype)(_blocks(p.size), (THREADS,), (
-            numpy.int64(p.size), t(rate or 0), graph.scalars, numpy.int32(graph.slot(self)), t(1 - hp.beta1),
-            t(1 - hp.beta2), t(hp.eps), t(hp.eta), t(hp.weight_decay_rate), p, g, self.state['m'], self.state['v']))
+        _kernel(kernel, p.dtype)(_blocks(p.size), (THREADS,), (numpy.int64(p.size), t(rate or 0)) + alpha_t + (
+            t(1 - hp.beta1), t(1 - hp.beta2), t(hp.eps), t(hp.eta), t(hp.weight_decay_rate), p, param.grad,
+            self.state['m'], self.state['v']))
 
 
 class Adam(chainer.optimizers.Adam):

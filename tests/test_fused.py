@@ -272,6 +272,60 @@ def test_adam_fuses_the_decay_and_falls_back_where_it_cannot():
         np.testing.assert_allclose(model.W.grad, 1 + 0.5 * 8 * model.W.array)
 
 
+def adam_kernel_in_numpy(name, dtype):
+    """A NumPy reading of the CUDA source's Adam kernels, taking the arguments they are
+    launched with in the order the source declares them."""
+    def launch(grid, block, args):
+        if name == 'adam_weight_decay_scalars':
+            size, decay, scalars, slot, *rest = args
+            args = (size, decay, scalars[slot]) + tuple(rest)
+        size, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, p, g, m, v = args
+        assert p.size == g.size == m.size == v.size == size
+        g += decay * p
+        m += one_minus_beta1 * (g - m)
+        v += one_minus_beta2 * (g * g - v)
+        p -= eta * (alpha_t * m / (np.sqrt(v) + eps) + weight_decay_rate * p)
+    return launch
+
+
+def test_both_fused_adam_kernels_get_their_arguments_in_order(monkeypatch):
+    """The GPU paths' launches (alpha_t as a value, and from the step scalars as a
+    recorded step has it), read by adam_kernel_in_numpy, update as the CPU's fused path."""
+    link = chainer.Link()
+    with link.init_scope():
+        link.w = chainer.Parameter(np.random.RandomState(0).standard_normal(40))
+    optimizer = fused.Adam(alpha=1e-2, beta1=0.5)
+    optimizer.setup(link)
+    rule = link.w.update_rule
+    rule._init_states(link.w)
+    rule.state['m'][...], rule.state['v'][...], rule.t = 0.3, 0.2, 3
+    start = [a.copy() for a in (link.w.array, rule.state['m'], rule.state['v'])]
+    gradient = np.random.RandomState(1).standard_normal(40)
+    monkeypatch.setattr(fused, '_kernel', adam_kernel_in_numpy)
+
+    class Graph:  # what _update_core_graph reads of a cuda_graph.StepGraph
+        scalars = np.array([7.0, 0.0, rule.alpha_t])
+
+        def slot(self, _):
+            return 2
+
+    results = []
+    for update in (lambda: rule.update_core_cpu(link.w),
+                   lambda: rule._launch('adam_weight_decay', link.w, 1e-3, np.float64(rule.alpha_t)),
+                   lambda: rule._update_core_graph(link.w, 1e-3, Graph())):
+        for array, value in zip((link.w.array, rule.state['m'], rule.state['v']), start):
+            array[...] = value
+        link.w.grad = gradient.copy()
+        rule.pending_decay = 1e-3
+        with chainer.using_config('user_fused', 'cpu'):
+            update()
+        results.append([a.copy() for a in (link.w.array, link.w.grad, rule.state['m'], rule.state['v'])])
+    assert not np.allclose(results[0][0], start[0], rtol=0, atol=1e-4)  # the step moved the parameter
+    for got in results[1:]:
+        for got_array, want_array in zip(got, results[0]):
+            np.testing.assert_allclose(got_array, want_array, rtol=1e-12, atol=1e-15)
+
+
 def training_run(use_fused, updates=3, width=8, size=128, batch=2):
     """``updates`` training steps of the demo network in float64 from the same start and
     the same dropout draws; returns every parameter and running average afterwards."""
