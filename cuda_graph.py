@@ -271,9 +271,11 @@ def matmul_each(a, b):
     if not out.size or not a.shape[1]:
         out.fill(0)
         return out
-    if batched_arguments(a, b, out) is None:
+    arguments = batched_arguments(a, b, out)
+    if arguments is None:
         a, b = cupy.ascontiguousarray(a), cupy.ascontiguousarray(b)
-    _handle().gemm(a, b[0], out[0], images=batched_arguments(a, b, out)[-3:])
+        arguments = batched_arguments(a, b, out)
+    _handle().gemm(a, b[0], out[0], images=arguments[-3:])
     return out
 
 
@@ -332,7 +334,6 @@ class StepGraph:
         self.draws = 0  # uniform() calls so far in this step
         self.fallback = None  # why the steps are not recorded, once that is known
         self.graph = None
-        self.replays = 0
         self.stream = self.pool = self.inputs = self.scalars = self.observation = self.outputs = None
 
     # ---- what the step reads while recording
@@ -484,7 +485,6 @@ class StepGraph:
         self.graph.launch(self.stream)
         _report(self.observation)
         self.steps += 1
-        self.replays += 1
         return self.outputs
 
     def _host_state(self):
@@ -506,7 +506,7 @@ class StepGraph:
             return 'not recorded ({})'.format(self.fallback)
         if self.graph is None:
             return 'not yet recorded ({} of {} ordinary steps run)'.format(self.steps, self.warmup)
-        return 'recorded after {} steps, replayed {} times'.format(self.warmup, self.replays)
+        return 'recorded after {} steps, replayed {} times'.format(self.warmup, self.steps - self.warmup - 1)
 
 
 def _current_reporter():
