@@ -164,10 +164,8 @@ class Clock:
                 torch.cuda.reset_peak_memory_stats()
                 return torch.cuda.memory_reserved()
             import cupy
-            import cuda_graph
-            pool = cupy.get_default_memory_pool()
-            pool.free_all_blocks()
-            return pool.total_bytes() + cuda_graph.held_bytes()
+            cupy.get_default_memory_pool().free_all_blocks()
+            return chainer_gpu_bytes()
         try:  # Linux: reset the peak resident size to the current one
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')
@@ -185,13 +183,18 @@ class Clock:
                 import torch
                 peak = torch.cuda.max_memory_reserved()
             else:
-                import cupy
-                import cuda_graph  # chainer-graph's steps allocate from pools of their own
-                peak = cupy.get_default_memory_pool().total_bytes() + cuda_graph.held_bytes()
+                peak = chainer_gpu_bytes()
         else:
             peak_kb = resident_kb('VmHWM')
             peak = None if peak_kb is None else peak_kb * 1024
         return None if peak is None or start is None else (peak - start) / 2 ** 20
+
+
+def chainer_gpu_bytes():
+    """What CuPy's default pool holds, and the pools chainer-graph's steps allocate from."""
+    import cupy
+    import cuda_graph
+    return cupy.get_default_memory_pool().total_bytes() + cuda_graph.held_bytes()
 
 
 def resident_kb(field):
@@ -302,8 +305,6 @@ class TorchRunner:
             torch.backends.cudnn.allow_tf32 = tf32
         autocast = torch.float16 if precision == 'mixed16' else None
         torch.manual_seed(seed)
-        if graph and self.device.type != 'cuda':
-            raise RuntimeError('torch-graph needs a GPU')
         self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
                                            autocast_dtype=autocast, loss_scale=loss_scale if autocast else None,
                                            capturable=graph)
@@ -631,7 +632,8 @@ def main(argv=None):
             if args.json:
                 print(json.dumps(dict(r, versions=info)))
         return 0
-    if any(i.startswith('torch') for i in impls) and not torch_available():
+    uses_torch = any(i.startswith('torch') for i in impls)
+    if uses_torch and not torch_available():
         print('error: --impl torch needs PyTorch: pip install -r benchmarks/requirements-bench.txt', file=sys.stderr)
         return 1
     if 'torch-graph' in impls and args.gpu < 0:
@@ -639,8 +641,7 @@ def main(argv=None):
         return 1
     print('# {} warm-up steps, {} rounds of {} steps, median; threads: torch {}, OMP_NUM_THREADS={}'.format(
         args.warmup, args.repeats, args.steps,
-        __import__('torch').get_num_threads() if any(i.startswith('torch') for i in impls) else '-',
-        os.environ.get('OMP_NUM_THREADS', '-')))
+        __import__('torch').get_num_threads() if uses_torch else '-', os.environ.get('OMP_NUM_THREADS', '-')))
     results = []
     for task in args.task:
         for precision in args.precision:
