@@ -72,7 +72,7 @@ FUSED=0
 tests_rc=0
 if $PY -c 'import pytest' 2>/dev/null; then
   PYTHONPATH=.:benchmarks${PYTHONPATH:+:$PYTHONPATH} step 120 $PY -m pytest -q -p no:cacheprovider --noconftest \
-    tests/test_fused.py > "$OUT/fused_tests.txt" 2>&1
+    -m 'not cuda_on_cpu' tests/test_fused.py > "$OUT/fused_tests.txt" 2>&1
   tests_rc=$?
   tail -n 3 "$OUT/fused_tests.txt"
 else
@@ -89,7 +89,7 @@ fi
 GRAPH=0
 if (( FUSED )) && $PY -c 'import pytest' 2>/dev/null; then
   PYTHONPATH=.:benchmarks:tests${PYTHONPATH:+:$PYTHONPATH} step 120 $PY -m pytest -q -p no:cacheprovider --noconftest \
-    tests/test_cuda_graph.py -k 'not training_with_cuda_graph' > "$OUT/graph_tests.txt" 2>&1 && GRAPH=1
+    -m 'not cuda_on_cpu' tests/test_cuda_graph.py -k 'not training_with_cuda_graph' > "$OUT/graph_tests.txt" 2>&1 && GRAPH=1
   tail -n 3 "$OUT/graph_tests.txt"
 fi
 (( GRAPH )) || echo "FAIL or not run: tests/test_cuda_graph.py (graph_tests.txt); chainer-graph not timed" | tee -a "$OUT/summary.txt"

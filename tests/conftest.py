@@ -1,5 +1,5 @@
 """Shared fixtures: a small default dataset and a tiny model trained on it; bench.py's
-output as the tests read it."""
+output as the tests read it; the CUDA kernels run on the CPU."""
 import json
 
 import pytest
@@ -34,3 +34,18 @@ def bench_main(capsys, argv):
     code = bench.main(argv)
     out = capsys.readouterr().out
     return code, out, [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+
+
+@pytest.fixture
+def kernels_on_cpu(monkeypatch):
+    """fused.py's and cuda_graph.py's CUDA kernels compiled for the CPU (tests/cuda_on_cpu.py),
+    with NumPy standing in for the rest of CuPy: their CuPy code paths run on NumPy arrays."""
+    import chainer
+    import cuda_graph
+    import cuda_on_cpu
+    import fused
+    if cuda_on_cpu.compiler() is None:
+        pytest.skip('no g++ with C++20 to run the CUDA source on the CPU')
+    monkeypatch.setattr(chainer.backends.cuda, 'cupy', cuda_on_cpu.CupyOnCpu())
+    monkeypatch.setattr(fused, '_module', [])
+    monkeypatch.setattr(cuda_graph, '_random_kernel', [])

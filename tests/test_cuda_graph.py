@@ -267,6 +267,20 @@ def gpu_updater(batch, warmup=cuda_graph.WARMUP_STEPS, **kwargs):
     return updater
 
 
+@pytest.mark.cuda_on_cpu
+def test_counter_uniform_kernel_run_on_the_cpu_is_its_numpy_twin(kernels_on_cpu):
+    """StepGraph.uniform's launch of the CUDA kernel, run on the CPU (tests/cuda_on_cpu.py):
+    the twin's numbers to the bit over several blocks, and the draw counted."""
+    graph = cuda_graph.StepGraph([], seed=2 ** 63 + 12345)  # seeds use all 64 bits
+    graph.scalars = np.asarray([7.0])
+    graph.draws = 3
+    got = graph.uniform((30, 137))
+    assert got.dtype == np.float32 and got.shape == (30, 137)
+    assert np.array_equal(got.ravel(), cuda_graph.uniform_numpy(30 * 137, 2 ** 63 + 12345, 7, 3))
+    assert graph.draws == 4
+    assert not np.array_equal(graph.uniform((30, 137)), got)
+
+
 @needs_gpu
 def test_counter_uniform_kernel_is_its_numpy_twin():
     cupy = chainer.backends.cuda.cupy

@@ -1,7 +1,9 @@
 """fused.py against Chainer's own functions: batch norm + FiLM + dropout + activation
 (outputs, every gradient, running averages) and Adam + WeightDecay, in float64, on NumPy
-everywhere and on CuPy where there is a GPU (the same tests; skipped without one); then a
-few training updates of the demo network with user_fused on and off."""
+everywhere and on CuPy where there is a GPU (the same tests; skipped without one); the
+batch-norm tests and the Adam launches also through the CUDA kernels compiled for the CPU
+(tests/cuda_on_cpu.py); then a few training updates of the demo network with user_fused
+on and off."""
 import shutil
 import subprocess
 
@@ -29,11 +31,28 @@ def gpu_available():
 
 
 XPS = ['numpy', pytest.param('cupy', marks=pytest.mark.skipif(not gpu_available(), reason='no GPU'))]
+BN_XPS = XPS[:1] + [pytest.param('cuda_on_cpu', marks=pytest.mark.cuda_on_cpu)] + XPS[1:]
 ACTIVATIONS = [F.relu, fast_conv.leaky_relu, None]
 
 
-def module(name):
+def module(name, request=None):
+    """The test's array module. 'cuda_on_cpu': NumPy arrays that BatchNormActivation takes
+    through its CuPy path, whose CUDA kernels run on the CPU (the kernels_on_cpu fixture)."""
+    if name == 'cuda_on_cpu':
+        request.getfixturevalue('kernels_on_cpu')
+        monkeypatch = request.getfixturevalue('monkeypatch')
+        node = fused.BatchNormActivation
+        monkeypatch.setattr(node, '_forward_numpy', node._forward_cupy)
+        monkeypatch.setattr(node, '_backward_numpy', node._backward_cupy)
+        return np
     return np if name == 'numpy' else chainer.backends.cuda.cupy
+
+
+def dropout_numbers(xp, xp_name, rng, shape):
+    """Numbers on [0, 1) as F.dropout draws them: float64 on NumPy, float32 on CuPy (the
+    kernels read float32)."""
+    numbers = rng.rand(*shape)
+    return numbers if xp_name == 'numpy' else xp.asarray(numbers, np.float32)
 
 
 def close(got, want, rtol, floor=1e-12):
@@ -79,17 +98,16 @@ def make_bn(c, xp, seed=1):
     return bn
 
 
-@pytest.mark.parametrize('xp_name', XPS)
+@pytest.mark.parametrize('xp_name', BN_XPS)
 @pytest.mark.parametrize('activation', ACTIVATIONS, ids=['relu', 'leaky', 'none'])
 @pytest.mark.parametrize('with_film', [False, True], ids=['', 'film'])
 @pytest.mark.parametrize('dropout', [False, True], ids=['', 'dropout'])
-def test_batch_norm_activation_matches_chainer(xp_name, activation, with_film, dropout):
-    xp = module(xp_name)
+def test_batch_norm_activation_matches_chainer(xp_name, activation, with_film, dropout, request):
+    xp = module(xp_name, request)
     shape = (3, 5, 6, 4)
     x, gy, film = random_inputs(xp, shape, with_film)
     ratio = 0.5
-    rand = (np.random.RandomState(2).rand(*shape) if xp is np else
-            xp.asarray(np.random.RandomState(2).rand(*shape), np.float32)) if dropout else None
+    rand = dropout_numbers(xp, xp_name, np.random.RandomState(2), shape) if dropout else None
     results = {}
     for label in ('chainer', 'fused'):
         bn = make_bn(shape[1], xp)
@@ -114,17 +132,16 @@ def test_batch_norm_activation_matches_chainer(xp_name, activation, with_film, d
         assert float((results['fused']['y'] == 0).mean()) > 0.2
 
 
-@pytest.mark.parametrize('xp_name', XPS)
+@pytest.mark.parametrize('xp_name', BN_XPS)
 @pytest.mark.parametrize('slope', [0.0, 0.2, None])
-def test_batch_norm_activation_gradients_are_numerical_gradients(xp_name, slope):
+def test_batch_norm_activation_gradients_are_numerical_gradients(xp_name, slope, request):
     """chainer.gradient_check on every input, FiLM and dropout included (float64)."""
-    xp = module(xp_name)
+    xp = module(xp_name, request)
     shape = (2, 3, 3, 2)
     x, gy, film = random_inputs(xp, shape, True, seed=3)
     rng = np.random.RandomState(4)
     gamma, beta = xp.asarray(rng.uniform(0.5, 1.5, 3)), xp.asarray(rng.normal(0, 0.5, 3))
-    rand = rng.rand(*shape)
-    rand = rand if xp is np else xp.asarray(rand, np.float32)
+    rand = dropout_numbers(xp, xp_name, rng, shape)
 
     def function(*inputs):
         return fused.BatchNormActivation(2e-5, None, rand, 0.5, slope).apply(inputs)[0]
@@ -133,12 +150,13 @@ def test_batch_norm_activation_gradients_are_numerical_gradients(xp_name, slope)
                                   dtype=np.float64)
 
 
-@pytest.mark.parametrize('xp_name', XPS)
-def test_batch_norm_float32_and_one_value_per_channel(xp_name):
+@pytest.mark.parametrize('xp_name', BN_XPS)
+def test_batch_norm_float32_and_one_value_per_channel(xp_name, request):
     """float32 within float32 rounding of Chainer's; a 1x1 map at batch 1 (the encoder's
-    deepest at 128 px) gives beta and a zero input gradient, as Chainer's does."""
-    xp = module(xp_name)
-    for shape in ((2, 4, 8, 8), (1, 4, 1, 1)):
+    deepest at 128 px) gives beta and a zero input gradient, as Chainer's does; maps of
+    more pixels than a block has threads, over several blocks (2 x 4 x 24 x 40)."""
+    xp = module(xp_name, request)
+    for shape in ((2, 4, 8, 8), (1, 4, 1, 1), (2, 4, 24, 40)):
         x, gy, _ = random_inputs(xp, shape, False, seed=5)
         x, gy = x.astype(np.float32), gy.astype(np.float32)
         outs = []
@@ -272,36 +290,22 @@ def test_adam_fuses_the_decay_and_falls_back_where_it_cannot():
         np.testing.assert_allclose(model.W.grad, 1 + 0.5 * 8 * model.W.array)
 
 
-def adam_kernel_in_numpy(name, dtype):
-    """A NumPy reading of the CUDA source's Adam kernels, taking the arguments they are
-    launched with in the order the source declares them."""
-    def launch(grid, block, args):
-        if name == 'adam_weight_decay_scalars':
-            size, decay, scalars, slot, *rest = args
-            args = (size, decay, scalars[slot]) + tuple(rest)
-        size, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, p, g, m, v = args
-        assert p.size == g.size == m.size == v.size == size
-        g += decay * p
-        m += one_minus_beta1 * (g - m)
-        v += one_minus_beta2 * (g * g - v)
-        p -= eta * (alpha_t * m / (np.sqrt(v) + eps) + weight_decay_rate * p)
-    return launch
-
-
-def test_both_fused_adam_kernels_get_their_arguments_in_order(monkeypatch):
+@pytest.mark.cuda_on_cpu
+@pytest.mark.parametrize('dtype', [np.float64, np.float32])
+def test_both_fused_adam_kernels_get_their_arguments_in_order(dtype, kernels_on_cpu):
     """The GPU paths' launches (alpha_t as a value, and from the step scalars as a
-    recorded step has it), read by adam_kernel_in_numpy, update as the CPU's fused path."""
+    recorded step has it), their CUDA kernels run on the CPU, update as the CPU's fused
+    path; over more elements than a block has threads."""
     link = chainer.Link()
     with link.init_scope():
-        link.w = chainer.Parameter(np.random.RandomState(0).standard_normal(40))
+        link.w = chainer.Parameter(np.random.RandomState(0).standard_normal(1500).astype(dtype))
     optimizer = fused.Adam(alpha=1e-2, beta1=0.5)
     optimizer.setup(link)
     rule = link.w.update_rule
     rule._init_states(link.w)
     rule.state['m'][...], rule.state['v'][...], rule.t = 0.3, 0.2, 3
     start = [a.copy() for a in (link.w.array, rule.state['m'], rule.state['v'])]
-    gradient = np.random.RandomState(1).standard_normal(40)
-    monkeypatch.setattr(fused, '_kernel', adam_kernel_in_numpy)
+    gradient = np.random.RandomState(1).standard_normal(1500).astype(dtype)
 
     class Graph:  # what _update_core_graph reads of a cuda_graph.StepGraph
         scalars = np.array([7.0, 0.0, rule.alpha_t])
@@ -311,7 +315,7 @@ def test_both_fused_adam_kernels_get_their_arguments_in_order(monkeypatch):
 
     results = []
     for update in (lambda: rule.update_core_cpu(link.w),
-                   lambda: rule._launch('adam_weight_decay', link.w, 1e-3, np.float64(rule.alpha_t)),
+                   lambda: rule._launch('adam_weight_decay', link.w, 1e-3, dtype(rule.alpha_t)),
                    lambda: rule._update_core_graph(link.w, 1e-3, Graph())):
         for array, value in zip((link.w.array, rule.state['m'], rule.state['v']), start):
             array[...] = value
@@ -323,7 +327,8 @@ def test_both_fused_adam_kernels_get_their_arguments_in_order(monkeypatch):
     assert not np.allclose(results[0][0], start[0], rtol=0, atol=1e-4)  # the step moved the parameter
     for got in results[1:]:
         for got_array, want_array in zip(got, results[0]):
-            np.testing.assert_allclose(got_array, want_array, rtol=1e-12, atol=1e-15)
+            assert got_array.dtype == dtype
+            close(got_array, want_array, 1e-12 if dtype == np.float64 else 1e-6)
 
 
 def training_run(use_fused, updates=3, width=8, size=128, batch=2):
