@@ -588,8 +588,9 @@ def profile(args, device, impls):
                         total = (clock.now() - begin) / args.steps * 1000
                         summary = sorted(hook.summary().items(), key=lambda kv: -kv[1]['elapsed_time'])
                         in_functions = sum(v['elapsed_time'] for _, v in summary) / args.steps * 1000
-                        print('{} {} size {} width {} batch {}: {:.1f} ms per step, {:.1f} in functions'.format(
-                            task, impl, size, width, batch, total, in_functions))
+                        calls = sum(v['occurrence'] for _, v in summary) // args.steps
+                        print('{} {} size {} width {} batch {}: {:.1f} ms per step, {:.1f} in {} function calls'.format(
+                            task, impl, size, width, batch, total, in_functions, calls))
                         for name, v in summary[:12]:
                             print('  {:<28} {:8.1f} ms  x{}'.format(name, v['elapsed_time'] / args.steps * 1000,
                                                                    v['occurrence'] // args.steps))

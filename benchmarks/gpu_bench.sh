@@ -20,7 +20,7 @@
 # fused_tests.txt, graph_tests.txt, quality.jsonl, bench.log (the tables), gpu-DATE.jsonl (bench.py --json:
 # one JSON object per result, to commit as benchmarks/gpu-DATE.jsonl), summary.txt.
 #
-# Usage (see BENCHMARKS.md): here  /work/shared/tools/build_chainer_wheels.sh .whl
+# Usage (see BENCHMARKS.md): here  bash benchmarks/gpu_wheels.sh .whl
 #        there  bash benchmarks/gpu_bench.sh [WHEEL_DIR=.whl]
 set -uo pipefail
 cd "$(dirname "$0")/.."  # the repository root: bench.py imports the project

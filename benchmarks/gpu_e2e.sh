@@ -15,7 +15,7 @@
 # Usage: here   bash benchmarks/gpu_wheels.sh .whl
 #        there  bash benchmarks/gpu_e2e.sh .whl       (device tool: carry [".whl"], timeout_s 540)
 # Dry run on a CPU: GPU=-1 SIZE=128 WIDTH=8 ITERATIONS=60 SNAPSHOT=20 PYTHON=.venv/bin/python \
-#                   OUT=/tmp/e2e bash benchmarks/gpu_e2e.sh
+#                   OUT=/tmp/e2e bash benchmarks/gpu_e2e.sh none   (no wheels: .venv has all)
 set -uo pipefail
 cd "$(dirname "$0")/.."  # the repository root
 WHEELS=${1:-.whl}
