@@ -291,6 +291,37 @@ def test_counter_uniform_kernel_is_its_numpy_twin():
     assert np.array_equal(got.ravel(), cuda_graph.uniform_numpy(37000, 12345, 7, 3))
 
 
+@pytest.mark.cuda_on_cpu
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypatch):
+    """matmul_each and matmul_sum through _Cublas's ctypes calls into tests/cuda_on_cpu.py's
+    stand-in for libcublas (cublas_api.h's prototypes, the documented arithmetic and
+    argument checks), on the layouts fast_conv.py passes, against numpy.matmul: every
+    image in one strided-batched call, the summed product one gemm per image; and the
+    check the steps make before recording passes."""
+    import cuda_on_cpu
+    monkeypatch.setattr(cuda_graph, '_loaded_library', lambda stem: cuda_on_cpu.cublas_library())
+    monkeypatch.setattr(cuda_graph, '_cublas', [])
+    device = lambda a: a.view(cuda_on_cpu.DeviceArray)  # noqa: E731
+    rng = np.random.RandomState(0)
+    w = device(rng.standard_normal((64, 300)).astype(dtype))
+    images = device(rng.standard_normal((3, 300, 48)).astype(dtype))
+    gy = device(rng.standard_normal((3, 64, 48)).astype(dtype))
+    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-10)
+    batched, single = ('{}gemm{}'.format('S' if dtype == np.float32 else 'D', suffix)
+                       for suffix in ('StridedBatched', '_v2'))
+    for a, b in ((w, images), (w.T.copy().T, images), (w, images.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
+                 (w[:, :48].T, gy), (w, images[:1])):
+        calls = cuda_on_cpu.cublas_calls('cublas' + batched)
+        np.testing.assert_allclose(cuda_graph.matmul_each(a, b), np.matmul(a, b), **tolerance)
+        assert cuda_on_cpu.cublas_calls('cublas' + batched) == calls + 1
+    for a, b in ((gy, images.transpose(0, 2, 1)), (gy[:1], images[:1].transpose(0, 2, 1))):
+        calls = cuda_on_cpu.cublas_calls('cublas' + single)
+        np.testing.assert_allclose(cuda_graph.matmul_sum(a, b), np.matmul(a, b).sum(axis=0), **tolerance)
+        assert cuda_on_cpu.cublas_calls('cublas' + single) == calls + len(a)
+    cuda_graph._check_products()
+
+
 @needs_gpu
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_products_through_ctypes_are_cupys(dtype):
