@@ -8,14 +8,15 @@
 #      bench.py --check --fused all) and times chainer-fused below only if both pass;
 #   2c. checks cuda_graph.py's recorded step (tests/test_cuda_graph.py on CuPy) and times
 #      chainer-graph below (fp32 and tf32 training, fp32 colourisation) only if that and 2b pass;
-#   3. checks that TF32 and mixed16 train to the same L1 as fp32 (bench.py --quality,
+#   3. times the targets, fp32 training at batch 1 and 8 and colourisation at batch 1, for
+#      the port before the speed-ups (chainer-plain), after (chainer), with fused.py
+#      (chainer-fused), recorded as a CUDA graph (chainer-graph), PyTorch eager (torch) and
+#      PyTorch's CUDA graph (torch-graph), interleaved: first, so that a run cut short by the
+#      budget still has them;
+#   4. checks that TF32 and mixed16 train to the same L1 as fp32 (bench.py --quality,
 #      same start, same batch, QUALITY_STEPS steps; tolerance QUALITY_TOLERANCE relative),
 #      and the fused functions and the recorded step to within FUSED_TOLERANCE of fp32
-#      without them;
-#   4. times training (fp32 batch 1 and 8, TF32 batch 8, mixed16 batch 8) and
-#      colourisation (batch 1) for the port before the speed-ups (chainer-plain), after
-#      (chainer), with fused.py (chainer-fused), recorded as a CUDA graph (chainer-graph),
-#      PyTorch eager (torch) and PyTorch's CUDA graph (torch-graph), interleaved.
+#      without them; then times TF32 and mixed16 training at batch 8 the same way.
 # Everything lands in $OUT (or /tmp/gpu_bench_out): env.txt, check.txt, check_fused.txt,
 # fused_tests.txt, graph_tests.txt, quality.jsonl, bench.log (the tables), gpu-DATE.jsonl (bench.py --json:
 # one JSON object per result, to commit as benchmarks/gpu-DATE.jsonl), summary.txt.
@@ -94,7 +95,29 @@ if (( FUSED )) && $PY -c 'import pytest' 2>/dev/null; then
 fi
 (( GRAPH )) || echo "FAIL or not run: tests/test_cuda_graph.py (graph_tests.txt); chainer-graph not timed" | tee -a "$OUT/summary.txt"
 
-# 3. Precision quality: L1 after the same training from the same start.
+# 3. Timing, PyTorch in the same run.
+CHAINERS="chainer-plain chainer"
+(( FUSED )) && CHAINERS="$CHAINERS chainer-fused"
+TORCH=torch
+$PY -c 'import torch' 2>/dev/null || { TORCH=; echo "no PyTorch here: torch not timed" | tee -a "$OUT/summary.txt"; }
+COMMON="--fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
+IMPLS="--impl $CHAINERS $TORCH $COMMON"
+# The recorded step where it can be recorded: fp32 and tf32 training (mixed16's fp32 updates
+# are refused) and fp32 colourisation (a recorded forward pass), beside PyTorch's own CUDA
+# graph of its step (torch-graph).
+GRAPH_IMPLS=$IMPLS
+(( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph $TORCH ${TORCH:+torch-graph} $COMMON"
+JSONL="$OUT/gpu-$(date -u +%F).jsonl"
+: > "$JSONL"
+run_bench() {
+  step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$JSONL"
+}
+# The targets first (fp32 training at batch 1 and 8, fp32 colourisation), so that a run cut
+# short by the budget still has them; the other precisions after the quality checks.
+run_bench 200 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $GRAPH_IMPLS
+run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $GRAPH_IMPLS
+
+# 4. Precision quality: L1 after the same training from the same start.
 : > "$OUT/quality.jsonl"
 step 150 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision fp32 mixed16 --json \
   2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
@@ -132,27 +155,9 @@ for (impl, precision), r in sorted(rows.items()):
 sys.exit(1 if bad else 0)
 EOF
 
-# 4. Timing, PyTorch in the same run.
-CHAINERS="chainer-plain chainer"
-(( FUSED )) && CHAINERS="$CHAINERS chainer-fused"
-TORCH=torch
-$PY -c 'import torch' 2>/dev/null || { TORCH=; echo "no PyTorch here: torch not timed" | tee -a "$OUT/summary.txt"; }
-COMMON="--fast $FAST --warmup 3 --steps 10 --repeats 3 --json ${BENCH_ARGS:-}"
-IMPLS="--impl $CHAINERS $TORCH $COMMON"
-# The recorded step where it can be recorded: fp32 and tf32 training (mixed16's fp32 updates
-# are refused) and fp32 colourisation (a recorded forward pass), beside PyTorch's own CUDA
-# graph of its step (torch-graph).
-GRAPH_IMPLS=$IMPLS
-(( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph $TORCH ${TORCH:+torch-graph} $COMMON"
-JSONL="$OUT/gpu-$(date -u +%F).jsonl"
-: > "$JSONL"
-run_bench() {
-  step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$JSONL"
-}
-run_bench 200 $PY benchmarks/bench.py -g "$GPU" --task train --batch 1 8 --precision fp32 $GRAPH_IMPLS
+# 4b. The other precisions.
 CUPY_TF32=1 run_bench 70 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision tf32 $GRAPH_IMPLS
 run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task train --batch 8 --precision mixed16 $IMPLS
-run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 $GRAPH_IMPLS
 
 $PY - "$JSONL" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt"
 import json, sys
