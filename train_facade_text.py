@@ -389,6 +389,21 @@ class RandomStates(training.Extension):
             random.setstate((version, tuple(int(k) for k in python_keys), python_gauss))
 
 
+class CudaGraphStatus(training.Extension):
+    """--cuda-graph: says how the training steps run as soon as that is known (the step
+    recorded after the ordinary ones, or why it cannot be), not only at the end."""
+    trigger = (1, 'iteration')
+
+    def __init__(self):
+        self.said = False
+
+    def __call__(self, trainer):
+        graph = trainer.updater.graph
+        if not self.said and (graph.graph is not None or graph.fallback is not None):
+            print('Training steps (--cuda-graph): {}'.format(graph.status()))
+            self.said = True
+
+
 def preview_extension(model, preview_set, out, count=4, weights_of=None):
     """Every trigger: a sheet of drawing | tag plane | output | truth for fixed test images,
     each row labelled with the image's first tags. ``weights_of``: the (encoder, decoder)
@@ -588,6 +603,8 @@ def extend_trainer(trainer, args, enc, dec, preview, comm=None, average=None):
     if average is not None:
         trainer.extend(average, name='weight_average')
     trainer.extend(StopOnSignal(comm), name='stop_on_signal')
+    if trainer.updater.graph is not None:
+        trainer.extend(CudaGraphStatus(), name='cuda_graph_status')
     if comm is not None and comm.rank != 0:
         return
     # deviation from the example: instead of enc/dec/dis_iter_N.npz every interval, the

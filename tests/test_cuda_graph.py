@@ -422,18 +422,35 @@ def test_a_step_that_cannot_be_recorded_runs_as_usual():
 
 
 def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, tiny_model, tmp_path, capsys):
-    """--cuda-graph on a CPU: the ordinary steps, the same model to the bit, and the end
-    of training says why the steps were not recorded."""
+    """--cuda-graph on a CPU: the ordinary steps, the same model to the bit; training says
+    why the steps were not recorded after its first update, and again at the end."""
     import train_facade_text
     from conftest import TINY_TRAINING
     out = tmp_path / 'graph'
     assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--cuda-graph'] + TINY_TRAINING) == 0
-    assert ('Training steps (--cuda-graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
-            in capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    said = 'Training steps (--cuda-graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
+    assert printed.count(said) == 2  # CudaGraphStatus's, then the end's
     for name in ('enc.npz', 'dec.npz'):
         with np.load(str(out / name)) as got, np.load(str(tiny_model / name)) as want:
             assert sorted(got.files) == sorted(want.files)
             assert all(np.array_equal(got[key], want[key]) for key in want.files)
+
+
+def test_training_says_how_its_steps_run_once_it_is_known(capsys):
+    """CudaGraphStatus: nothing during the ordinary steps before the recording, one line
+    once the step is recorded, nothing after."""
+    import types
+    import train_facade_text
+    graph = cuda_graph.StepGraph([])
+    trainer = types.SimpleNamespace(updater=types.SimpleNamespace(graph=graph))
+    extension = train_facade_text.CudaGraphStatus()
+    printed = []
+    for steps, recorded in ((1, False), (2, False), (3, True), (4, True)):
+        graph.steps, graph.graph = steps, object() if recorded else None
+        extension(trainer)
+        printed.append(capsys.readouterr().out)
+    assert printed == ['', '', 'Training steps (--cuda-graph): recorded after 2 steps, replayed 0 times\n', '']
 
 
 def test_cuda_graph_is_for_one_process(capsys):
