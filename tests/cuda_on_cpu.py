@@ -181,6 +181,7 @@ int calls_of(const char* name) { return calls[name]; }
 
 MAX_PARAMETERS = 64
 _built = {}
+_work = []  # one temporary folder for the libraries, removed when the process ends
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,7 +203,10 @@ def _build(source, flags):
     """The shared library compiled from ``source`` (once per source), and its path."""
     key = hashlib.sha256((source + ' '.join(flags)).encode()).hexdigest()[:16]
     if key not in _built:
-        work = tempfile.mkdtemp(prefix='cuda_on_cpu_')
+        if not _work:
+            _work.append(tempfile.TemporaryDirectory(prefix='cuda_on_cpu_'))
+        work = os.path.join(_work[0].name, key)
+        os.mkdir(work)
         path = os.path.join(work, 'source.cpp')
         with open(path, 'w') as f:
             f.write(source)
