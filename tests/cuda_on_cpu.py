@@ -100,7 +100,6 @@ int describe(void (*)(Args...), int* out) {
 
 CUBLAS_SOURCE = r'''
 #include <algorithm>
-#include <cstring>
 #include <map>
 #include <string>
 
