@@ -31,8 +31,9 @@ own (``held_bytes`` counts them), on a stream of their own.
 What cannot be recorded is found out by trying: a CPU, an optimizer rule that computes
 its step on the host, products through ctypes that differ from cupy.matmul's on small
 examples (tried before the first step), the colour loss of blank drawings (it decides on
-the host which examples are blank), Chainer's F.linear (cuBLAS inside CuPy) all make the
-capture raise or are refused before it. Then everything the attempt changed on the host is put back,
+the host which examples are blank), the film design (Chainer's F.linear and a 1x1
+F.convolution_2d call cuBLAS inside CuPy; reading the tag plane and its constants copy
+arrays from the host) all make the capture raise or are refused before it. Then everything the attempt changed on the host is put back,
 the updater goes on with the ordinary step, and ``fallback`` says why.
 """
 import contextlib
