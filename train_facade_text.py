@@ -141,7 +141,8 @@ def parse_args(argv):
     add_tag_design_arguments(parser)
     parser.add_argument('--cuda-graph', action='store_true',
                         help='GPU: record the training step once as a CUDA graph and replay it (cuda_graph.py); '
-                             'where the step cannot be recorded it runs as usual, and the end of training says why')
+                             'where the step cannot be recorded it runs as usual; training says how its steps run once '
+                             'that is known, and again at the end')
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     parser.add_argument('--stage', type=int, choices=(1, 2), default=1,
@@ -400,8 +401,12 @@ class CudaGraphStatus(training.Extension):
     def __call__(self, trainer):
         graph = trainer.updater.graph
         if not self.said and (graph.graph is not None or graph.fallback is not None):
-            print('Training steps (--cuda-graph): {}'.format(graph.status()))
+            self.say(graph)
             self.said = True
+
+    @staticmethod
+    def say(graph):
+        print('Training steps (--cuda-graph): {}'.format(graph.status()))
 
 
 def preview_extension(model, preview_set, out, count=4, weights_of=None):
@@ -681,7 +686,7 @@ def run(trainer, args, enc, dec, comm=None):
             save_model(args.out, enc, dec)
     if root:
         if trainer.updater.graph is not None:
-            print('Training steps (--cuda-graph): {}'.format(trainer.updater.graph.status()))
+            CudaGraphStatus.say(trainer.updater.graph)
         models = '--model STAGE1 --refine {}'.format(args.out) if args.stage == 2 else '--model {}'.format(args.out)
         print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(args.out, models))
     return 0
