@@ -34,6 +34,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -409,6 +410,21 @@ class CudaGraphStatus(training.Extension):
         print('Training steps (--cuda-graph): {}'.format(graph.status()))
 
 
+class LossPlot(extensions.PlotReport):
+    """Chainer's PlotReport (loss.png) whose snapshot keeps its trigger, as LogReport's
+    does: Chainer's restarts its trigger at iteration 0 on resume, so the first update
+    after a resume became a point of its own (one update's loss)."""
+
+    def serialize(self, serializer):
+        super().serialize(serializer)
+        with warnings.catch_warnings():
+            # A snapshot from before this kept no trigger: IntervalTrigger then warns and
+            # takes the last update as the one before, which is right for an extension
+            # called every update, as this one is.
+            warnings.filterwarnings('ignore', 'The previous value of', UserWarning)
+            self._trigger.serialize(serializer['_trigger'])
+
+
 def preview_extension(model, preview_set, out, count=4, weights_of=None):
     """Every trigger: a sheet of drawing | tag plane | output | truth for fixed test images,
     each row labelled with the image's first tags. ``weights_of``: the (encoder, decoder)
@@ -620,8 +636,8 @@ def extend_trainer(trainer, args, enc, dec, preview, comm=None, average=None):
     trainer.extend(extensions.PrintReport(['epoch', 'iteration', 'enc/loss', 'dec/l1', 'dis/loss',
                                            'elapsed_time']), trigger=display_interval)
     if extensions.PlotReport.available():
-        trainer.extend(extensions.PlotReport(['dec/l1', 'dis/loss'], 'iteration', file_name='loss.png',
-                                             trigger=display_interval))
+        trainer.extend(LossPlot(['dec/l1', 'dis/loss'], 'iteration', file_name='loss.png',
+                                trigger=display_interval), name='PlotReport')  # its name in snapshots
     trainer.extend(extensions.ProgressBar(update_interval=10))
     trainer.extend(preview, trigger=snapshot_interval)
 

@@ -51,6 +51,24 @@ def test_snapshot_resumes_to_the_same_state(small_data, tmp_path):
     assert any('/optimizer:enc/' in k for k in compared) and any('/model:dec/' in k for k in compared)
     for key in compared:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # loss.png's points: one per display interval, none for a resume's first update
+    plotted = [k for k in a if k.endswith('_plot_loss.png')]
+    assert len(plotted) == 1
+    points = json.loads(str(b[plotted[0]]))
+    assert [x for x, _ in points['dec/l1']] == [2, 4]
+    assert points == json.loads(str(a[plotted[0]]))
+
+
+def test_snapshot_from_before_loss_plot_kept_its_trigger_resumes_quietly(small_data, tmp_path, recwarn):
+    run_to(tmp_path / 'old', small_data, 2)
+    snapshot = tmp_path / 'old' / 'snapshot_iter_2.npz'
+    old = {k: v for k, v in weights(snapshot).items() if 'PlotReport/_trigger/' not in k}
+    assert len(old) < len(weights(snapshot))
+    np.savez(snapshot, **old)
+    run_to(tmp_path / 'old', small_data, 4, resume='latest')
+    points = json.loads(str(weights(tmp_path / 'old' / 'snapshot_iter_4.npz')['extensions/PlotReport/_plot_loss.png']))
+    assert [x for x, _ in points['dec/l1']] == [2, 4]
+    assert not [w for w in recwarn if 'previous value' in str(w.message)]
 
 
 def test_the_weight_average_is_the_exponential_moving_average_of_the_trained_weights():
