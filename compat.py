@@ -68,12 +68,17 @@ def device_of(args, local_rank=None):
     one GPU per process as in ChainerMN's examples, counted modulo the GPUs this process
     sees, so that more processes than GPUs share them (the naive communicator allows it;
     NCCL needs a GPU per process)."""
-    spec = args.device if args.device is not None else args.gpu
+    spec = device_spec(args)
     if local_rank is not None and device_name(spec).startswith('@cupy'):
         if not chainer.backends.cuda.available:
             return get_device(spec)  # the one-line error of a GPU request without CuPy
         spec = local_rank % chainer.backends.cuda.cupy.cuda.runtime.getDeviceCount()
     return get_device(spec)
+
+
+def device_spec(args):
+    """What parsed ``--device`` / ``-g`` arguments ask for (--device wins)."""
+    return args.device if args.device is not None else args.gpu
 
 
 def device_name(spec):

@@ -7,8 +7,9 @@ most of a step's time in those copies. ``Convolution2D`` and ``Deconvolution2D``
 are Chainer's links (same parameters, same saved weights) whose forward computes each
 image as one matrix product in the layout im2col makes; ``leaky_relu`` is one NumPy
 maximum instead of a masked copy. ``chainer.config.user_fast_paths`` switches them:
-'cpu' (NumPy arrays, the default), 'all' (CuPy arrays too: checked on a GPU by
-gpu_bench.sh) or 'off' (Chainer's own functions). tests/test_speedups.py checks that
+'all' (NumPy and CuPy arrays, the default: checked on a GPU by gpu_bench.sh, on an H100
+on 2026-11-26 and an H200 on 2026-11-27), 'cpu' (NumPy arrays only) or 'off' (Chainer's
+own functions). tests/test_speedups.py checks that
 they compute Chainer's outputs and gradients; BENCHMARKS.md has the measurements.
 """
 import numpy
@@ -22,9 +23,9 @@ from chainer.utils import conv as conv_utils
 
 import cuda_graph
 
-# Where the faster paths below are used: 'cpu' (NumPy arrays), 'all' (CuPy arrays too),
-# or 'off' (Chainer's own functions everywhere).
-chainer.global_config.user_fast_paths = 'cpu'
+# Where the faster paths below are used: 'all' (NumPy and CuPy arrays), 'cpu' (NumPy
+# arrays), or 'off' (Chainer's own functions everywhere).
+chainer.global_config.user_fast_paths = 'all'
 
 
 # 1.7 s of a 4.9 s colourisation went to the decoder's last 3x3 convolution alone

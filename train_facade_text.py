@@ -140,10 +140,11 @@ def parse_args(argv):
     parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
                         help='Size of the word2vec vectors trained on the tags')
     add_tag_design_arguments(parser)
-    parser.add_argument('--cuda-graph', action='store_true',
-                        help='GPU: record the training step once as a CUDA graph and replay it (cuda_graph.py); '
-                             'where the step cannot be recorded it runs as usual; training says how its steps run once '
-                             'that is known, and again at the end')
+    parser.add_argument('--cuda-graph', action=argparse.BooleanOptionalAction, default=None,
+                        help='GPU: record the training step once as a CUDA graph and replay it (cuda_graph.py; '
+                             "default: on for one GPU process training the post's design at stage 1, where it was "
+                             'measured: README "GPU"); where the step cannot be recorded it runs as usual; training '
+                             'says how its steps run once that is known, and again at the end')
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     parser.add_argument('--stage', type=int, choices=(1, 2), default=1,
@@ -188,12 +189,24 @@ def parse_args(argv):
         parser.error('--bn-across-ranks needs --communicator (several processes)')
     if args.cuda_graph and args.communicator:
         parser.error("--cuda-graph records one process's step: not with --communicator")
+    if args.cuda_graph is None:
+        args.cuda_graph = records_by_default(args)
     if args.tag_design == 'film' and args.no_tag:
         parser.error('--tag-design film needs tags: leave out --no-tag')
     film_only = [flag for flag, value, default in FILM_FLAGS if getattr(args, value) != default]
     if args.tag_design == 'post' and film_only:
         parser.error('{} only with --tag-design film'.format(', '.join(film_only)))
     return args
+
+
+def records_by_default(args):
+    """--cuda-graph's default: on where a recorded step was measured on a GPU (one
+    process, stage 1, the post's design with or without tags). The film design and
+    --blank-loss colours cannot be recorded (cuda_graph.py says why), and stage 2 has
+    not been tried there."""
+    on_gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
+    return (on_gpu and not args.communicator and args.stage == 1 and args.tag_design == 'post'
+            and args.blank_loss == 'pixels')
 
 
 # The flags of the film design: (flag, attribute, default).
@@ -392,8 +405,9 @@ class RandomStates(training.Extension):
 
 
 class CudaGraphStatus(training.Extension):
-    """--cuda-graph: says how the training steps run as soon as that is known (the step
-    recorded after the ordinary ones, or why it cannot be), not only at the end."""
+    """With --cuda-graph (on a GPU by default): says how the training steps run as soon
+    as that is known (the step recorded after the ordinary ones, or why it cannot be),
+    not only at the end."""
     trigger = (1, 'iteration')
 
     def __init__(self):
@@ -407,7 +421,7 @@ class CudaGraphStatus(training.Extension):
 
     @staticmethod
     def say(graph):
-        print('Training steps (--cuda-graph): {}'.format(graph.status()))
+        print('Training steps (CUDA graph): {}'.format(graph.status()))
 
 
 class LossPlot(extensions.PlotReport):

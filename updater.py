@@ -166,7 +166,7 @@ def backward(loss, params, loss_scale=None):
     paths from the loss to them and leaves the gradients in ``param.grad`` as backward
     does. With a loss scale, or with ``user_fast_paths`` 'off' (fast_conv.py), it is the
     example's full ``loss.backward()``: only that records the scale for the optimizer."""
-    if loss_scale is not None or getattr(chainer.config, 'user_fast_paths', 'cpu') == 'off':
+    if loss_scale is not None or getattr(chainer.config, 'user_fast_paths', 'all') == 'off':
         for param in params:
             param.cleargrad()
         loss.backward(loss_scale=loss_scale)

@@ -16,7 +16,8 @@ it to the device every step, as in training); colourisation is one
 ``net.generating()`` forward at batch 1, from a host array to a host array. The
 implementations:
 
-* ``chainer``: the port as it trains (fast_conv.py's faster paths as ``--fast`` says);
+* ``chainer``: the port with fast_conv.py's faster paths (as ``--fast`` says) and
+  without fused.py (``user_fused='off'``): how it trained on a GPU until 2026-11-27;
 * ``chainer-plain``: the same with ``user_fast_paths='off'``: Chainer's own functions
   and full backward passes, i.e. the port before the speed-ups;
 * ``chainer-fused``: ``chainer`` with fused.py's batch norm + activation and Adam +
@@ -54,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('fp32', 'tf32', 'mixed16')
 IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'chainer-graph', 'torch', 'torch-graph')
-FUSED_MODES = ('off', 'cpu', 'all')
+FUSED_MODES = ('off', 'cpu', 'gpu', 'all')
 LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
 
 
@@ -70,7 +71,7 @@ def parse_args(argv):
                         help='Default: chainer, and torch when PyTorch is installed')
     parser.add_argument('--fast', choices=('off', 'cpu', 'all'), default=None,
                         help="fast_conv.py's user_fast_paths for the chainer implementation "
-                             "(default: fast_conv.py's, 'cpu')")
+                             "(default: fast_conv.py's, 'all')")
     parser.add_argument('--fused', choices=FUSED_MODES, default='off',
                         help="fused.py's user_fused for --check and --quality (chainer-fused always "
                              "runs with 'all')")

@@ -429,7 +429,7 @@ def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, t
     out = tmp_path / 'graph'
     assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--cuda-graph'] + TINY_TRAINING) == 0
     printed = capsys.readouterr().out
-    said = 'Training steps (--cuda-graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
+    said = 'Training steps (CUDA graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
     assert printed.count(said) == 2  # CudaGraphStatus's, then the end's
     for name in ('enc.npz', 'dec.npz'):
         with np.load(str(out / name)) as got, np.load(str(tiny_model / name)) as want:
@@ -450,7 +450,7 @@ def test_training_says_how_its_steps_run_once_it_is_known(capsys):
         graph.steps, graph.graph = steps, object() if recorded else None
         extension(trainer)
         printed.append(capsys.readouterr().out)
-    assert printed == ['', '', 'Training steps (--cuda-graph): recorded after 2 steps, replayed 0 times\n', '']
+    assert printed == ['', '', 'Training steps (CUDA graph): recorded after 2 steps, replayed 0 times\n', '']
 
 
 def test_cuda_graph_is_for_one_process(capsys):
@@ -458,6 +458,25 @@ def test_cuda_graph_is_for_one_process(capsys):
     with pytest.raises(SystemExit):
         train_facade_text.parse_args(['--cuda-graph', '--communicator', 'naive'])
     assert "--cuda-graph records one process's step: not with --communicator" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv, records', [
+    ([], False),                                      # the CPU
+    (['-g', '-1'], False),
+    (['-g', '0'], True),                              # the post's command: recorded
+    (['--device', '@cupy:1'], True),
+    (['-g', '0', '--no-tag'], True),
+    (['-g', '0', '--device', '@numpy'], False),       # --device wins
+    (['-g', '0', '--no-cuda-graph'], False),
+    (['--cuda-graph'], True),                         # asked for: tried, and says why not on a CPU
+    (['-g', '0', '--tag-design', 'film'], False),     # cannot be recorded (cuda_graph.py)
+    (['-g', '0', '--blank-loss', 'colours'], False),
+    (['-g', '0', '--stage', '2'], False),             # not tried on a GPU
+    (['-g', '0', '--communicator', 'naive'], False),
+])
+def test_cuda_graph_is_on_by_default_where_it_was_measured(argv, records):
+    import train_facade_text
+    assert train_facade_text.parse_args(argv).cuda_graph is records
 
 
 # ---------------------------------------------------------------- bench.py

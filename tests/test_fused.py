@@ -183,13 +183,23 @@ def test_batch_norm_float32_and_one_value_per_channel(xp_name, request):
 def test_fused_path_is_taken_only_where_it_applies():
     link = net.ConvBNR(4, 6, activation=fast_conv.leaky_relu)
     x = np.random.RandomState(0).normal(size=(2, 4, 8, 8)).astype(np.float32)
-    assert not isinstance(link(x).creator, fused.BatchNormActivation)  # default: off
-    with chainer.using_config('user_fused', 'cpu'):
-        assert isinstance(link(x).creator, fused.BatchNormActivation)
+    assert chainer.config.user_fused == 'gpu'  # the default: CuPy arrays only
+    assert not isinstance(link(x).creator, fused.BatchNormActivation)
+    for mode, taken in (('off', False), ('gpu', False), ('cpu', True), ('all', True)):
+        with chainer.using_config('user_fused', mode):
+            assert isinstance(link(x).creator, fused.BatchNormActivation) is taken, mode
+    with chainer.using_config('user_fused', 'all'):
         with chainer.using_config('train', False):  # running averages: Chainer's function
             assert not isinstance(link(x).creator, fused.BatchNormActivation)
         other = net.ConvBNR(4, 6, activation=F.sigmoid)
         assert not isinstance(other(x).creator, fused.BatchNormActivation)
+        # --bn-across-ranks: ChainerMN's batch norm (no ``axis``) keeps its own statistics
+        import warnings
+        import chainermn
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)  # "experimental"
+            link.bn = chainermn.links.MultiNodeBatchNormalization(6, comm=None)
+        assert not fused.applies(link.bn, x[:, :6], fast_conv.leaky_relu)
 
 
 def adam_run(xp, use_fused, steps=4, seed=0, dtype=np.float64, **settings):
