@@ -7,6 +7,7 @@
 #      ITERATIONS updates at the example's learning rate 2e-4) while the --no-tag baseline
 #      trains beside it on the same GPU; the tag model is stopped with SIGINT, resumed with
 #      -r latest, killed with kill -9 during the next interval, resumed again and finished;
+#      on a GPU both must say that their steps were recorded (the default there);
 #   4. colours a twin drawing with 響 and 暁 (colorize.py -g), scores both models
 #      (evaluate.py -g) and serves a few requests (server.py -g);
 #   5. writes the run's record to $OUT: e2e.log (everything printed), timings.json,
@@ -81,6 +82,14 @@ check $PY train_facade_text.py "${TRAIN[@]}" -o "$WORK/tag" -r latest
 check wait "$baseline"
 seconds[train]=$(( $(date +%s) - t ))
 tail -n 5 "$WORK/notag.log"
+if (( GPU >= 0 )); then  # the post's design records its step on a GPU by default, after each resume too
+  for log in "$OUT/e2e.log" "$WORK/notag.log"; do
+    if ! grep -q 'Training steps (CUDA graph): recorded after' "$log" \
+        || grep -q 'Training steps (CUDA graph): not recorded' "$log"; then
+      echo "FAIL: the steps in $log were not recorded as a CUDA graph"; fail=1
+    fi
+  done
+fi
 
 # 4. Colour, score, serve.
 t=$(date +%s)
