@@ -200,10 +200,10 @@ def parse_args(argv):
 
 
 def records_by_default(args):
-    """--cuda-graph's default: on where a recorded step was measured on a GPU (one
-    process, stage 1, the post's design with or without tags). The film design and
-    --blank-loss colours cannot be recorded (cuda_graph.py says why), and stage 2 has
-    not been tried there."""
+    """--cuda-graph's default: on where a recorded step was measured on a GPU: one
+    process, stage 1, the post's design (--no-tag's network is the same with one input
+    plane less). The film design and --blank-loss colours cannot be recorded
+    (cuda_graph.py says why), and stage 2 has not been tried there."""
     on_gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
     return (on_gpu and not args.communicator and args.stage == 1 and args.tag_design == 'post'
             and args.blank_loss == 'pixels')
