@@ -109,8 +109,18 @@ GRAPH_IMPLS=$IMPLS
 (( GRAPH )) && GRAPH_IMPLS="--impl $CHAINERS chainer-graph $TORCH ${TORCH:+torch-graph} $COMMON"
 JSONL="$OUT/gpu-$(date -u +%F).jsonl"
 : > "$JSONL"
-run_bench() {
-  step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$JSONL"
+# A bench.py run within what is left of the budget ($2 at most): its tables to bench.log,
+# its JSON rows to the file $1.
+rows_into() {
+  local into=$1; shift
+  step "$@" 2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$into"
+}
+run_bench() { rows_into "$JSONL" "$@"; }
+# The L1 after QUALITY_STEPS steps from the same start, with bench.py's arguments $2...
+run_quality() {
+  local limit=$1; shift
+  rows_into "$OUT/quality.jsonl" "$limit" $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" \
+    --quality "$QUALITY_STEPS" --json "$@"
 }
 # The targets first (fp32 training at batch 1 and 8, fp32 colourisation), so that a run cut
 # short by the budget still has them; the other precisions after the quality checks.
@@ -119,17 +129,13 @@ run_bench 60 $PY benchmarks/bench.py -g "$GPU" --task colorize --precision fp32 
 
 # 4. Precision quality: L1 after the same training from the same start.
 : > "$OUT/quality.jsonl"
-step 150 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision fp32 mixed16 --json \
-  2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
-CUPY_TF32=1 step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --quality "$QUALITY_STEPS" --precision tf32 --json \
-  2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
+run_quality 150 --precision fp32 mixed16
+CUPY_TF32=1 run_quality 90 --precision tf32
 if (( FUSED )); then
-  step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --fused all --quality "$QUALITY_STEPS" --precision fp32 --json \
-    2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
+  run_quality 90 --fused all --precision fp32
 fi
 if (( GRAPH )); then
-  step 90 $PY benchmarks/bench.py -g "$GPU" "${EXTRA[@]}" --fast "$FAST" --graph --quality "$QUALITY_STEPS" --precision fp32 --json \
-    2>&1 | tee -a "$OUT/bench.log" | grep '^{' >> "$OUT/quality.jsonl"
+  run_quality 90 --graph --precision fp32
 fi
 $PY - "$OUT/quality.jsonl" "$QUALITY_TOLERANCE" "$FUSED_TOLERANCE" "$FUSED" "$GRAPH" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt" || fail=1
 import json, sys
