@@ -13,7 +13,6 @@ import chainer
 import cuda_graph
 from test_fused import gpu_available
 from test_updater import fixed_batch, make_models, make_updater
-from updater import TextPix2pixUpdater, make_optimizer
 
 needs_gpu = pytest.mark.skipif(not gpu_available(), reason='no GPU')
 
@@ -256,14 +255,8 @@ def test_what_a_recorded_step_reports_is_reported_again_after_each_replay():
 
 def gpu_updater(batch, warmup=cuda_graph.WARMUP_STEPS, **kwargs):
     """make_updater's updater on the GPU, its step recorded (seed 4)."""
-    device = chainer.get_device('@cupy:0')
-    np.random.seed(0)
-    models = make_models(seed=0)
-    optimizers = {name: make_optimizer(m, 2e-4) for name, m in zip(('enc', 'dec', 'dis'), models)}
-    iterator = chainer.iterators.SerialIterator(batch, len(batch), shuffle=False)
-    updater = TextPix2pixUpdater(models=models, iterator={'main': iterator}, optimizer=optimizers, device=device,
-                                 **kwargs)
-    updater.graph = cuda_graph.StepGraph(optimizers.values(), seed=4, warmup=warmup)
+    updater = make_updater(make_models(seed=0), batch, device=chainer.get_device('@cupy:0'), **kwargs)
+    updater.graph = cuda_graph.StepGraph(updater.get_all_optimizers().values(), seed=4, warmup=warmup)
     return updater
 
 

@@ -24,10 +24,11 @@ def fixed_batch(n=1, size=128, seed=0):
     return [(x[i], t[i]) for i in range(n)]
 
 
-def make_updater(models, batch, lr=2e-4):
+def make_updater(models, batch, lr=2e-4, **kwargs):
+    """The example's updater over ``batch``; ``kwargs``: TextPix2pixUpdater's others (device, ...)."""
     iterator = chainer.iterators.SerialIterator(batch, len(batch), shuffle=False)
     optimizers = {name: make_optimizer(m, lr) for name, m in zip(('enc', 'dec', 'dis'), models)}
-    return TextPix2pixUpdater(models=models, iterator={'main': iterator}, optimizer=optimizers)
+    return TextPix2pixUpdater(models=models, iterator={'main': iterator}, optimizer=optimizers, **kwargs)
 
 
 class ExampleLosses:
