@@ -284,6 +284,19 @@ def test_counter_uniform_kernel_is_its_numpy_twin():
     assert np.array_equal(got.ravel(), cuda_graph.uniform_numpy(37000, 12345, 7, 3))
 
 
+def product_cases(array, dtype):
+    """The products fast_conv.py makes, of arrays that ``array`` makes from NumPy ones:
+    matmul_each's pairs (a, b), matmul_sum's pairs, and the tolerance for ``dtype``."""
+    rng = np.random.RandomState(0)
+    w, images, gy = (array(rng.standard_normal(shape).astype(dtype)) for shape in ((64, 300), (3, 300, 48),
+                                                                                  (3, 64, 48)))
+    each = [(w, images), (w.T.copy().T, images), (w, images.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
+            (w[:, :48].T, gy), (w, images[:1])]
+    summed = [(gy, images.transpose(0, 2, 1)), (gy[:1], images[:1].transpose(0, 2, 1))]
+    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-10)
+    return each, summed, tolerance
+
+
 @pytest.mark.cuda_on_cpu
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypatch):
@@ -295,20 +308,14 @@ def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypa
     import cuda_on_cpu
     monkeypatch.setattr(cuda_graph, '_loaded_library', lambda stem: cuda_on_cpu.cublas_library())
     monkeypatch.setattr(cuda_graph, '_cublas', [])
-    device = lambda a: a.view(cuda_on_cpu.DeviceArray)  # noqa: E731
-    rng = np.random.RandomState(0)
-    w = device(rng.standard_normal((64, 300)).astype(dtype))
-    images = device(rng.standard_normal((3, 300, 48)).astype(dtype))
-    gy = device(rng.standard_normal((3, 64, 48)).astype(dtype))
-    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-10)
+    each, summed, tolerance = product_cases(lambda a: a.view(cuda_on_cpu.DeviceArray), dtype)
     batched, single = ('{}gemm{}'.format('S' if dtype == np.float32 else 'D', suffix)
                        for suffix in ('StridedBatched', '_v2'))
-    for a, b in ((w, images), (w.T.copy().T, images), (w, images.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
-                 (w[:, :48].T, gy), (w, images[:1])):
+    for a, b in each:
         calls = cuda_on_cpu.cublas_calls('cublas' + batched)
         np.testing.assert_allclose(cuda_graph.matmul_each(a, b), np.matmul(a, b), **tolerance)
         assert cuda_on_cpu.cublas_calls('cublas' + batched) == calls + 1
-    for a, b in ((gy, images.transpose(0, 2, 1)), (gy[:1], images[:1].transpose(0, 2, 1))):
+    for a, b in summed:
         calls = cuda_on_cpu.cublas_calls('cublas' + single)
         np.testing.assert_allclose(cuda_graph.matmul_sum(a, b), np.matmul(a, b).sum(axis=0), **tolerance)
         assert cuda_on_cpu.cublas_calls('cublas' + single) == calls + len(a)
@@ -320,15 +327,10 @@ def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypa
 def test_products_through_ctypes_are_cupys(dtype):
     """matmul_each and matmul_sum on the layouts fast_conv.py passes, against cupy.matmul."""
     cupy = chainer.backends.cuda.cupy
-    rng = cupy.random.RandomState(0)
-    w = rng.standard_normal((64, 300)).astype(dtype)
-    images = rng.standard_normal((3, 300, 48)).astype(dtype)
-    gy = rng.standard_normal((3, 64, 48)).astype(dtype)
-    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-10)
-    for a, b in ((w, images), (w.T.copy().T, images), (w, images.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
-                 (w[:, :48].T, gy)):
+    each, summed, tolerance = product_cases(cupy.asarray, dtype)
+    for a, b in each:
         np.testing.assert_allclose(cuda_graph.matmul_each(a, b).get(), cupy.matmul(a, b).get(), **tolerance)
-    for a, b in ((gy, images.transpose(0, 2, 1)), (gy[:1], images[:1].transpose(0, 2, 1))):
+    for a, b in summed:
         np.testing.assert_allclose(cuda_graph.matmul_sum(a, b).get(), cupy.matmul(a, b).sum(axis=0).get(),
                                    **tolerance)
 
