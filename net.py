@@ -25,13 +25,9 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from fast_conv import Convolution2D, Deconvolution2D, leaky_relu
-import fused
-import tag_vectorizer
-
-# Dropout can be switched off while batch norm still uses batch statistics; see
-# generating() below. Chainer keeps user settings in its config under a user_ name.
-chainer.global_config.user_dropout = True
+from speed.fast_conv import Convolution2D, Deconvolution2D, leaky_relu
+from speed import fused
+import plane_layout
 
 # At batch 1 and 128 px the encoder's last map is 1x1: batch norm of one value is its
 # beta. That is how the example's network behaves at that size, in training and in
@@ -65,7 +61,7 @@ class ConvBNR(chainer.Chain):
     def forward(self, x, film=None):
         """film: this layer's (scale, shift), each (B, ch1), from film_parameters()."""
         h = self.c(x)
-        dropout = self.dropout and chainer.config.user_dropout
+        dropout = self.dropout and dropout_on()
         if self.use_bn and fused.applies(self.bn, h, self.activation):
             # deviation from the example: with user_fused on, batch norm, FiLM, dropout and
             # the activation are one function (fused.py; same parameters and results).
@@ -106,7 +102,7 @@ def film_design(layout='slots', dim=16, slots=16, hidden=64, gate='per_tag', gat
 
 class TagReader(chainer.Chain):
     """Reads the tag plane (the input's last plane) back at its cell centres
-    (tag_vectorizer.read_cells) and turns it into Tags.
+    (plane_layout.read_cells) and turns it into Tags.
 
     layout 'mean' (the post's plane, one standardised vector): c is that vector.
     layout 'slots' (each tag's own vector in a slot): a small network shared by the slots
@@ -127,9 +123,9 @@ class TagReader(chainer.Chain):
     def forward(self, x):
         planes = (x.array if isinstance(x, chainer.Variable) else x)[:, -1]
         if self.layout != 'slots':
-            return Tags(tag_vectorizer.read_cells(planes, self.dim), None, None)
+            return Tags(plane_layout.read_cells(planes, self.dim), None, None)
         batch = len(planes)
-        values = tag_vectorizer.read_cells(planes, self.slots * self.dim).reshape(batch * self.slots, self.dim)
+        values = plane_layout.read_cells(planes, self.slots * self.dim).reshape(batch * self.slots, self.dim)
         present = (abs(values).max(axis=1, keepdims=True) > 0).astype(values.dtype)
         h = self.l2(F.leaky_relu(self.l1(values), 0.2)) * present
         each = F.reshape(h, (batch, self.slots, -1))
@@ -335,6 +331,12 @@ class Discriminator(chainer.Chain):
         if self.projection:
             y = y + F.sum(F.scale(h, self.proj(self.tags(x_0).c), axis=0), axis=1, keepdims=True)
         return y
+
+
+def dropout_on():
+    """Whether dropout runs: Chainer's config ``user_dropout`` (default True), which
+    generating() switches off while batch norm still uses batch statistics."""
+    return getattr(chainer.config, 'user_dropout', True)
 
 
 @contextlib.contextmanager

@@ -30,17 +30,17 @@ the tags apart instead of averaging them: slot k of the plane holds the k-th tag
 standardised vector (steps 1 and 3 on that tag alone), up to ``SLOTS`` tags, 16 x 16
 values on a 16x16 grid. Averaged with 3-6 other tags, モノクロ moves a set's vector little
 (cosine 0.91 with and without it on the default data); in its own slot it is all there.
-The network reads the plane back at its cell centres (``read_cells``).
+The network reads the plane back at its cell centres (plane_layout.read_cells).
 """
 import collections
 import functools
-import math
 import warnings
 import zlib
 
 import numpy as np
 
 import atomic
+import plane_layout
 
 DEFAULT_DIM = 16
 LAYOUTS = ('mean', 'slots')
@@ -270,32 +270,4 @@ def tag_plane(vectorizer, tags, size):
     """The fourth input plane (size x size) of a tag set; zeros without a vectorizer or tags."""
     if vectorizer is None or not tags:
         return np.zeros((size, size), np.float32)
-    return plane(vectorizer.vector(tags), size)
-
-
-def grid_side(values):
-    """The side of the smallest square grid that holds this many values."""
-    return max(1, math.ceil(math.sqrt(values)))
-
-
-def plane(vector, size):
-    """Lays a vector out on a square grid and enlarges it (nearest) to a size x size plane."""
-    vector = np.asarray(vector, np.float32)
-    grid = grid_side(vector.size)
-    if grid > size:
-        raise ValueError('a {} px plane cannot hold a {}x{} grid of values'.format(size, grid, grid))
-    cells = np.zeros(grid * grid, np.float32)
-    cells[:vector.size] = vector
-    cells = cells.reshape(grid, grid)
-    index = np.arange(size) * grid // size
-    return cells[index][:, index]
-
-
-def read_cells(planes, values):
-    """The inverse of plane() for a batch: (B, size, size) planes -> (B, values), read at
-    the cell centres (NumPy or CuPy arrays)."""
-    grid = grid_side(values)
-    size = planes.shape[-1]
-    centres = (np.arange(grid) * 2 + 1) * size // (2 * grid)
-    cells = planes[:, centres][:, :, centres]
-    return cells.reshape(len(planes), grid * grid)[:, :values]
+    return plane_layout.lay_out(vectorizer.vector(tags), size)

@@ -39,10 +39,10 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 import chainer.functions as F
 
-import cuda_graph
-from evaluate import SRGB_TO_XYZ
-import fused
+import colour_space
 import net
+import speed
+from speed import cuda_graph, fused
 
 
 def make_optimizer(model, alpha, beta1=0.5):
@@ -107,25 +107,12 @@ COLOUR_PIXELS = 4096
 # pictures against other, blurred ones), so the weight 100 keeps its balance with the
 # drawn examples' L1.
 LAB_SCALE = 33.5
-# sRGB's linear values to X/Xn, Y/Yn, Z/Zn (each row over the D65 white, as evaluate.srgb_to_lab).
-LINEAR_TO_XYZ_OVER_WHITE = (SRGB_TO_XYZ / SRGB_TO_XYZ.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def lab_of(rgb):
-    """(3, N) colours on the networks' [-1, 1] -> (3, N) CIELAB / LAB_SCALE, differentiable:
-    evaluate.srgb_to_lab's formulas (sRGB, D65) in Chainer functions."""
-    xp = chainer.backend.get_array_module(rgb)
-    c = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
-    # Both sides of each F.where are computed: each is clipped to where its formula is
-    # smooth, so that the side not taken cannot send NaN or inf back.
-    decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
-    linear = F.where(chainer.as_array(c) <= 0.04045, c / 12.92, decoded)
-    t = F.matmul(xp.asarray(LINEAR_TO_XYZ_OVER_WHITE), linear)
-    delta = 6.0 / 29.0
-    cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
-    f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)
-    lab = F.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])])
-    return lab / LAB_SCALE
+    """(3, N) colours on the networks' [-1, 1] -> (3, N) CIELAB / LAB_SCALE, differentiable."""
+    unit = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
+    return colour_space.srgb_to_lab_variable(unit) / LAB_SCALE
 
 
 def blank_examples(x_in):
@@ -166,7 +153,7 @@ def backward(loss, params, loss_scale=None):
     paths from the loss to them and leaves the gradients in ``param.grad`` as backward
     does. With a loss scale, or with ``user_fast_paths`` 'off' (fast_conv.py), it is the
     example's full ``loss.backward()``: only that records the scale for the optimizer."""
-    if loss_scale is not None or getattr(chainer.config, 'user_fast_paths', 'all') == 'off':
+    if loss_scale is not None or speed.setting('user_fast_paths') == 'off':
         for param in params:
             param.cleargrad()
         loss.backward(loss_scale=loss_scale)

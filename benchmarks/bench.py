@@ -194,7 +194,7 @@ class Clock:
 def chainer_gpu_bytes():
     """What CuPy's default pool holds, and the pools chainer-graph's steps allocate from."""
     import cupy
-    import cuda_graph
+    from speed import cuda_graph
     return cupy.get_default_memory_pool().total_bytes() + cuda_graph.held_bytes()
 
 
@@ -258,7 +258,7 @@ class ChainerRunner:
         self.device = device
         self.colorize_input = x[:1].astype(self.dtype)
         # chainer-graph colours through a recorded forward pass as well (no optimizers)
-        import cuda_graph
+        from speed import cuda_graph
         self.colorize_graph = cuda_graph.StepGraph([]) if graph else None
 
     def config(self):
@@ -367,14 +367,13 @@ def make_runner(impl, args, device, width, batch, size, precision):
 
 
 def default_fast():
-    import chainer
-    import net  # noqa: F401  (sets the default)
-    return chainer.global_config.user_fast_paths
+    import speed
+    return speed.setting('user_fast_paths')
 
 
 def time_config(args, device, impls, task, size, width, batch, precision):
     """Results (dicts) of every implementation for one configuration, interleaved."""
-    import cuda_graph
+    from speed import cuda_graph
     clock = Clock(device)
     steps, peaks, runners = {}, {}, {}
     for impl in impls:
@@ -606,7 +605,6 @@ def main(argv=None):
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     import chainer
-    import net  # noqa: F401  (user_fast_paths, user_fused)
     chainer.global_config.cudnn_deterministic = True
     if args.threads and torch_available():
         import torch

@@ -41,9 +41,9 @@ def kernels_on_cpu(monkeypatch):
     """fused.py's and cuda_graph.py's CUDA kernels compiled for the CPU (tests/cuda_on_cpu.py),
     with NumPy standing in for the rest of CuPy: their CuPy code paths run on NumPy arrays."""
     import chainer
-    import cuda_graph
+    from speed import cuda_graph
     import cuda_on_cpu
-    import fused
+    from speed import fused
     if cuda_on_cpu.compiler() is None:
         pytest.skip('no g++ with C++20 to run the CUDA source on the CPU')
     monkeypatch.setattr(chainer.backends.cuda, 'cupy', cuda_on_cpu.CupyOnCpu())

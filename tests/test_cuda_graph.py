@@ -10,7 +10,7 @@ import pytest
 import compat  # noqa: F401
 import chainer
 
-import cuda_graph
+from speed import cuda_graph
 from test_fused import gpu_available
 from test_updater import fixed_batch, make_models, make_updater
 

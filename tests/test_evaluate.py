@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+import colour_space
 import evaluate
 import train_facade_text
 
@@ -53,30 +54,30 @@ LABELS = {'background': 0, 'skin': 1, 'hair': 2, 'eyes': 3, 'clothes': 4}
 
 def test_ciede2000_matches_sharmas_table_both_ways_and_at_once():
     first, second, expected = (np.array(column) for column in zip(*SHARMA_PAIRS))
-    np.testing.assert_allclose(evaluate.ciede2000(first, second), expected, atol=5e-5)
-    np.testing.assert_allclose(evaluate.ciede2000(second, first), expected, atol=5e-5)
+    np.testing.assert_allclose(colour_space.ciede2000(first, second), expected, atol=5e-5)
+    np.testing.assert_allclose(colour_space.ciede2000(second, first), expected, atol=5e-5)
     for lab1, lab2, delta in SHARMA_PAIRS[:3]:
-        assert float(evaluate.ciede2000(lab1, lab2)) == pytest.approx(delta, abs=5e-5)
+        assert float(colour_space.ciede2000(lab1, lab2)) == pytest.approx(delta, abs=5e-5)
 
 
 def test_srgb_to_lab_known_values():
-    lab = evaluate.srgb_to_lab([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    lab = colour_space.srgb_to_lab([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
     expected = [[100, 0, 0], [0, 0, 0], [53.2408, 80.0925, 67.2032],
                 [87.7347, -86.1827, 83.1793], [32.2970, 79.1875, -107.8602]]
     np.testing.assert_allclose(lab, expected, atol=2e-3)
 
 
 def test_black_against_white_is_100_and_a_colour_against_itself_is_0():
-    white, black = evaluate.srgb_to_lab([255, 255, 255]), evaluate.srgb_to_lab([0, 0, 0])
-    assert float(evaluate.ciede2000(white, black)) == pytest.approx(100, abs=1e-6)
+    white, black = colour_space.srgb_to_lab([255, 255, 255]), colour_space.srgb_to_lab([0, 0, 0])
+    assert float(colour_space.ciede2000(white, black)) == pytest.approx(100, abs=1e-6)
     colours = np.random.default_rng(0).integers(0, 256, (50, 3))
-    np.testing.assert_array_equal(evaluate.ciede2000(evaluate.srgb_to_lab(colours),
-                                                     evaluate.srgb_to_lab(colours)), 0)
+    np.testing.assert_array_equal(colour_space.ciede2000(colour_space.srgb_to_lab(colours),
+                                                     colour_space.srgb_to_lab(colours)), 0)
 
 
 def test_grey_has_zero_chroma():
     greys = np.repeat(np.arange(256)[:, None], 3, axis=1)
-    assert np.abs(evaluate.chroma(evaluate.srgb_to_lab(greys))).max() < 1e-9
+    assert np.abs(colour_space.chroma(colour_space.srgb_to_lab(greys))).max() < 1e-9
     image = np.full((4, 4, 3), 200, np.uint8)
     assert evaluate.mean_chroma(image, np.ones((4, 4), np.uint8)) == pytest.approx(0, abs=1e-9)
 
@@ -103,19 +104,19 @@ def test_region_error_is_zero_for_the_true_colour_and_known_for_a_wrong_one():
 def test_region_colour_is_the_mean_lab_of_its_pixels_only():
     rgb, mask = regions_image([(255, 0, 0), (0, 0, 255)])
     np.testing.assert_allclose(evaluate.region_lab(rgb, mask, LABELS['hair']),
-                               evaluate.srgb_to_lab([255, 0, 0]))
+                               colour_space.srgb_to_lab([255, 0, 0]))
     assert evaluate.region_lab(rgb, mask, LABELS['eyes']) is None
 
 
 def test_pair_rule_picks_the_nearer_twin():
     hibiki, akatsuki = (235, 235, 240), (40, 45, 95)
-    light = evaluate.srgb_to_lab([220, 222, 228])
-    dark = evaluate.srgb_to_lab([60, 60, 100])
+    light = colour_space.srgb_to_lab([220, 222, 228])
+    dark = colour_space.srgb_to_lab([60, 60, 100])
     assert evaluate.nearer_to_first(light, hibiki, akatsuki)
     assert not evaluate.nearer_to_first(light, akatsuki, hibiki)
     assert evaluate.nearer_to_first(dark, akatsuki, hibiki)
     # Exactly halfway is not right for either.
-    assert not evaluate.nearer_to_first(evaluate.srgb_to_lab(hibiki), hibiki, hibiki)
+    assert not evaluate.nearer_to_first(colour_space.srgb_to_lab(hibiki), hibiki, hibiki)
 
 
 def test_psnr_and_l1():
@@ -173,8 +174,8 @@ def test_an_invisible_tint_leaves_the_palette_where_it_was():
     picture[3] = (60, 60, 60)
     tinted = picture.copy()
     tinted[..., 1] += 1
-    lab, tinted_lab = (evaluate.srgb_to_lab(p.reshape(-1, 3)) for p in (picture, tinted))
-    assert evaluate.ciede2000(lab, tinted_lab).max() < 1.2
+    lab, tinted_lab = (colour_space.srgb_to_lab(p.reshape(-1, 3)) for p in (picture, tinted))
+    assert colour_space.ciede2000(lab, tinted_lab).max() < 1.2
     assert np.abs(evaluate.palette(picture) - evaluate.palette(tinted)).sum() == 0
 
 

@@ -17,9 +17,10 @@ import chainer.functions as F
 import chainer.links as L
 
 import bench
-import fast_conv
-import fused
+from speed import fast_conv
+from speed import fused
 import net
+import speed
 
 
 def gpu_available():
@@ -183,7 +184,7 @@ def test_batch_norm_float32_and_one_value_per_channel(xp_name, request):
 def test_fused_path_is_taken_only_where_it_applies():
     link = net.ConvBNR(4, 6, activation=fast_conv.leaky_relu)
     x = np.random.RandomState(0).normal(size=(2, 4, 8, 8)).astype(np.float32)
-    assert chainer.config.user_fused == 'gpu'  # the default: CuPy arrays only
+    assert speed.setting('user_fused') == 'gpu'  # the default: CuPy arrays only
     assert not isinstance(link(x).creator, fused.BatchNormActivation)
     for mode, taken in (('off', False), ('gpu', False), ('cpu', True), ('all', True)):
         with chainer.using_config('user_fused', mode):

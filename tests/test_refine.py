@@ -11,6 +11,7 @@ import compat
 import colorize
 import dataset
 import evaluate
+import plane_layout
 import tag_vectorizer
 import train_facade_text
 
@@ -125,7 +126,7 @@ def test_film_design_crops_carry_the_whole_slot_plane(tmp_path):
     data = dataset.RefinementDataset(str(tmp_path), slots, size=256, coarse_size=64, crop=128)
     random.seed(4)
     x_in, _ = data.get_example(0)
-    read = tag_vectorizer.read_cells(x_in[6][None], slots.plane_values)[0]
+    read = plane_layout.read_cells(x_in[6][None], slots.plane_values)[0]
     np.testing.assert_array_equal(read, slots.vector(['暁']))
     assert np.abs(read).sum() > 0
     np.testing.assert_array_equal(x_in[6], tag_vectorizer.tag_plane(slots, ['暁'], 128))

@@ -8,7 +8,7 @@ import chainer
 import chainer.functions as F
 
 import bench
-import fast_conv
+from speed import fast_conv
 import net
 import updater
 

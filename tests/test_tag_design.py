@@ -10,8 +10,9 @@ import compat  # noqa: F401
 import chainer
 import chainer.functions as F
 
-import evaluate
+import colour_space
 import net
+import plane_layout
 import tag_vectorizer
 import train_facade_text
 from tag_vectorizer import TagVectorizer
@@ -32,7 +33,7 @@ def test_cells_read_back_what_the_plane_holds(vectorizer, size):
     for v, tags in ((vectorizer, ['響', '艦これ']), (slots, ['響', '艦これ', '銀髪'])):
         values = v.vector(tags)
         plane = tag_vectorizer.tag_plane(v, tags, size)
-        np.testing.assert_array_equal(tag_vectorizer.read_cells(plane[None], v.plane_values)[0], values)
+        np.testing.assert_array_equal(plane_layout.read_cells(plane[None], v.plane_values)[0], values)
 
 
 def test_slots_hold_each_tag_alone_and_the_mean_layout_is_the_posts(vectorizer):
@@ -238,7 +239,7 @@ def test_the_colour_loss_scores_the_palette_not_the_layout():
     loss = updater.colour_distribution_loss(shifted, target, pixels=None)
     # The same distance in float64 NumPy from evaluate's CIELAB: sorted projections of both
     # pictures' colours on every direction, their mean |difference|.
-    lab = lambda x: evaluate.srgb_to_lab((x[0].reshape(3, -1).T.astype(np.float64) + 1) * 128) / updater.LAB_SCALE
+    lab = lambda x: colour_space.srgb_to_lab((x[0].reshape(3, -1).T.astype(np.float64) + 1) * 128) / updater.LAB_SCALE
     directions = updater.COLOUR_DIRECTIONS.astype(np.float64)
     by_hand = np.abs(np.sort(lab(shifted.array) @ directions.T, axis=0) - np.sort(lab(target) @ directions.T, axis=0))
     assert float(loss.array) == pytest.approx(by_hand.mean(), rel=1e-4)
@@ -249,13 +250,13 @@ def test_the_colour_loss_scores_the_palette_not_the_layout():
 
 
 def test_the_colour_loss_compares_colours_in_cielab():
-    # lab_of is evaluate.srgb_to_lab (float64) in Chainer functions, on [-1, 1], scaled down.
+    # lab_of is colour_space.srgb_to_lab (float64) in Chainer functions, on [-1, 1], scaled down.
     import updater
     rgb = np.concatenate([np.random.RandomState(0).randint(0, 256, (3, 500)), [[0, 255], [0, 255], [0, 255]]], axis=1)
     unit = (rgb / 128 - 1).astype(np.float32)
     colours = chainer.Variable(unit)
     lab = updater.lab_of(colours)
-    np.testing.assert_allclose(lab.array * updater.LAB_SCALE, evaluate.srgb_to_lab(rgb.T).T, atol=2e-3)
+    np.testing.assert_allclose(lab.array * updater.LAB_SCALE, colour_space.srgb_to_lab(rgb.T).T, atol=2e-3)
     chainer.functions.sum(lab).backward()
     assert np.isfinite(colours.grad).all()  # black and white included
     # A navy and a black: nearer than a red and an orange in RGB (0.91 times), further in

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import tag_vectorizer
-from tag_vectorizer import TagVectorizer, UnknownTagWarning, plane
+from plane_layout import lay_out
+from tag_vectorizer import TagVectorizer, UnknownTagWarning
 
 TAG_LISTS = [['響', '艦これ', '銀髪'], ['暁', '艦これ', '紺髪'], ['初音ミク', 'ボーカロイド', 'ツインテール'],
              ['博麗霊夢', '東方', '黒髪'], ['アルトリア・ペンドラゴン〔オルタ〕', 'Fate/GrandOrder']] * 8
@@ -24,8 +25,8 @@ def test_training_is_deterministic():
 
 def test_plane_is_deterministic_bounded_and_laid_out_on_a_grid(vectorizer):
     vector = vectorizer.vector(['響'])
-    p = plane(vector, 128)
-    np.testing.assert_array_equal(p, plane(vectorizer.vector(['響']), 128))
+    p = lay_out(vector, 128)
+    np.testing.assert_array_equal(p, lay_out(vectorizer.vector(['響']), 128))
     assert p.shape == (128, 128) and p.dtype == np.float32
     assert p.min() >= -1 and p.max() <= 1
     # 16 values -> a 4x4 grid of 32x32 cells, row by row.
@@ -34,18 +35,18 @@ def test_plane_is_deterministic_bounded_and_laid_out_on_a_grid(vectorizer):
 
 
 def test_plane_pads_a_non_square_vector_with_zeros():
-    p = plane(np.arange(1, 6, dtype=np.float32) / 10, 30)  # 5 values -> 3x3 grid of 10 px
+    p = lay_out(np.arange(1, 6, dtype=np.float32) / 10, 30)  # 5 values -> 3x3 grid of 10 px
     np.testing.assert_allclose(p[::10, ::10], [[.1, .2, .3], [.4, .5, 0], [0, 0, 0]])
 
 
 def test_different_tags_give_different_planes(vectorizer):
     hibiki, akatsuki = vectorizer.vector(['響']), vectorizer.vector(['暁'])
     assert np.abs(hibiki - akatsuki).mean() > 0.05
-    assert not np.array_equal(plane(hibiki, 64), plane(akatsuki, 64))
+    assert not np.array_equal(lay_out(hibiki, 64), lay_out(akatsuki, 64))
 
 
 def test_no_tag_is_the_zero_plane(vectorizer):
-    assert not plane(vectorizer.vector([]), 64).any()
+    assert not lay_out(vectorizer.vector([]), 64).any()
 
 
 def test_unknown_tag_warns_and_names_the_tag(vectorizer):

@@ -36,10 +36,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer.optimizer_hooks import WeightDecay
 
-import cuda_graph
-import fast_conv
-
-chainer.global_config.user_fused = 'gpu'
+from speed import cuda_graph, fast_conv, setting
 
 # The activations net.ConvBNR uses, as the slope of their negative side.
 ACTIVATION_SLOPES = {F.relu: 0.0, F.leaky_relu: 0.2, fast_conv.leaky_relu: 0.2, None: None}
@@ -239,7 +236,7 @@ def _blocks(size):
 def enabled(array):
     """Whether user_fused covers ``array``: a NumPy one with 'cpu' or 'all', a CuPy one
     with 'gpu' or 'all'."""
-    mode = chainer.config.user_fused
+    mode = setting('user_fused')
     xp = backend.get_array_module(array)
     if xp is numpy:
         return mode in ('cpu', 'all')

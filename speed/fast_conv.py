@@ -21,11 +21,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer.utils import conv as conv_utils
 
-import cuda_graph
-
-# Where the faster paths below are used: 'all' (NumPy and CuPy arrays), 'cpu' (NumPy
-# arrays), or 'off' (Chainer's own functions everywhere).
-chainer.global_config.user_fast_paths = 'all'
+from speed import cuda_graph, setting
 
 
 # 1.7 s of a 4.9 s colourisation went to the decoder's last 3x3 convolution alone
@@ -231,7 +227,7 @@ class _Convolution(chainer.function_node.FunctionNode):
 
 def _fast_path(link, x):
     """Whether link's forward may take the faster path for input x."""
-    mode = chainer.config.user_fast_paths
+    mode = setting('user_fast_paths')
     xp = backend.get_array_module(x)
     if not (mode == 'all' or (mode == 'cpu' and xp is numpy)):
         return False
@@ -285,6 +281,6 @@ class _LeakyReLU(chainer.function_node.FunctionNode):
 def leaky_relu(x, slope=0.2):
     """F.leaky_relu, on the faster path for NumPy arrays."""
     array = x.array if isinstance(x, chainer.Variable) else x
-    if chainer.config.user_fast_paths == 'off' or not isinstance(array, numpy.ndarray) or not 0 <= slope < 1:
+    if setting('user_fast_paths') == 'off' or not isinstance(array, numpy.ndarray) or not 0 <= slope < 1:
         return F.leaky_relu(x, slope)
     return _LeakyReLU(slope).apply((x,))[0]
