@@ -579,7 +579,7 @@ class RefinementDataset(TaggedImageDataset):
     needs no stage-1 model. With ``augment``: the short side resized to ``size``, a random
     degradation, then a random ``crop`` x ``crop`` square of input and target alike (and
     a flip with ``flip``); without: size x size and the mean degradation. ``jitter``:
-    coarse_colouring's. ``stage1`` (a colorize.ColorModel) replaces the degradation by
+    coarse_colouring's. ``stage1`` (a colour_model.ColourModel) replaces the degradation by
     that model's colouring of the drawing with the example's tags, enlarged: stage 2 then
     learns to refine the errors that stage 1 makes."""
 
@@ -605,7 +605,7 @@ class RefinementDataset(TaggedImageDataset):
         colour, drawing = resized(colour, new_size), resized(drawing, new_size)
         tags = self.sampled_tags(i)
         if self.stage1 is not None:
-            coarse = self.stage1.colorize(drawing, tags)
+            coarse = self.stage1.colour(drawing, tags)
         else:
             coarse = coarse_colouring(colour, self.factor, random if self.augment else None, self.jitter)
         x_in = refinement_input(drawing, coarse, self.vectorizer, tags)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from colour_space import chroma, ciede2000, srgb_to_lab
 import compat
-import colorize
+import colour_model
 import dataset
 import figures
 import sheets
@@ -35,7 +35,7 @@ Data (data/default/test: line/ drawings, color/ targets and tags,
 mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
 
 * Size: every test drawing is resized (bicubic) to the model's size and coloured there
-  at batch 1 with ``colorize.ColorModel.colorize`` (deterministic: batch statistics,
+  at batch 1 with ``colour_model.ColourModel.colorize`` (deterministic: batch statistics,
   no dropout). Targets are resized bicubic, masks nearest, so every score is taken at
   the size the network works at, without the blur of enlarging its output.
 * Colours are compared in CIELAB (sRGB, D65) with CIEDE2000 (Sharma et al. 2005),
@@ -199,13 +199,13 @@ def load_test_images(data_dir, description, size):
 
 
 class ScoredModel:
-    """A ColorModel, its test images at its size, and its outputs kept per (image, tags)
+    """A ColourModel, its test images at its size, and its outputs kept per (image, tags)
     so that the figures reuse what the scores coloured. With ``refine_dir`` the model is
     stage 1 with that stage-2 refiner; ``size`` scores at that size instead of the model's."""
 
     def __init__(self, label, model_dir, device, images_at, refine_dir=None, size=None):
         self.label, self.dir = label, model_dir
-        self.model = colorize.load_model(model_dir, refine_dir, device)
+        self.model = colour_model.load_model(model_dir, refine_dir, device)
         self.settings = self.model.settings
         self.size = size or self.model.size
         self.tagged = self.model.vectorizer is not None
@@ -221,7 +221,7 @@ class ScoredModel:
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            output = np.asarray(self.model.colorize(drawing, tags).convert('RGB'))
+            output = np.asarray(self.model.colour(drawing, tags).convert('RGB'))
         self.seconds.append(time.perf_counter() - started)
         return output
 
@@ -544,8 +544,8 @@ def evaluate_refinement(args):
     models['stage 1 + 2'] = ScoredModel('stage 1 + 2', args.model, device, images_at, args.refine, size)
     for label, path in args.extra:
         if label in models:
-            raise colorize.ModelError('--extra label {} is taken: use another'.format(label))
-        stage = colorize.read_settings(os.path.join(path, 'model.json')).get('stage', 1)
+            raise colour_model.ModelError('--extra label {} is taken: use another'.format(label))
+        stage = colour_model.read_settings(os.path.join(path, 'model.json')).get('stage', 1)
         models[label] = (ScoredModel(label, args.model, device, images_at, path, size) if stage == 2 else
                          ScoredModel(label, path, device, images_at, size=size))
     reference = models['stage 1, bicubic']
@@ -598,17 +598,17 @@ def load_models(args, device, images_at):
     models = collections.OrderedDict()
     models['tag'] = ScoredModel('tag', args.model, device, images_at)
     if not models['tag'].tagged:
-        raise colorize.ModelError('--model {} was trained with --no-tag: give a tag model'.format(args.model))
+        raise colour_model.ModelError('--model {} was trained with --no-tag: give a tag model'.format(args.model))
     models['notag'] = ScoredModel('notag', args.baseline, device, images_at)
     if models['notag'].tagged:
         print('warning: the baseline {} was trained with tags; it is scored with the zero tag '
               'plane'.format(args.baseline), file=sys.stderr)
     for label, path in ([('post', args.post)] if args.post else []) + args.extra:
         if label in models:
-            raise colorize.ModelError('--extra label {} is taken: use another'.format(label))
+            raise colour_model.ModelError('--extra label {} is taken: use another'.format(label))
         models[label] = ScoredModel(label, path, device, images_at)
         if not models[label].tagged:
-            raise colorize.ModelError('--extra {}={} was trained with --no-tag: give a tag model'.format(label, path))
+            raise colour_model.ModelError('--extra {}={} was trained with --no-tag: give a tag model'.format(label, path))
     data = os.path.abspath(args.data)
     for model in models.values():
         trained_on = model.settings.get('dataset')
@@ -697,7 +697,7 @@ def main(argv=None):
         return main_refine(args)
     try:
         result, scores_path, report_path = evaluate(args)
-    except (DataError, dataset.ImageError, colorize.ModelError, compat.DeviceError) as error:
+    except (DataError, dataset.ImageError, colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     number = lambda value: '-' if value is None else '{:.3f}'.format(value)
@@ -716,7 +716,7 @@ def main_refine(args):
     """evaluate.py --refine: prints the table and writes refine_scores.json and refine_crops.png."""
     try:
         result, paths = evaluate_refinement(args)
-    except (DataError, dataset.ImageError, colorize.ModelError, compat.DeviceError) as error:
+    except (DataError, dataset.ImageError, colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     print(refinement_table(result['scores'], result['size']))

@@ -55,7 +55,7 @@ from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
 import compat
-import colorize
+import colour_model
 import dataset
 import sheets
 import tag_vectorizer
@@ -259,7 +259,7 @@ class Colorizer:
                                 'words)'.format(', '.join(unknown)), unknown=unknown)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            return [model.colorize(drawing, tags) for tags in tag_sets]
+            return [model.colour(drawing, tags) for tags in tag_sets]
 
     def close(self):
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -273,7 +273,7 @@ def png_bytes(image):
 
 def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, timeout=60.0,
                allowed_hosts=LOOPBACK_NAMES):
-    """The Flask app around a loaded colorize.ColorModel: error handlers, the Host check,
+    """The Flask app around a loaded colour_model.ColourModel: error handlers, the Host check,
     the page, the API."""
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path='/static')
     app.request_class = InMemoryRequest
@@ -484,7 +484,7 @@ def serving_in_background(app, host='127.0.0.1', port=0, **limits):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Web page and API to colour line art with tags')
-    parser.add_argument('--model', default=colorize.DEFAULT_MODEL, help='model folder written by training')
+    parser.add_argument('--model', default=colour_model.DEFAULT_MODEL, help='model folder written by training')
     parser.add_argument('--refine', default=None, metavar='DIR',
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines every colouring')
     compat.add_device_arguments(parser)
@@ -508,11 +508,11 @@ def main(argv=None):
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
-        model = colorize.load_model(args.model, args.refine, compat.device_of(args))
+        model = colour_model.load_model(args.model, args.refine, compat.device_of(args))
         app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout,
                          LOOPBACK_NAMES + tuple(listening_name + args.allow_host))
         httpd = serve(app, args.host, args.port, max_connections=args.max_connections)
-    except (colorize.ModelError, compat.DeviceError) as error:
+    except (colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     except OSError as error:

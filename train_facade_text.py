@@ -46,7 +46,7 @@ from chainer.training import extensions
 import chainermn
 
 import atomic
-import colorize
+import colour_model
 import dataset
 import multi_node
 import net
@@ -461,7 +461,7 @@ def preview_extension(model, preview_set, out, count=4, weights_of=None):
             else:
                 plane = tag_vectorizer.tag_plane(model.vectorizer, tags, model.size)
                 plane_image = Image.fromarray(np.uint8((plane + 1) * 127.5), 'L')
-                rows.append([drawing, plane_image, model.colorize(drawing, tags), truth])
+                rows.append([drawing, plane_image, model.colour(drawing, tags), truth])
             row_labels.append(','.join(tags[:3]) or '(no tag)')
         columns = ['drawing', 'coarse input' if model.stage == 2 else 'tag plane', 'output', 'truth']
         grid = sheets.grid(rows, columns, row_labels, cell=model.size)
@@ -487,8 +487,8 @@ def load_data(args):
     if args.coarse_model:
         try:
             # On the CPU: the loader's worker processes run it, and they cannot share a GPU context.
-            stage1 = colorize.load_model(args.coarse_model, None, compat.get_device(-1))
-        except colorize.ModelError as error:
+            stage1 = colour_model.load_model(args.coarse_model, None, compat.get_device(-1))
+        except colour_model.ModelError as error:
             raise SetupError('--coarse-model: {}'.format(error)) from None
     try:
         train_set = make_dataset(args, train_dir, None, augment=True, stage1=stage1)
@@ -506,7 +506,7 @@ def load_data(args):
 
 def make_dataset(args, folder, vectorizer, augment, stage1=None):
     """The examples in folder: stage 1's TaggedImageDataset or stage 2's RefinementDataset
-    (on stage1's colourings, a colorize.ColorModel, with --coarse-model)."""
+    (on stage1's colourings, a colour_model.ColourModel, with --coarse-model)."""
     if args.stage == 2:
         return dataset.RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
                                          augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
@@ -675,9 +675,9 @@ def resume(trainer, args, comm=None):
     problems = []
     for path in candidates:
         try:
-            colorize.load_npz(path, trainer)
+            colour_model.load_npz(path, trainer)
             failed = []
-        except colorize.ModelError as error:
+        except colour_model.ModelError as error:
             failed = [str(error)]
         if comm is not None:
             failed = multi_node.everyones(comm, failed)
@@ -820,7 +820,7 @@ def main(argv=None):
         preview = None
         if rank == 0:
             # The previews show what enc.npz and dec.npz hold: the average, where there is one.
-            model = colorize.ColorModel(*(average.links if average else generator), train_set.vectorizer,
+            model = colour_model.ColourModel(*(average.links if average else generator), train_set.vectorizer,
                                         args.size, dict(stage=args.stage))
             preview = preview_extension(model, preview_set, args.out,
                                         weights_of=(enc, dec) if args.bn_across_ranks and not average else None)

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compat  # noqa: E402
-import colorize  # noqa: E402
+import colour_model  # noqa: E402
 import dataset  # noqa: E402
 import evaluate  # noqa: E402
 
@@ -62,9 +62,9 @@ def main(argv=None):
     parser.add_argument('--coarse-jitter', type=float, default=1.0, help="train_facade_text.py's: the jitter's scale")
     args = parser.parse_args(argv)
     try:
-        model = colorize.load_model(args.model, None, compat.get_device(-1))
+        model = colour_model.load_model(args.model, None, compat.get_device(-1))
         pictures = dataset.TaggedImageDataset(args.data, model.vectorizer, augment=False)
-    except (colorize.ModelError, ValueError, FileNotFoundError) as error:
+    except (colour_model.ModelError, ValueError, FileNotFoundError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     coarse_size = args.coarse_size or model.size
@@ -75,7 +75,7 @@ def main(argv=None):
         truth_image = dataset.load_image(pictures.paths[i])
         truth = np.asarray(truth_image)
         factor = max(truth_image.size) / coarse_size
-        stage1.append(statistics(np.asarray(model.colorize(pictures.drawing_of(i), pictures.tags[i])), truth))
+        stage1.append(statistics(np.asarray(model.colour(pictures.drawing_of(i), pictures.tags[i])), truth))
         mean.append(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor)), truth))
         degraded.extend(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor, rng, args.coarse_jitter)),
                                    truth)

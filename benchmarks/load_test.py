@@ -39,7 +39,7 @@ from PIL import Image
 # The project's modules live one folder up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compat  # noqa: E402
-import colorize
+import colour_model
 import server
 
 
@@ -167,7 +167,7 @@ def report(summary):
 @contextlib.contextmanager
 def local_server(model_dir, gpu, max_waiting):
     """server.py's app on 127.0.0.1 (a free port) in this process; yields its URL."""
-    model = colorize.ColorModel.load(model_dir, compat.get_device(gpu))
+    model = colour_model.ColourModel.load(model_dir, compat.get_device(gpu))
     app = server.create_app(model, max_waiting=max_waiting)
     try:
         with server.serving_in_background(app) as url:
@@ -271,7 +271,7 @@ def main(argv=None):
     except LoadTestError as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
-    except (colorize.ModelError, compat.DeviceError) as error:
+    except (colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:

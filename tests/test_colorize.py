@@ -5,6 +5,7 @@ from PIL import Image
 
 import compat
 import colorize
+import colour_model
 
 
 def drawing_path(small_data):
@@ -40,10 +41,10 @@ def test_several_tags_give_one_image_each_and_a_sheet(tiny_model, small_data, tm
 
 
 def test_model_colours_deterministically(tiny_model, small_data):
-    model = colorize.ColorModel.load(str(tiny_model), compat.get_device(-1))
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
     drawing = Image.open(drawing_path(small_data)).convert('L')
-    a = np.asarray(model.colorize(drawing, ['響']))
-    b = np.asarray(model.colorize(drawing, ['響']))
+    a = np.asarray(model.colour(drawing, ['響']))
+    b = np.asarray(model.colour(drawing, ['響']))
     np.testing.assert_array_equal(a, b)
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 import atomic
 import colorize
+import colour_model
 import compat
 import load_test
 import server
@@ -467,7 +468,7 @@ def exchange(port, data, slow=False, silent=False, timeout=15):
 
 @pytest.fixture(scope='module')
 def running_server(tiny_model):
-    model = colorize.ColorModel.load(str(tiny_model), compat.get_device(-1))
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
     app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
     with server.serving_in_background(app, **HTTP_LIMITS) as url:
         yield int(url.rsplit(':', 1)[1].strip('/'))

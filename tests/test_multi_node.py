@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import colorize
+import colour_model
 import compat
 import mpi_runs
 from conftest import TINY_TRAINING
@@ -142,11 +142,11 @@ def test_batch_norm_across_ranks_trains_a_model_colorize_loads(small_data, tmp_p
     rank0, rank1 = (np.load(out / 'snapshot_iter_2.npz.{}'.format(rank)) for rank in (0, 1))
     for key in ('updater/model:enc/c1/bn/gamma', 'extensions/weight_average/enc/c1/bn/gamma'):
         np.testing.assert_array_equal(rank0[key], rank1[key])
-    model = colorize.ColorModel.load(str(out), compat.get_device(-1))
+    model = colour_model.ColourModel.load(str(out), compat.get_device(-1))
     np.testing.assert_array_equal(model.enc.c1.c.W.array, rank0['extensions/weight_average/enc/c1/c/W'])
     assert np.abs(model.enc.c1.c.W.array - rank0['updater/model:enc/c1/c/W']).max() > 1e-5
     drawing = Image.open(next((small_data / 'test' / 'line').iterdir())).convert('L')
-    assert model.colorize(drawing, ['響']).size == drawing.size
+    assert model.colour(drawing, ['響']).size == drawing.size
 
 
 def test_stopped_job_resumes_to_the_unbroken_state(small_data, two_ranks, tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 
 import compat
 import colorize
+import colour_model
 import dataset
 import evaluate
 import plane_layout
@@ -139,9 +140,9 @@ def test_film_stage2_trains_and_refines_with_the_tags(small_data, tiny_model, tm
     assert train_facade_text.main(['-i', str(small_data), '-o', str(out)] + argv) == 0
     settings = json.loads((out / 'model.json').read_text(encoding='utf-8'))
     assert settings['stage'] == 2 and settings['tag_design']['layout'] == 'slots'
-    model = colorize.load_model(str(tiny_model), str(out), compat.get_device(-1))
+    model = colour_model.load_model(str(tiny_model), str(out), compat.get_device(-1))
     drawing = Image.open(next((small_data / 'test' / 'line').glob('*.png'))).convert('L')
-    refined = np.asarray(model.colorize(drawing, ['響']))
+    refined = np.asarray(model.colour(drawing, ['響']))
     assert refined.shape == (drawing.size[1], drawing.size[0], 3)
     # Stage 2 reads the tags itself (FiLM from the slots): the same coarse colouring
     # refined under another tag comes out otherwise (20 updates: measured 3.6 levels).
@@ -151,12 +152,12 @@ def test_film_stage2_trains_and_refines_with_the_tags(small_data, tiny_model, tm
 
 
 def test_coarse_model_trains_stage2_on_stage1s_own_colourings(tiny_model, small_data):
-    stage1 = colorize.load_model(str(tiny_model), None, compat.get_device(-1))
+    stage1 = colour_model.load_model(str(tiny_model), None, compat.get_device(-1))
     data = dataset.RefinementDataset(str(small_data / 'train'), stage1.vectorizer, size=256, coarse_size=64,
                                      augment=False, stage1=stage1)
     x_in, t_out = data.get_example(0)
     drawing = Image.fromarray(dataset.to_uint8(x_in[:1])[..., 0], 'L')
-    expected = np.asarray(stage1.colorize(drawing, data.tags[0]))
+    expected = np.asarray(stage1.colour(drawing, data.tags[0]))
     np.testing.assert_array_equal(dataset.to_uint8(x_in[3:6]), expected)
     # not the truth degraded: the tests' barely trained stage 1 is far from the truth
     # (measured 110 levels on average against the degraded truth's 7)
@@ -189,14 +190,14 @@ def test_two_stages_colour_a_non_square_drawing_at_its_size(tiny_model, stage2_m
     result = Image.open(out)
     assert result.size == (700, 334) and result.mode == 'RGB'
 
-    model = colorize.load_model(str(tiny_model), str(stage2_model), compat.get_device(-1))
+    model = colour_model.load_model(str(tiny_model), str(stage2_model), compat.get_device(-1))
     assert model.refiner.refine_side((700, 334)) == 256  # up to stage 2's size
     assert model.refiner.refine_side((200, 100)) == 256 and model.refiner.refine_side((100, 60)) == 128
     assert model.refiner.stage == 2 and model.stage == 1
-    refined = np.asarray(model.colorize(drawing, ['響']))
+    refined = np.asarray(model.colour(drawing, ['響']))
     np.testing.assert_array_equal(refined, np.asarray(result))
     model.refiner = None
-    alone = np.asarray(model.colorize(drawing, ['響']))
+    alone = np.asarray(model.colour(drawing, ['響']))
     assert alone.shape == refined.shape and np.abs(alone.astype(int) - refined).mean() > 1.0
 
 

@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 import compat
-import colorize
+import colour_model
 import load_test
 import server
 
 
 @pytest.fixture(scope='module')
 def model(tiny_model):
-    return colorize.ColorModel.load(str(tiny_model), compat.get_device(-1))
+    return colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +81,7 @@ def test_colours_a_drawing_at_its_own_size(client, model):
     image = decoded(post(client, png((100, 60)), ['響']))
     assert image.size == (100, 60) and image.mode == 'RGB'
     # The very picture colorize.py makes of that drawing and tag.
-    local = model.colorize(Image.open(io.BytesIO(png((100, 60)))).convert('L'), ['響'])
+    local = model.colour(Image.open(io.BytesIO(png((100, 60)))).convert('L'), ['響'])
     np.testing.assert_array_equal(np.asarray(image), np.asarray(local))
 
 
@@ -210,7 +210,7 @@ class BlockingModel:
     tags = []
     settings = {}
     device = None
-    refiner = None  # as ColorModel without --refine
+    refiner = None  # as ColourModel without --refine
 
     def __init__(self):
         self.release = threading.Event()
@@ -219,7 +219,7 @@ class BlockingModel:
     def unknown_tags(self, tags):
         return []
 
-    def colorize(self, drawing, tags, size=None):
+    def colour(self, drawing, tags, size=None):
         self.started.set()
         self.release.wait(30)
         return drawing.convert('RGB')

@@ -210,14 +210,14 @@ def test_film_training_resumes_to_the_same_state_and_colours(small_data, tmp_pat
             assert max(np.abs(saved[k] - a['updater/model:enc/' + k]).max() for k in saved.files) > 1e-4
     settings = json.loads((tmp_path / 'straight' / 'model.json').read_text('utf-8'))
     assert settings['tag_design'] == net.film_design(slots=8) and settings['ema_decay'] == 0.9
-    import colorize
-    model = colorize.ColorModel.load(str(tmp_path / 'straight'), compat.get_device(-1))
+    import colour_model
+    model = colour_model.ColourModel.load(str(tmp_path / 'straight'), compat.get_device(-1))
     assert model.vectorizer.layout == 'slots' and model.vectorizer.slots == 8
     from PIL import Image
     drawing = Image.new('L', (100, 60), 255)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-        assert model.colorize(drawing, ['響']).size == (100, 60)
+        assert model.colour(drawing, ['響']).size == (100, 60)
 
 
 def test_film_flags_need_the_film_design(capsys):
