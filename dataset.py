@@ -288,6 +288,14 @@ def paired_drawing(colour_path, colour_root, line_root):
     return png if os.path.exists(png) else None
 
 
+def split_folders(root):
+    """(train, test) folders: ROOT/train and ROOT/test when present, else (ROOT, None)."""
+    train, test = os.path.join(root, 'train'), os.path.join(root, 'test')
+    if os.path.isdir(train):
+        return train, (test if os.path.isdir(test) else None)
+    return root, None
+
+
 def make_iterator(data, batchsize, loaderjob=0, shuffle=True):
     """The training iterator: ``loaderjob`` > 0 loads in that many worker processes
     (Chainer's MultiprocessIterator), 0 in the training process (runs then repeat

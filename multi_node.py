@@ -33,7 +33,7 @@ import os
 import sys
 import warnings
 
-import compat  # noqa: F401  (Chainer shims; must precede chainer)
+import compat
 import chainermn
 
 # Chainer 7.8.1's communicators, less its test-only 'dummy'. naive works on CPUs, and
@@ -41,6 +41,30 @@ import chainermn
 # pure_nccl averages with NCCL (one GPU per process), non_cuda_aware with NCCL inside a
 # machine and MPI on host copies between machines. All but naive need CuPy.
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
+
+
+class SetupError(RuntimeError):
+    """Training cannot start (no data, no snapshot); the message is one line.
+    ``every_rank``: under MPI, raised alike on every rank (they agreed), so that each can
+    simply exit; any other setup error on one rank ends the whole job."""
+
+    def __init__(self, message, every_rank=False):
+        super().__init__(message)
+        self.every_rank = every_rank
+
+
+def make_communicator(name):
+    """The ChainerMN communicator ``name`` (--communicator); None without one (one process)."""
+    if not name:
+        return None
+    try:
+        return create_communicator(name)
+    except ImportError as error:
+        raise SetupError('--communicator needs mpi4py and an MPI ({}): pip install -r requirements-mpi.txt, '
+                         'and start training with mpiexec'.format(error)) from None
+    except RuntimeError as error:  # CuPy or NCCL missing, alike on every rank
+        raise SetupError('the {} communicator cannot be used here: {}'.format(name, error),
+                         every_rank=True) from None
 
 
 def create_communicator(name):
@@ -127,3 +151,52 @@ def agreed_signal(comm, signum):
     the others waiting for it in the next update's averaging."""
     received = everyones(comm, [] if signum is None else [signum])
     return signum if signum is not None or not received else received[0]
+
+
+def choose_device(args, comm):
+    """compat.device_of; under MPI the GPU of this process's local rank, and a device
+    that one rank cannot use stops every rank."""
+    if comm is None:
+        return compat.device_of(args)
+    device, errors = None, []
+    try:
+        device = compat.device_of(args, comm.intra_rank)
+    except compat.DeviceError as error:
+        errors = ['rank {}: {}'.format(comm.rank, error)]
+    errors = everyones(comm, errors)
+    if errors:
+        raise SetupError(errors[0], every_rank=True)
+    return device
+
+
+def shared_data(comm, load, seed):
+    """Under MPI: rank 0 runs ``load()`` (the scan, the tag vectors: it returns the
+    training set and the preview set) and every rank gets its share of a shuffle seeded
+    by ``seed`` (chainermn.scatter_dataset sends the file list, tags and vectors, never
+    decoded images). Returns the training set, the preview set (rank 0's; None on the
+    others) and this rank's share."""
+    loaded, error = (None, None), None
+    if comm.rank == 0:
+        try:
+            loaded = load()
+            error = ''
+        except SetupError as failure:
+            error = str(failure)
+    error = comm.bcast_obj(error)  # from rank 0 (the others pass None)
+    if error:
+        raise SetupError(error, every_rank=True)
+    train_set, preview_set = loaded
+    return train_set, preview_set, chainermn.scatter_dataset(train_set, comm, shuffle=True, seed=seed)
+
+
+def setup_failed(error, comm):
+    """Prints the one-line error; returns the exit code, 1. Under MPI rank 0 prints an
+    error that every rank raised alike; one of this rank alone ends the whole job, since
+    the other ranks would wait for this one forever."""
+    every_rank = getattr(error, 'every_rank', False)
+    rank = comm.rank if comm is not None else world_rank() if every_rank else 0
+    if rank == 0 or not every_rank:
+        print('error: {}'.format(error), file=sys.stderr)
+    if comm is not None and not every_rank:
+        abort(comm)
+    return 1

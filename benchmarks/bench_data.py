@@ -243,7 +243,7 @@ def measure(root, args):
     np.random.seed(args.seed)
     random.seed(args.seed)
     started = time.perf_counter()
-    train_dir, _ = train_facade_text.split_folders(root)
+    train_dir, _ = dataset.split_folders(root)
     train_set = dataset.TaggedImageDataset(train_dir, None, args.size, 'line', augment=True,
                                            flip=args.flip, tag_dropout=args.tag_dropout)
     scan_s = time.perf_counter() - started

@@ -27,6 +27,7 @@ import chainer  # noqa: E402
 import dataset  # noqa: E402
 import net  # noqa: E402
 import train_facade_text  # noqa: E402
+import train_extensions  # noqa: E402
 import updater as updater_module  # noqa: E402
 from updater import TextPix2pixUpdater, make_optimizer  # noqa: E402
 
@@ -55,7 +56,7 @@ def make_step(argv, tag_lists, train_dir):
         blank_loss=args.blank_loss)
     if not args.ema_decay:
         return updater.update
-    average = train_facade_text.WeightAverage(models[:2], models[:2], args.ema_decay)
+    average = train_extensions.WeightAverage(models[:2], models[:2], args.ema_decay)
 
     def step():
         updater.update()

@@ -436,10 +436,10 @@ def test_training_says_how_its_steps_run_once_it_is_known(capsys):
     """CudaGraphStatus: nothing during the ordinary steps before the recording, one line
     once the step is recorded, nothing after."""
     import types
-    import train_facade_text
+    import train_extensions
     graph = cuda_graph.StepGraph([])
     trainer = types.SimpleNamespace(updater=types.SimpleNamespace(graph=graph))
-    extension = train_facade_text.CudaGraphStatus()
+    extension = train_extensions.CudaGraphStatus()
     printed = []
     for steps, recorded in ((1, False), (2, False), (3, True), (4, True)):
         graph.steps, graph.graph = steps, object() if recorded else None

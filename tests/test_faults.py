@@ -32,6 +32,7 @@ import compat
 import load_test
 import server
 import train_facade_text
+import train_extensions
 from conftest import TINY_TRAINING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +45,7 @@ MODEL_FILES = ('model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt')
 def start_training(out, data, pause_dir=None):
     env = dict(os.environ)
     if pause_dir:
-        env[train_facade_text.PAUSE_IN_SNAPSHOT] = str(pause_dir)
+        env[train_extensions.PAUSE_IN_SNAPSHOT] = str(pause_dir)
     log = open(str(out) + '.log', 'w')
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'train_facade_text.py'), '-i', str(data), '-o', str(out)] + TINY_TRAINING,

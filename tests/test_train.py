@@ -10,6 +10,7 @@ import compat  # noqa: F401
 import chainer
 
 import train_facade_text
+import train_extensions
 
 
 def test_training_writes_model_snapshots_previews_and_log(tiny_model):
@@ -73,7 +74,7 @@ def test_snapshot_from_before_loss_plot_kept_its_trigger_resumes_quietly(small_d
 
 def test_the_weight_average_is_the_exponential_moving_average_of_the_trained_weights():
     source = chainer.links.Linear(2, 3)
-    average = train_facade_text.WeightAverage((source,), (source,), decay=0.3)
+    average = train_extensions.WeightAverage((source,), (source,), decay=0.3)
     assert average.links[0] is not source
     seen = []
     for step in range(5):
