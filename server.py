@@ -180,7 +180,7 @@ def find_pairs(model, vocabulary):
     return pairs
 
 
-class Colorizer:
+class Colouriser:
     """Runs every model call on one worker thread behind a bounded waiting line.
 
     One worker, not a pool or a lock per request: the networks are shared, and
@@ -203,7 +203,7 @@ class Colorizer:
         # The worker makes the model's device current in its own thread (CuPy's current
         # device is per thread).
         self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix='colorizer', initializer=self._use_device)
+            max_workers=1, thread_name_prefix='colouriser', initializer=self._use_device)
 
     def _use_device(self):
         use = getattr(self.model.device, 'use', None)
@@ -229,7 +229,7 @@ class Colorizer:
             self._busy += 1
         try:
             drawing = prepare()
-            future = self._worker.submit(self._colorize, drawing, tag_sets)
+            future = self._worker.submit(self._colour, drawing, tag_sets)
         except BaseException:
             self._release()
             raise
@@ -244,7 +244,7 @@ class Colorizer:
             raise outcome
         return drawing, outcome
 
-    def _colorize(self, drawing, tag_sets):
+    def _colour(self, drawing, tag_sets):
         model = self.model
         if model.vectorizer is None:
             if any(tag_sets):
@@ -280,12 +280,12 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
     app.config['MAX_CONTENT_LENGTH'] = int(max_upload_mb * 1024 * 1024)
     app.config['MAX_FORM_PARTS'] = 4 + MAX_TAG_SETS
     app.json.ensure_ascii = False
-    colorizer = Colorizer(model, max_waiting=max_waiting, timeout=timeout)
-    app.extensions['colorizer'] = colorizer
+    colouriser = Colouriser(model, max_waiting=max_waiting, timeout=timeout)
+    app.extensions['colouriser'] = colouriser
     add_error_handlers(app, max_upload_mb)
     add_host_check(app, allowed_hosts)
-    add_pages(app, model, colorizer)
-    add_colorize_route(app, colorizer, max_pixels)
+    add_pages(app, model, colouriser)
+    add_colour_route(app, colouriser, max_pixels)
     return app
 
 
@@ -343,7 +343,7 @@ def add_host_check(app, allowed_hosts):
                                                   json.dumps(tag_vectorizer.shorten(name), ensure_ascii=False)))
 
 
-def add_pages(app, model, colorizer):
+def add_pages(app, model, colouriser):
     """The page, the health check, the tag vocabulary and the sample drawings."""
     vocabulary = model.tags  # the training tags, not the janome words of multi-word ones
     pairs = find_pairs(model, vocabulary)
@@ -357,7 +357,7 @@ def add_pages(app, model, colorizer):
     def healthz():
         return jsonify(status='ok', size=model.size, refine_size=model.refiner and model.refiner.size,
                        tags=model.vectorizer is not None,
-                       vocabulary=len(vocabulary), busy=colorizer.busy, capacity=colorizer.capacity)
+                       vocabulary=len(vocabulary), busy=colouriser.busy, capacity=colouriser.capacity)
 
     @app.get('/api/tags')
     def tags():
@@ -377,10 +377,10 @@ def add_pages(app, model, colorizer):
         return send_from_directory(os.path.dirname(path), os.path.basename(path), max_age=3600)
 
 
-def add_colorize_route(app, colorizer, max_pixels):
+def add_colour_route(app, colouriser, max_pixels):
     """POST /api/colorize: one PNG for one tag set, a labelled sheet for several."""
     @app.post('/api/colorize')
-    def colorize_route():
+    def colour_route():
         upload = request.files.get('image')
         if upload is None:
             raise ApiError(400, 'send the drawing as a multipart/form-data file part named "image"')
@@ -389,7 +389,7 @@ def add_colorize_route(app, colorizer, max_pixels):
             raise ApiError(400, 'drawing must be one of asis, {}'.format(', '.join(dataset.DRAWINGS)))
         tag_sets = parse_tag_sets(request.form.getlist('tags'))
         data = upload.read()
-        drawing, results = colorizer.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets)
+        drawing, results = colouriser.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets)
         if len(results) == 1:
             body = png_bytes(results[0])
         else:
@@ -449,7 +449,7 @@ def serve(app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TI
     listening = socket.create_server((host, port), family=family)
     max_body = app.config['MAX_CONTENT_LENGTH']
     httpd = waitress.create_server(
-        app, sockets=[listening], threads=app.extensions['colorizer'].capacity + 1,
+        app, sockets=[listening], threads=app.extensions['colouriser'].capacity + 1,
         connection_limit=max_connections,
         channel_timeout=idle_timeout, cleanup_interval=1, asyncore_use_poll=True,
         # The app's cap (waitress refuses a body of this size or more, Flask one over it),
@@ -527,7 +527,7 @@ def main(argv=None):
         httpd.run()
     finally:
         httpd.close()
-        app.extensions['colorizer'].close()
+        app.extensions['colouriser'].close()
     return 0
 
 

@@ -256,10 +256,10 @@ class ChainerRunner:
             converter=converter, device=device,
             loss_scale=loss_scale if precision == 'mixed16' else None, cuda_graph=graph)
         self.device = device
-        self.colorize_input = x[:1].astype(self.dtype)
+        self.colour_input = x[:1].astype(self.dtype)
         # chainer-graph colours through a recorded forward pass as well (no optimizers)
         from speed import cuda_graph
-        self.colorize_graph = cuda_graph.StepGraph([]) if graph else None
+        self.colour_graph = cuda_graph.StepGraph([]) if graph else None
 
     def config(self):
         import contextlib
@@ -275,11 +275,11 @@ class ChainerRunner:
         with self.config():
             self.updater.update()
 
-    def colorize(self):
+    def colour(self):
         forward = lambda x: self.dec(self.enc(x)).array  # noqa: E731
         with self.config(), self.net.generating():
-            x = self.device.send(self.colorize_input)
-            y = forward(x) if self.colorize_graph is None else self.colorize_graph.run(forward, x)
+            x = self.device.send(self.colour_input)
+            y = forward(x) if self.colour_graph is None else self.colour_graph.run(forward, x)
         return self.chainer.backend.CpuDevice().send(y)
 
     def l1(self):
@@ -310,7 +310,7 @@ class TorchRunner:
                                            autocast_dtype=autocast, loss_scale=loss_scale if autocast else None,
                                            capturable=graph)
         self.x, self.t = fixed_batch(batch, size, seed)
-        self.colorize_input = self.x[:1]
+        self.colour_input = self.x[:1]
         self.graphs = {} if graph else None
 
     def send(self, array):
@@ -322,11 +322,11 @@ class TorchRunner:
         else:
             self.replay('train', self.trainer.step, self.x, self.t)
 
-    def colorize(self):
+    def colour(self):
         if self.graphs is None:
-            y = self.trainer.colorize(self.send(self.colorize_input))
+            y = self.trainer.colour(self.send(self.colour_input))
         else:
-            y = self.replay('colorize', self.trainer.colorize, self.colorize_input)
+            y = self.replay('colorize', self.trainer.colour, self.colour_input)
         return y.float().cpu().numpy()
 
     def replay(self, task, run, *arrays):
@@ -381,7 +381,7 @@ def time_config(args, device, impls, task, size, width, batch, precision):
         start = clock.start_memory(impl)
         try:
             runner = make_runner(impl, args, device, width, batch if task == 'train' else 1, size, precision)
-            step = runner.train_step if task == 'train' else runner.colorize
+            step = runner.train_step if task == 'train' else runner.colour
             # chainer-graph's timed steps are replays: its warm-up holds the recording
             warmup = args.warmup + (cuda_graph.WARMUP_STEPS + 1 if impl == 'chainer-graph' else 0)
             for _ in range(max(1, warmup)):
@@ -413,7 +413,7 @@ def time_config(args, device, impls, task, size, width, batch, precision):
                             peak_mem_mb=peaks[impl]))
         if impl == 'chainer-graph':
             runner = runners[impl]
-            results[-1]['graph'] = (runner.updater.graph if task == 'train' else runner.colorize_graph).status()
+            results[-1]['graph'] = (runner.updater.graph if task == 'train' else runner.colour_graph).status()
     if 'torch' in times:
         torch_rate = next(r['images_per_s'] for r in results if r['impl'] == 'torch')
         for r in results:
@@ -577,7 +577,7 @@ def profile(args, device, impls):
                 for size in args.size:
                     for batch in (args.batch if task == 'train' else [1]):
                         runner = make_runner(impl, args, device, width, batch, size, args.precision[0])
-                        step = runner.train_step if task == 'train' else runner.colorize
+                        step = runner.train_step if task == 'train' else runner.colour
                         for _ in range(max(1, args.warmup)):
                             step()
                         hook = TimerHook()

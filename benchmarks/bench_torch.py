@@ -230,7 +230,7 @@ class Trainer:
             optimizer.step()
         return loss_gen.detach(), loss_l1.detach(), loss_dis.detach()
 
-    def colorize(self, x_in):
+    def colour(self, x_in):
         return generate(self.enc, self.dec, x_in, self._autocast())
 
 

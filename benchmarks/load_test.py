@@ -173,7 +173,7 @@ def local_server(model_dir, gpu, max_waiting):
         with server.serving_in_background(app) as url:
             yield url
     finally:
-        app.extensions['colorizer'].close()
+        app.extensions['colouriser'].close()
 
 
 @contextlib.contextmanager

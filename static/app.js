@@ -80,7 +80,7 @@ function setTags(card, tags) {
   card.unknown = [];
   renderChips(card);
   $('.label', card.node).textContent = tags.length ? tags.join(', ') : 'no tag';
-  colorizeCard(card);
+  colourCard(card);
 }
 
 function renderChips(card) {
@@ -109,7 +109,7 @@ function setCardState(card, name, error = '') {
 
 // ---- colouring ----
 
-async function colorizeCard(card, attempt = 0) {
+async function colourCard(card, attempt = 0) {
   if (card.controller) card.controller.abort();
   if (!state.drawing) { setCardState(card, 'empty'); return; }
   const controller = new AbortController();
@@ -129,7 +129,7 @@ async function colorizeCard(card, attempt = 0) {
   if (card.controller !== controller) return;  // a newer request replaced this one
   if (response.status === 503 && attempt < MAX_RETRIES) {
     const wait = 1000 * (Number(response.headers.get('Retry-After')) || 1);
-    setTimeout(() => { if (card.controller === controller) colorizeCard(card, attempt + 1); }, wait);
+    setTimeout(() => { if (card.controller === controller) colourCard(card, attempt + 1); }, wait);
     return;
   }
   if (!response.ok) {
@@ -158,8 +158,8 @@ async function colorizeCard(card, attempt = 0) {
   download.removeAttribute('aria-disabled');
 }
 
-function colorizeAll() {
-  for (const card of state.cards) colorizeCard(card);
+function colourAll() {
+  for (const card of state.cards) colourCard(card);
 }
 
 function setDrawing(blob, name) {
@@ -171,7 +171,7 @@ function setDrawing(blob, name) {
   preview.src = URL.createObjectURL(blob);
   preview.hidden = false;
   $('#dropzone').classList.add('has-image');
-  colorizeAll();
+  colourAll();
 }
 
 // ---- drawing input: file, drop, paste, samples ----
@@ -194,7 +194,7 @@ function setupDrawingInput() {
     const item = [...event.clipboardData.items].find((i) => i.type.startsWith('image/'));
     if (item) { setDrawing(item.getAsFile(), 'pasted.png'); showSampleTags(null); }
   });
-  $('#drawing-kind').addEventListener('change', colorizeAll);
+  $('#drawing-kind').addEventListener('change', colourAll);
 }
 
 async function loadSamples() {

@@ -473,7 +473,7 @@ def running_server(tiny_model):
     app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
     with server.serving_in_background(app, **HTTP_LIMITS) as url:
         yield int(url.rsplit(':', 1)[1].strip('/'))
-    app.extensions['colorizer'].close()
+    app.extensions['colouriser'].close()
 
 
 @contextlib.contextmanager

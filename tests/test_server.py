@@ -26,7 +26,7 @@ def model(tiny_model):
 def app(model):
     app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
     yield app
-    app.extensions['colorizer'].close()
+    app.extensions['colouriser'].close()
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_full_waiting_line_and_timeout_answer_503():
             break
         time.sleep(0.01)
     assert decoded(post(app.test_client(), png((40, 30)))).size == (40, 30)
-    app.extensions['colorizer'].close()
+    app.extensions['colouriser'].close()
 
 
 def test_a_model_without_tags_refuses_tags():
@@ -260,7 +260,7 @@ def test_a_model_without_tags_refuses_tags():
     assert body['unknown'] == ['響'] and 'without tags' in body['error']
     assert app.test_client().get('/api/tags').get_json()['tags'] is None
     assert decoded(post(app.test_client(), png((20, 20)))).size == (20, 20)
-    app.extensions['colorizer'].close()
+    app.extensions['colouriser'].close()
 
 
 # ---- command lines ----
