@@ -296,6 +296,19 @@ def split_folders(root):
     return root, None
 
 
+def examples(args, folder, vectorizer, augment, stage1=None):
+    """The examples in folder as train_facade_text.py's flags (``args``) ask: stage 1's
+    TaggedImageDataset, or stage 2's RefinementDataset (on ``stage1``'s colourings, a
+    colour_model.ColourModel, with --coarse-model)."""
+    if args.stage == 2:
+        return RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
+                                 augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
+                                 jitter=args.coarse_jitter, stage1=stage1)
+    return TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
+                              tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                              blank_tag_keep=args.blank_tag_keep)
+
+
 def make_iterator(data, batchsize, loaderjob=0, shuffle=True):
     """The training iterator: ``loaderjob`` > 0 loads in that many worker processes
     (Chainer's MultiprocessIterator), 0 in the training process (runs then repeat
@@ -514,7 +527,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
 
 
 # ---------------------------------------------------------------- stage 2 (refinement)
-# Stage 2 (README "Higher resolution") refines a stage-1 colouring enlarged to its size.
+# Stage 2 (docs/hires.md) refines a stage-1 colouring enlarged to its size.
 # Its input planes, in this order: the drawing (3, as network_input's), the coarse
 # colouring (3), the tag plane (1).
 REFINE_PLANES = 7
@@ -522,7 +535,8 @@ REFINE_PLANES = 7
 # a Gaussian blur of this radius, in stage-1 pixels, drawn uniformly; per channel a gain
 # and an offset (levels of 0..255); and a smooth offset field, a FIELD_GRID x FIELD_GRID
 # grid of offsets per channel enlarged over the picture. The bounds come from stage 1's
-# own errors on the training split (README "Higher resolution": how they were chosen).
+# own errors on the training split (docs/hires.md, "What stage 2 trains on": how they were
+# chosen).
 BLUR_RADIUS = (0.0, 0.5)
 COLOUR_GAIN = 0.02
 COLOUR_OFFSET = 3.0

@@ -2,16 +2,15 @@
 stage-1 colouring at a higher resolution, with the drawing beside it (docs/hires.md).
 
 It trains with stage 1's trainer, updater and extensions; what differs is here: its
-flags and their checks, its examples (dataset.RefinementDataset: the truth degraded to
-a coarse colouring, or a stage-1 model's own colourings with --coarse-model) and what
-model.json records of it.
+flags and their checks, the stage-1 model whose colourings it may train on
+(--coarse-model; otherwise dataset.RefinementDataset degrades the truth to a coarse
+colouring) and what model.json records of it.
 """
 import os
 
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 
 import colour_model
-import dataset
 from multi_node import SetupError
 
 def add_arguments(parser):
@@ -56,13 +55,6 @@ def load_coarse_model(args):
     except colour_model.ModelError as error:
         raise SetupError('--coarse-model: {}'.format(error)) from None
 
-
-def make_dataset(args, folder, vectorizer, augment, stage1=None):
-    """Stage 2's examples in folder: RefinementDataset, on stage1's colourings (a
-    colour_model.ColourModel) with --coarse-model."""
-    return dataset.RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
-                                     augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
-                                     jitter=args.coarse_jitter, stage1=stage1)
 
 
 def settings(args):

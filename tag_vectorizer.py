@@ -34,6 +34,7 @@ The network reads the plane back at its cell centres (plane_layout.read_cells).
 """
 import collections
 import functools
+import os
 import warnings
 import zlib
 
@@ -252,6 +253,22 @@ class TagVectorizer:
         if rms == 0:
             return np.zeros(self.dim, np.float32)
         return np.clip(white / rms, -1.0, 1.0).astype(np.float32)
+
+
+def for_training(tag_lists, encoding='word2vec', dim=DEFAULT_DIM, seed=0, vectors=None, resumed=None):
+    """The tag vectors a training run learns with: a resumed run's own (``resumed``, its
+    tag_vectors.txt, when it exists: the planes its snapshot learnt), pretrained
+    ``vectors``, one-hot vectors (``encoding`` 'onehot') or word2vec trained on the tag
+    lists (the post's). None when no list holds a tag."""
+    if resumed and os.path.exists(resumed):
+        return TagVectorizer.load(resumed)
+    if not any(tag_lists):
+        return None
+    if vectors:
+        return TagVectorizer.load(vectors)
+    if encoding == 'onehot':
+        return TagVectorizer.one_hot(tag_lists)
+    return TagVectorizer.train(tag_lists, dim=dim, seed=seed)
 
 
 def whitening_of(vectors):

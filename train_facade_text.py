@@ -5,12 +5,12 @@
     python train_facade_text.py --stage 2 --size 512 -i data/default512 -o DIR   # stage 2
 
 The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (default 1e-5, the
-post's), --no-tag (the post's Fig. 5), --width, --size, the tag design's flags, --demo;
-stage 2 is stage2.py. The output folder holds the model colorize.py reads, snapshots to
-resume from (-r latest), the log, loss.png and previews (train_extensions.py, visualizer.py).
+post's), --no-tag (the post's Fig. 5), --width, --size, the tag design's, --demo and
+stage 2's (stage2.py). The output folder holds the model colorize.py reads, snapshots
+(-r latest resumes), the log, loss.png and previews (train_extensions.py, visualizer.py).
 ``main`` reads top to bottom like the example's: device, data, networks, optimizers,
-updater, trainer and extensions, resume, then the output folder (written only once
-training can start), run. Under MPI, multi_node.py says what changes.
+updater, trainer and extensions, resume, the output folder (written only once training
+can start), run. Under MPI, multi_node.py says what changes.
 """
 import argparse
 import collections
@@ -30,8 +30,7 @@ import colour_model
 import dataset
 import multi_node
 from multi_node import SetupError
-import net
-from net import Decoder, Discriminator, Encoder
+from net import Decoder, Discriminator, Encoder, film_design
 import stage2
 import tag_vectorizer
 import train_extensions as ext
@@ -53,7 +52,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description='pix2pix with text (Chainer)')
     parser.add_argument('--batchsize', '-b', type=int, default=1, help='Number of images in each mini-batch')
     # deviation from the example: 300 epochs (the post's), not 200.
-    parser.add_argument('--epoch', '-e', type=int, default=300, help='Number of sweeps over the dataset to train')
+    parser.add_argument('--epoch', '-e', type=int, default=300,
+                        help='Number of sweeps over the dataset to train')
     parser.add_argument('--iteration', type=int, default=None, help='Stop after this many updates instead')
     compat.add_device_arguments(parser)
     parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS, default=None,
@@ -61,24 +61,29 @@ def parse_args(argv):
                              '(pure_nccl: one GPU per process; naive: CPUs)')
     parser.add_argument('--bn-across-ranks', action='store_true',
                         help='Batch norm over the images of all processes together (default: each its own)')
-    parser.add_argument('--dataset', '-i', default='data/default', help='Folder of tagged images (or with train/ and test/ inside)')
+    parser.add_argument('--dataset', '-i', default='data/default',
+                        help='Folder of tagged images (or with train/ and test/ inside)')
     parser.add_argument('--out', '-o', default='result', help='Directory to output the result')
-    parser.add_argument('--resume', '-r', default='', help='Resume from this trainer snapshot ("latest": the newest in --out)')
+    parser.add_argument('--resume', '-r', default='',
+                        help='Resume from this trainer snapshot ("latest": the newest in --out)')
     parser.add_argument('--seed', type=int, default=0, help='Random seed')
     parser.add_argument('--snapshot_interval', type=int, default=1000, help='Interval of snapshot')
-    parser.add_argument('--display_interval', type=int, default=100, help='Interval of displaying log to console')
+    parser.add_argument('--display_interval', type=int, default=100,
+                        help='Interval of displaying log to console')
     parser.add_argument('--lr', type=float, default=1e-5, help='Adam learning rate (the post: 1e-5)')
     parser.add_argument('--no-tag', action='store_true', help='Zero tag plane: conventional pix2pix')
-    parser.add_argument('--width', type=int, default=64, help='Base channels of the networks (the example: 64)')
-    parser.add_argument('--size', type=int, default=256, help='Training crop side in pixels (a multiple of 128)')
+    parser.add_argument('--width', type=int, default=64, help='Base channels of the networks (example: 64)')
+    parser.add_argument('--size', type=int, default=256, help='Training crop side (a multiple of 128)')
     parser.add_argument('--drawing', choices=dataset.DRAWINGS, default='line',
                         help='Input drawing made from the colour image when no line/ folder is paired')
     parser.add_argument('--flip', action='store_true', help='Random horizontal flips')
     parser.add_argument('--adv-weight', type=float, default=1.0,
-                        help='Weight of the adversarial term in the generator loss (the example: 1; 0: L1 only)')
-    parser.add_argument('--tag-dropout', type=float, default=0.0, help='Leave each tag of a training image out with this probability')
+                        help='Weight of the adversarial term in the generator loss (example: 1; 0: L1 only)')
+    parser.add_argument('--tag-dropout', type=float, default=0.0,
+                        help='Leave each tag of a training image out with this probability')
     parser.add_argument('--blank-fraction', type=float, default=0.0,
-                        help='Share of training examples whose drawing is blank paper (learn colours from tags alone)')
+                        help='Share of training examples whose drawing is blank paper '
+                             '(learn colours from tags alone)')
     parser.add_argument('--blank-tag-keep', type=float, default=0.5,
                         help="Keep each of a blank example's tags with this probability (at least one; "
                              "1: all): the few tags typed for a blank canvas are then sets that training saw")
@@ -88,22 +93,22 @@ def parse_args(argv):
     parser.add_argument('--ema-decay', type=float, default=0.0, metavar='DECAY',
                         help="Save an exponential moving average of the generator's weights, each update "
                              "moving it by 1 - DECAY towards them (0: the weights as trained, the example's)")
-    parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text/binary format)')
+    parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text or binary)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
-    parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM, help='Size of the word2vec vectors trained on the tags')
+    parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
+                        help='Size of the word2vec vectors trained on the tags')
     add_tag_design_arguments(parser)
     parser.add_argument('--cuda-graph', action=argparse.BooleanOptionalAction, default=None,
-                        help='GPU: record the training step once as a CUDA graph and replay it (speed/cuda_graph.py; '
-                             "default: on for one GPU process training the post's design at stage 1, where it was "
-                             'measured: docs/scaling.md); where the step cannot be recorded it runs as usual; training '
-                             'says how its steps run once that is known, and again at the end')
+                        help="GPU: record the training step as a CUDA graph and replay it (default: on for "
+                             "one GPU process, stage 1, the post's design; docs/scaling.md)")
     parser.add_argument('--loaderjob', '-j', type=int, default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     stage2.add_arguments(parser)
-    parser.add_argument('--demo', action='store_true', help='CPU demo preset: ' + ', '.join(
-                        '{}={}'.format(k, v) for k, v in DEMO.items()) + '; with --stage 2: ' + ', '.join(
-                        '{}={}'.format(k, v) for k, v in DEMO_STAGE2.items() if DEMO.get(k) != v))
+    presets = ', '.join('{}={}'.format(k, v) for k, v in DEMO.items())
+    stage2_presets = ', '.join('{}={}'.format(k, v) for k, v in DEMO_STAGE2.items() if DEMO.get(k) != v)
+    parser.add_argument('--demo', action='store_true',
+                        help='CPU demo preset: {}; with --stage 2: {}'.format(presets, stage2_presets))
     if '--demo' in (argv if argv is not None else sys.argv[1:]):
         parser.set_defaults(**DEMO)
         if parser.parse_known_args(argv)[0].stage == 2:
@@ -130,25 +135,20 @@ def add_tag_design_arguments(parser):
                             "plane, read back into a vector that modulates every batch norm (FiLM), a "
                             "saturation gate on the output and a projection discriminator")
     group.add_argument('--tag-layout', choices=tag_vectorizer.LAYOUTS, default='slots',
-                       help='film: the plane holds each tag in its own slot, or the mean vector as in the post')
+                       help='film: each tag in its own slot of the plane, or the mean vector as in the post')
     group.add_argument('--gate', choices=('per_tag', 'per_set', 'none'), default='per_tag',
-                       help='film: the saturation gate, one factor per tag (any tag can take the colour out), '
-                            'one for the set, or none')
+                       help='film: the saturation gate, one factor per tag (any tag can take the colour '
+                            'out), one for the set, or none')
     group.add_argument('--gate-loss', type=float, default=1.0,
                        help="film: weight of the gate's own loss (is the target in colour)")
     group.add_argument('--gate-gain', type=float, default=5.0, help="film: multiplier of the gate's weights")
-    group.add_argument('--no-projection', action='store_true', help='film: a discriminator that ignores the tags')
+    group.add_argument('--no-projection', action='store_true',
+                       help='film: a discriminator that ignores the tags')
     group.add_argument('--no-coords', action='store_true', help='film: no x, y planes beside the drawing')
     group.add_argument('--film-hidden', type=int, default=64, help="film: size of the tags' features")
-    group.add_argument('--slots', type=int, default=tag_vectorizer.SLOTS, help='film: tags a slots plane holds')
+    group.add_argument('--slots', type=int, default=tag_vectorizer.SLOTS,
+                       help='film: tags a slots plane holds')
 
-
-
-def stage2_settings(args):
-    """What model.json holds beyond stage 1's for a stage-2 model."""
-    return dict(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size,
-                coarse_jitter=None if args.coarse_model else args.coarse_jitter,
-                coarse_model=args.coarse_model and os.path.abspath(args.coarse_model))
 
 def check_args(parser, args):
     """The cross-checks of the flags: parser.error (exit 2) on the first that fails."""
@@ -171,10 +171,8 @@ def check_args(parser, args):
 
 
 def records_by_default(args):
-    """--cuda-graph's default: on where a recorded step was measured on a GPU: one
-    process, stage 1, the post's design (--no-tag's network is the same with one input
-    plane less). The film design and --blank-loss colours cannot be recorded
-    (speed/cuda_graph.py says why), and stage 2 has not been tried there."""
+    """--cuda-graph's default: on where a recorded step was measured on a GPU (one process,
+    stage 1, the post's design); speed/cuda_graph.py says why the film design cannot be."""
     on_gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
     return (on_gpu and not args.communicator and args.stage == 1 and args.tag_design == 'post'
             and args.blank_loss == 'pixels')
@@ -184,81 +182,59 @@ def tag_design_of(args):
     """model.json's tag_design: None for the post's design, else net.film_design's settings."""
     if args.tag_design == 'post':
         return None
-    return net.film_design(layout=args.tag_layout, dim=args.tag_dim, slots=args.slots, hidden=args.film_hidden,
-                           gate=None if args.gate == 'none' else args.gate, gate_gain=args.gate_gain,
-                           projection=not args.no_projection, coords=not args.no_coords)
+    return film_design(layout=args.tag_layout, dim=args.tag_dim, slots=args.slots, hidden=args.film_hidden,
+                       gate=None if args.gate == 'none' else args.gate, gate_gain=args.gate_gain,
+                       projection=not args.no_projection, coords=not args.no_coords)
 
 
 def input_planes(args):
-    """The generator's input planes: the drawing's 3 and the tag plane, and in stage 2 the
-    coarse colouring's 3 (dataset.refinement_input)."""
+    """The generator's input planes: the drawing's 3, the tag plane, in stage 2 a colouring's 3."""
     return dataset.REFINE_PLANES if args.stage == 2 else 4
 
 
-# ---------------------------------------------------------------- data
 def load_data(args):
     """The training set (with its tag vectorizer set) and the preview set. Reads only:
     the output folder is written by prepare_output, once training can start."""
     train_dir, test_dir = dataset.split_folders(args.dataset)
     stage1 = stage2.load_coarse_model(args)
     try:
-        train_set = make_dataset(args, train_dir, None, augment=True, stage1=stage1)
+        train_set = dataset.examples(args, train_dir, None, True, stage1)
     except (FileNotFoundError, ValueError) as error:
-        raise SetupError('{} (make the default data with: python make_default_data.py)'.format(error)) from None
+        raise SetupError('{} (make the default data with: python make_default_data.py)'.format(
+            error)) from None
     try:
         train_set.vectorizer = make_vectorizer(args, train_set.tags)
     except tag_vectorizer.VectorsError as error:
         raise SetupError(str(error)) from None
     print('# training images: {} ({} without tags), vocabulary: {}'.format(
         len(train_set), train_set.untagged, len(train_set.vectorizer.kv) if train_set.vectorizer else 0))
-    preview_set = make_dataset(args, test_dir or train_dir, train_set.vectorizer, augment=False, stage1=stage1)
+    preview_set = dataset.examples(args, test_dir or train_dir, train_set.vectorizer, False, stage1)
     return train_set, preview_set
 
 
-def make_dataset(args, folder, vectorizer, augment, stage1=None):
-    """The examples in folder: stage 1's TaggedImageDataset or stage 2's (stage2.make_dataset)."""
-    if args.stage == 2:
-        return stage2.make_dataset(args, folder, vectorizer, augment, stage1)
-    return dataset.TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
-                                      tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
-                                      blank_tag_keep=args.blank_tag_keep)
-
-
 def make_vectorizer(args, tag_lists):
-    """The tag vectors, laid out as the tag design wants them (vectorizer_of)."""
-    vectorizer = vectorizer_of(args, tag_lists)
-    design = tag_design_of(args)
-    if vectorizer is not None and design:
-        vectorizer.set_layout(design['layout'], design['slots'])
-    return vectorizer
-
-
-def vectorizer_of(args, tag_lists):
-    """The tag vectors: none for --no-tag; a resumed run's saved ones; none, with a
-    warning, when no image has tags; --vectors; one-hot; else word2vec trained on the
-    tag lists."""
+    """The tag vectors (tag_vectorizer.for_training; none for --no-tag, or, with a warning,
+    when no image has tags), laid out as the tag design wants them."""
     if args.no_tag:
         return None
-    saved = os.path.join(args.out, 'tag_vectors.txt')
-    if args.resume and os.path.exists(saved):
-        return tag_vectorizer.TagVectorizer.load(saved)  # the planes the snapshot learnt
-    if not any(tag_lists):
+    resumed = os.path.join(args.out, 'tag_vectors.txt') if args.resume else None
+    vectorizer = tag_vectorizer.for_training(tag_lists, args.tag_encoding, args.tag_dim, args.seed,
+                                             args.vectors, resumed)
+    design = tag_design_of(args)
+    if vectorizer is None:
         # The zero plane for every image is what --no-tag trains; say so rather than stop,
         # since untagged images are documented to train with the zero plane.
         print('warning: no training image under {} has tags: training with the zero tag plane, as '
               '--no-tag does (the model will ignore tags)'.format(args.dataset), file=sys.stderr)
-        return None
-    if args.vectors:
-        return tag_vectorizer.TagVectorizer.load(args.vectors)
-    if args.tag_encoding == 'onehot':
-        return tag_vectorizer.TagVectorizer.one_hot(tag_lists)
-    return tag_vectorizer.TagVectorizer.train(tag_lists, dim=args.tag_dim, seed=args.seed)
+    elif design:
+        vectorizer.set_layout(design['layout'], design['slots'])
+    return vectorizer
 
 
 # ---------------------------------------------------------------- the trainer
 def settings_of(args, train_set):
-    """model.json: what colour_model.py needs to rebuild the generator, how it was trained,
-    and the training tags, most frequent first (the web page suggests them)."""
+    """model.json: what colour_model.py needs to rebuild the generator, how it was trained and
+    the training tags, most frequent first (the web page suggests them)."""
     vectorizer = train_set.vectorizer
     counts = collections.Counter(tag for tags in train_set.tags for tag in tags)
     settings = dict(in_ch=input_planes(args), out_ch=3, width=args.width, size=args.size,
@@ -267,9 +243,10 @@ def settings_of(args, train_set):
                                   'vectors' if args.vectors else args.tag_encoding),
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction, blank_loss=args.blank_loss,
-                    blank_tag_keep=args.blank_tag_keep, ema_decay=args.ema_decay, adv_weight=args.adv_weight,
-                    lr=args.lr, batchsize=args.batchsize,
+                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
+                    blank_loss=args.blank_loss, blank_tag_keep=args.blank_tag_keep,
+                    ema_decay=args.ema_decay, adv_weight=args.adv_weight, lr=args.lr,
+                    batchsize=args.batchsize,
                     dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
@@ -278,11 +255,9 @@ def settings_of(args, train_set):
 
 
 def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
-    """The example's snapshot, log, report and progress extensions, plus the model files
-    (enc and dec: the networks saved), the random states, the weight average (if any),
-    loss curves, previews and the stop on Ctrl-C or SIGTERM. Under MPI every rank
-    snapshots (its own file), keeps its random states and average and stops on a signal;
-    the rest is for the process that ``reports``."""
+    """The example's snapshot, log, report and progress extensions, plus train_extensions.py's
+    and the previews. Every rank (under MPI) snapshots its own file, keeps its random states
+    and average and stops on a signal; the rest is for the process that ``reports``."""
     snapshot_interval = (args.snapshot_interval, 'iteration')
     display_interval = (args.display_interval, 'iteration')
     # deviation from the example: SnapshotWriter, so that a killed run leaves no
@@ -315,10 +290,8 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
 
 
 def run(trainer, args, enc, dec, reports):
-    """Runs the trainer; Ctrl-C or SIGTERM stops it with a snapshot and the model (enc
-    and dec) saved first (exit code 128 + the signal's number, as a shell reports it).
-    Returns the exit code. Under MPI every rank snapshots; the process that ``reports``
-    saves the model and says so."""
+    """Runs the trainer and returns the exit code; Ctrl-C or SIGTERM stops it with a snapshot
+    and the model saved first (128 + the signal's number, as a shell reports it)."""
     rank_suffix = '.RANK' if args.communicator else ''
     with trainer.get_extension('stop_on_signal').handling_signals():
         try:
@@ -327,9 +300,10 @@ def run(trainer, args, enc, dec, reports):
             trainer.get_extension('snapshot')(trainer)
             if reports:
                 ext.save_model(args.out, enc, dec)
-                print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz{} and the model; resume with '
-                      '-r latest'.format(signal.Signals(stopped.signum).name, trainer.updater.iteration,
-                                         trainer.updater.iteration, rank_suffix), file=sys.stderr)
+                iteration = trainer.updater.iteration
+                print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz{} and the model; resume '
+                      'with -r latest'.format(signal.Signals(stopped.signum).name, iteration, iteration,
+                                              rank_suffix), file=sys.stderr)
             return 128 + stopped.signum
         if reports:
             ext.save_model(args.out, enc, dec)
@@ -337,7 +311,8 @@ def run(trainer, args, enc, dec, reports):
         if trainer.updater.graph is not None:
             ext.CudaGraphStatus.say(trainer.updater.graph)
         models = ('--model STAGE1 --refine {}' if args.stage == 2 else '--model {}').format(args.out)
-        print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(args.out, models))
+        print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(
+            args.out, models))
     return 0
 
 
@@ -355,7 +330,8 @@ def main(argv=None):
                 print('# Processes: {} ({} communicator), {} images per update'.format(
                     comm.size, args.communicator, comm.size * args.batchsize))
             print('# Minibatch-size: {}'.format(args.batchsize))
-            print('# {}: {}'.format(*(('iteration', args.iteration) if args.iteration else ('epoch', args.epoch))))
+            length = ('iteration', args.iteration) if args.iteration else ('epoch', args.epoch)
+            print('# {}: {}'.format(*length))
             print('')
         chainer.global_config.cudnn_deterministic = True
         # Under MPI each rank its own crops, flips and dropout masks; rank 0's initial
@@ -367,7 +343,8 @@ def main(argv=None):
             train_set, preview_set = load_data(args)
             train_share = train_set
         else:
-            train_set, preview_set, train_share = multi_node.shared_data(comm, lambda: load_data(args), args.seed)
+            train_set, preview_set, train_share = multi_node.shared_data(
+                comm, lambda: load_data(args), args.seed)
 
         # Set up the networks to train
         design = tag_design_of(args)
@@ -391,16 +368,17 @@ def main(argv=None):
             models=(enc, dec, dis),
             iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
             optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
-            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss, cuda_graph=args.cuda_graph)
+            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss,
+            cuda_graph=args.cuda_graph)
         stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None
         if reports:
             # The previews show what enc.npz and dec.npz hold: the average, where there is one.
-            model = colour_model.ColourModel(*(average.links if average else generator), train_set.vectorizer,
-                                             args.size, dict(stage=args.stage))
-            preview = visualizer.preview_extension(
-                model, preview_set, args.out, weights_of=(enc, dec) if args.bn_across_ranks and not average else None)
+            model = colour_model.ColourModel(*(average.links if average else generator),
+                                             train_set.vectorizer, args.size, dict(stage=args.stage))
+            weights_of = (enc, dec) if args.bn_across_ranks and not average else None
+            preview = visualizer.preview_extension(model, preview_set, args.out, weights_of=weights_of)
         extend_trainer(trainer, args, *saved, preview, comm, average, reports)
 
         if args.resume:
