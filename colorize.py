@@ -28,10 +28,9 @@ import warnings
 
 from PIL import Image
 
-import compat
-
 import atomic
 from colour_model import DEFAULT_MODEL, ModelError, load_model
+import compat
 import dataset
 import sheets
 import tag_vectorizer
@@ -42,7 +41,10 @@ def output_paths(out, tag_sets):
     if len(tag_sets) <= 1:
         return [out], None
     stem, ext = os.path.splitext(out)
-    safe = lambda text: ''.join(c if c.isalnum() or c in '-_' else '_' for c in text)[:40]
+
+    def safe(text):
+        return ''.join(c if c.isalnum() or c in '-_' else '_' for c in text)[:40]
+
     return (['{}_{}_{}{}'.format(stem, i + 1, safe('+'.join(tags) or 'notag'), ext)
              for i, tags in enumerate(tag_sets)], '{}_sheet{}'.format(stem, ext))
 
@@ -51,9 +53,11 @@ def output_problem(path):
     """Why a picture cannot be written to path, or None; checked before the model runs."""
     extension = os.path.splitext(path)[1].lower()
     if os.path.isdir(path):
-        return '{} is a folder: give a file name, such as {}'.format(path, os.path.join(path, 'colorized.png'))
+        return '{} is a folder: give a file name, such as {}'.format(
+            path, os.path.join(path, 'colorized.png'))
     if extension not in dataset.IMAGE_EXTENSIONS:
-        return '{}: the output needs an image extension ({})'.format(path, ', '.join(dataset.IMAGE_EXTENSIONS))
+        return '{}: the output needs an image extension ({})'.format(
+            path, ', '.join(dataset.IMAGE_EXTENSIONS))
     folder = os.path.dirname(path) or '.'
     if not os.path.isdir(folder):
         return 'the output folder {} does not exist'.format(folder)
@@ -86,9 +90,11 @@ def main(argv=None):
                              'at up to its size')
     compat.add_device_arguments(parser)
     parser.add_argument('--size', type=int, default=None,
-                        help='side in pixels the network runs at (a multiple of 128; default: the training size)')
+                        help='side in pixels the network runs at (a multiple of 128; '
+                             'default: the training size)')
     parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default='asis',
-                        help='use the input as the drawing (asis), or make line art / grey from a colour picture')
+                        help='use the input as the drawing (asis), or make line art / grey from a '
+                             'colour picture')
     args = parser.parse_args(argv)
 
     if args.size is not None and (args.size <= 0 or args.size % 128):
@@ -107,7 +113,10 @@ def main(argv=None):
             image = drawing = Image.new('L', (args.blank, args.blank), 255)
         else:
             image = dataset.load_image(args.input)
-            drawing = image.convert('L') if args.drawing == 'asis' else dataset.make_drawing(image, args.drawing)
+            if args.drawing == 'asis':
+                drawing = image.convert('L')
+            else:
+                drawing = dataset.make_drawing(image, args.drawing)
         model = load_model(args.model, args.refine, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)

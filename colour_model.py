@@ -103,12 +103,14 @@ class ColourModel:
         for name, link in (('enc.npz', enc), ('dec.npz', dec)):
             path = os.path.join(model_dir, name)
             if not os.path.exists(path):
-                raise ModelError('{} is missing: the model in {} has no saved weights yet'.format(path, model_dir))
+                raise ModelError('{} is missing: the model in {} has no saved weights yet'.format(
+                    path, model_dir))
             load_npz(path, link)
         vectorizer = None
         if settings.get('tag_vectors'):
             try:
-                vectorizer = tag_vectorizer.TagVectorizer.load(os.path.join(model_dir, settings['tag_vectors']))
+                vectors = os.path.join(model_dir, settings['tag_vectors'])
+                vectorizer = tag_vectorizer.TagVectorizer.load(vectors)
                 if design:
                     vectorizer.set_layout(design['layout'], design['slots'])
             except tag_vectorizer.VectorsError as error:
@@ -168,7 +170,7 @@ class ColourModel:
 
 def load_model(model_dir, refine_dir, device):
     """The stage-1 model in model_dir with, given refine_dir, the stage-2 model there as its
-    refiner (README "Higher resolution"); ModelError when either is of the other stage."""
+    refiner (docs/hires.md); ModelError when either is of the other stage."""
     model = ColourModel.load(model_dir, device)
     if model.stage != 1:
         raise ModelError('{} holds a stage-2 model: give it with --refine, and a stage-1 model with '

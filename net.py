@@ -8,11 +8,12 @@ c * 2, c * 4, c * 8 and c * 16 with ``c = width`` (the example's 64; ``width=16`
 the small model of the CPU demo and the tests). The only input change of the port is
 ``in_ch=4``: the drawing's three planes plus the tag plane (see tag_vectorizer.py).
 
-Deviations from the example, each for a reason given where it is made: the
-(de)convolution links and leaky ReLU come from fast_conv.py (the same parameters and
-results, faster on the CPU); with ``user_fused`` on, batch norm and what follows it are
-one function (fused.py); dropout can be switched off for colouring
-(``generating``).
+Where the example writes ``bn=True`` this file leaves ConvBNR's default (``use_bn=True``)
+to keep each layer on one line. Deviations from the example, each for a reason given
+where it is made: the (de)convolution links and leaky ReLU come from speed/fast_conv.py
+(the same parameters and results, faster on the CPU); with ``user_fused`` on, batch norm
+and what follows it are one function (speed/fused.py); dropout can be switched off for
+colouring (``generating``).
 """
 import collections
 import contextlib
@@ -64,7 +65,7 @@ class ConvBNR(chainer.Chain):
         dropout = self.dropout and dropout_on()
         if self.use_bn and fused.applies(self.bn, h, self.activation):
             # deviation from the example: with user_fused on, batch norm, FiLM, dropout and
-            # the activation are one function (fused.py; same parameters and results).
+            # the activation are one function (speed/fused.py; same parameters and results).
             return fused.batch_norm_activation(self.bn, h, film, dropout, self.activation)
         if self.use_bn:
             h = self.bn(h)
@@ -186,13 +187,15 @@ class SaturationGate(chainer.Chain):
         W = self.l.W * self.gain
         if self.per_tag and tags.each is not None:
             batch, slots, size = tags.each.shape
-            logits = F.reshape(F.linear(F.reshape(tags.each, (batch * slots, size)), W, self.l.b), (batch, slots))
+            each = F.reshape(tags.each, (batch * slots, size))
+            logits = F.reshape(F.linear(each, W, self.l.b), (batch, slots))
             return -F.sum(F.softplus(-logits) * tags.present, axis=1, keepdims=True)
         return -F.softplus(-F.linear(tags.c, W, self.l.b))
 
     def forward(self, rgb, tags):
         xp = chainer.backend.get_array_module(rgb)
-        grey = F.broadcast_to(F.convolution_2d(rgb, xp.asarray(LUMA, rgb.dtype).reshape(1, 3, 1, 1)), rgb.shape)
+        luma = xp.asarray(LUMA, rgb.dtype).reshape(1, 3, 1, 1)
+        grey = F.broadcast_to(F.convolution_2d(rgb, luma), rgb.shape)
         return grey + F.scale(rgb - grey, F.exp(self.log_share(tags)), axis=0)
 
     def loss(self, tags, in_colour):
@@ -230,13 +233,13 @@ class Encoder(chainer.Chain):
                 f = self.tags.size
                 in_ch = in_ch - 1 + (2 if design['coords'] else 0)
             self.c0 = Convolution2D(in_ch, c, 3, 1, 1, initialW=w)
-            self.c1 = ConvBNR(c, c * 2, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c2 = ConvBNR(c * 2, c * 4, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c3 = ConvBNR(c * 4, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c4 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c5 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c6 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
-            self.c7 = ConvBNR(c * 8, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c1 = ConvBNR(c, c * 2, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c2 = ConvBNR(c * 2, c * 4, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c3 = ConvBNR(c * 4, c * 8, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c4 = ConvBNR(c * 8, c * 8, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c5 = ConvBNR(c * 8, c * 8, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c6 = ConvBNR(c * 8, c * 8, sample='down', activation=leaky_relu, dropout=False, film=f)
+            self.c7 = ConvBNR(c * 8, c * 8, sample='down', activation=leaky_relu, dropout=False, film=f)
 
     def forward(self, x):
         if not self.design:
@@ -273,13 +276,13 @@ class Decoder(chainer.Chain):
                 f = design['hidden'] if design['layout'] == 'slots' else design['dim']
                 if design['gate']:
                     self.gate = SaturationGate(f, design['gate'] == 'per_tag', design['gate_gain'])
-            self.c0 = ConvBNR(c * 8, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True, film=f)
-            self.c1 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True, film=f)
-            self.c2 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=True, film=f)
-            self.c3 = ConvBNR(c * 16, c * 8, use_bn=True, sample='up', activation=F.relu, dropout=False, film=f)
-            self.c4 = ConvBNR(c * 16, c * 4, use_bn=True, sample='up', activation=F.relu, dropout=False, film=f)
-            self.c5 = ConvBNR(c * 8, c * 2, use_bn=True, sample='up', activation=F.relu, dropout=False, film=f)
-            self.c6 = ConvBNR(c * 4, c, use_bn=True, sample='up', activation=F.relu, dropout=False, film=f)
+            self.c0 = ConvBNR(c * 8, c * 8, sample='up', activation=F.relu, dropout=True, film=f)
+            self.c1 = ConvBNR(c * 16, c * 8, sample='up', activation=F.relu, dropout=True, film=f)
+            self.c2 = ConvBNR(c * 16, c * 8, sample='up', activation=F.relu, dropout=True, film=f)
+            self.c3 = ConvBNR(c * 16, c * 8, sample='up', activation=F.relu, dropout=False, film=f)
+            self.c4 = ConvBNR(c * 16, c * 4, sample='up', activation=F.relu, dropout=False, film=f)
+            self.c5 = ConvBNR(c * 8, c * 2, sample='up', activation=F.relu, dropout=False, film=f)
+            self.c6 = ConvBNR(c * 4, c, sample='up', activation=F.relu, dropout=False, film=f)
             self.c7 = Convolution2D(c * 2, out_ch, 3, 1, 1, initialW=w)
 
     def forward(self, hs):
@@ -314,9 +317,9 @@ class Discriminator(chainer.Chain):
                                 activation=leaky_relu, dropout=False)
             self.c0_1 = ConvBNR(out_ch, c // 2, use_bn=False, sample='down',
                                 activation=leaky_relu, dropout=False)
-            self.c1 = ConvBNR(c, c * 2, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
-            self.c2 = ConvBNR(c * 2, c * 4, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
-            self.c3 = ConvBNR(c * 4, c * 8, use_bn=True, sample='down', activation=leaky_relu, dropout=False)
+            self.c1 = ConvBNR(c, c * 2, sample='down', activation=leaky_relu, dropout=False)
+            self.c2 = ConvBNR(c * 2, c * 4, sample='down', activation=leaky_relu, dropout=False)
+            self.c3 = ConvBNR(c * 4, c * 8, sample='down', activation=leaky_relu, dropout=False)
             self.c4 = Convolution2D(c * 8, 1, 3, 1, 1, initialW=w)
             if self.projection:
                 self.tags = TagReader(design['layout'], design['dim'], design['slots'], design['hidden'])

@@ -33,7 +33,8 @@ def add_arguments(parser):
 
 def check_args(parser, args):
     """The cross-checks of stage 2's flags (train_facade_text.check_args)."""
-    if args.crop is not None and (args.stage != 2 or args.crop <= 0 or args.crop % 128 or args.crop > args.size):
+    if args.crop is not None and (args.stage != 2 or args.crop <= 0 or args.crop % 128
+                                  or args.crop > args.size):
         parser.error('--crop is for --stage 2: a positive multiple of 128, at most --size')
     if args.stage == 2 and not 0 < args.coarse_size < args.size:
         parser.error('--coarse-size must be positive and under --size (stage 2 refines a smaller colouring)')

@@ -17,9 +17,9 @@ crushed by the CNN). Here, in one place:
    Word2vec vectors of one corpus share a large common component and correlated axes
    (twins that share every neighbour come out alike); whitening leaves what tells tags
    apart, and the RMS scaling gives one tag and a set of ten the same
-   full-range plane. On the default data (16 values) cosine(響, 暁) is 0.988 raw after
-   20 epochs and 0.16 after this; after the 300 epochs used here, 0.58 raw and 0.09
-   after this (evaluate.py reports both for every model).
+   full-range plane. On the default data this takes the twins 響 and 暁 from near-equal
+   vectors to near-orthogonal ones (docs/design.md; evaluate.py reports both for every
+   model).
 4. The plane (``tag_plane``): the vector laid out row by row on the smallest square
    grid that holds it (zero-padded), enlarged by nearest neighbour to the image size.
    16 values give a 4x4 grid of 64x64-pixel cells at 256x256. No vectorizer (a
@@ -29,7 +29,7 @@ That is the post's layout, ``mean``. The ``slots`` layout (``--tag-design film``
 the tags apart instead of averaging them: slot k of the plane holds the k-th tag's own
 standardised vector (steps 1 and 3 on that tag alone), up to ``SLOTS`` tags, 16 x 16
 values on a 16x16 grid. Averaged with 3-6 other tags, モノクロ moves a set's vector little
-(cosine 0.91 with and without it on the default data); in its own slot it is all there.
+(docs/design.md); in its own slot it is all there.
 The network reads the plane back at its cell centres (plane_layout.read_cells).
 """
 import collections
@@ -221,7 +221,8 @@ class TagVectorizer:
             if self.layout == 'slots':
                 vector = self._slots(vectors)
             else:
-                vector = self.standardised(np.mean(vectors, axis=0)) if vectors else np.zeros(self.dim, np.float32)
+                vector = (self.standardised(np.mean(vectors, axis=0)) if vectors
+                          else np.zeros(self.dim, np.float32))
             self._set_cache[key] = vector
         return vector
 

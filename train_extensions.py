@@ -46,7 +46,7 @@ class TrainingStopped(BaseException):
 
 def save_npz(path, target):
     """chainer.serializers.save_npz without zlib: trained float weights shrink only 7-15 %
-    in it, and compressing a demo snapshot (60 MB) took 2.0 s of CPU, writing it 0.07 s."""
+    in it, and compressing a snapshot costs far more CPU than writing it (BENCHMARKS.md)."""
     chainer.serializers.save_npz(path, target, compression=False)
 
 
@@ -115,7 +115,8 @@ class StopOnSignal(training.Extension):
 
     @contextlib.contextmanager
     def handling_signals(self):
-        previous = {signum: signal.signal(signum, self.received) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous = {signum: signal.signal(signum, self.received)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:

@@ -77,8 +77,8 @@ def discriminator_loss(y_real, y_fake):
 PAPER = 255 / 128 - 1
 # Directions in CIELAB along which colour distributions are compared: L*, a*, b* and four
 # of their mixtures, then SPREAD_DIRECTIONS more spread evenly over the half sphere (a
-# Fibonacci lattice); each of length 1. Seven alone leave colours free to mix (region
-# ΔE00 7.43 with them, 5.91 with all 32, measured in RGB: README "Tag designs").
+# Fibonacci lattice); each of length 1. Seven alone leave colours free to mix, which the
+# region colour error shows (docs/design.md, "The film design").
 SPREAD_DIRECTIONS = 25
 
 
@@ -102,10 +102,9 @@ COLOUR_DIRECTIONS = colour_directions()
 # a quarter of the cost of sorting all of it.
 COLOUR_PIXELS = 4096
 # Colours are compared in CIELAB / LAB_SCALE: in RGB a navy and a black, or two near-white
-# tints, lie closer than the eye (and the palette score, evaluate.palette) sees them. 33.5
-# puts the distance on the scale the RGB one had (0.133 in both for the default data's
-# pictures against other, blurred ones), so the weight 100 keeps its balance with the
-# drawn examples' L1.
+# tints, lie closer than the eye (and the palette score, evaluate.palette) sees them.
+# LAB_SCALE puts the distance on the scale the RGB one had on the default data's pictures
+# (docs/design.md), so that the weight 100 keeps its balance with the drawn examples' L1.
 LAB_SCALE = 33.5
 
 
@@ -169,7 +168,7 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
     def __init__(self, *args, **kwargs):
         self.enc, self.dec, self.dis = kwargs.pop('models')
         # The example's weight of the adversarial term (lam2); 0 trains the generator on
-        # L1 alone, the ablation in README "Results".
+        # L1 alone, the ablation in docs/results.md.
         self.adversarial_weight = kwargs.pop('adversarial_weight', 1)
         # The weight of the saturation gate's own loss (the film design; 0: none).
         self.gate_weight = kwargs.pop('gate_weight', 0)
