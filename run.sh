@@ -2,7 +2,7 @@
 # One entry point for a fresh machine:
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
 #                    (--seed N: draw the data and train with seed N; default 0)
-#   ./run.sh test    set up and run the tests
+#   ./run.sh test    set up, then run the linter (ruff) and the tests
 #   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
 #   ./run.sh bench   set up with PyTorch and time training and colouring against it (benchmarks/bench.py)
 #   ./run.sh setup   only set up (.venv with the pinned dependencies)
@@ -84,7 +84,7 @@ case "${1:-}" in
   setup) setup ;;
   demo) shift; demo "$@" ;;
   bench) shift; bench "$@" ;;
-  test) test_setup; shift; OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} exec "$PY" -m pytest -q "$@" ;;
+  test) test_setup; shift; "$PY" -m ruff check .; OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} exec "$PY" -m pytest -q "$@" ;;
   serve) setup; shift; exec "$PY" server.py "$@" ;;
   *) echo "usage: $0 demo|test|serve|bench|setup [ARGS...]" >&2; exit 2 ;;
 esac
