@@ -38,9 +38,9 @@ except ImportError:
     sys.modules['numpy.distutils'] = _distutils
     sys.modules['numpy.distutils.system_info'] = _system_info
 
-# Chainer asks for cupy<8 by name; CuPy 13/14 work with it (BENCHMARKS.md: CuPy 14 on an
-# H100; CuPy 14 has no cuDNN module, so Chainer runs im2col + GEMM there), so the
-# version warning it prints for cupy-cuda12x would only be noise.
+# Chainer asks for cupy<8 by name; CuPy 13/14 work with it (CuPy 14 has no cuDNN module,
+# so Chainer runs im2col + GEMM there; the GPU runs of benchmarks/BENCHMARKS.md use CuPy
+# 14), so the version warning it prints for cupy-cuda12x would only be noise.
 warnings.filterwarnings('ignore', message=r'(?s).*may not be compatible with this version of Chainer')
 # Chainer imports pkg_resources, which newer setuptools (<81) marks as deprecated.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -102,7 +102,7 @@ def get_device(spec):
         return chainer.get_device('@numpy')
     if name.startswith('@cupy') and not chainer.backends.cuda.available:
         raise DeviceError('{} asks for a GPU, but CuPy is not usable here: '
-                          'pip install cupy-cuda12x (see README "GPU")'.format(name))
+                          'pip install cupy-cuda12x (see docs/scaling.md "GPU")'.format(name))
     try:
         device = chainer.get_device(name)
         device.use()

@@ -334,7 +334,10 @@ def score_model(model, description):
     """Every score of one model; the tag-only ones (swap, suppression) for tag models."""
     labels = description['labels']
     characters = {c['tag']: c for c in description['characters']}
-    full = lambda image: image.tags
+
+    def full(image):
+        return image.tags
+
     outputs = [(model.output(image.name, image.tags), image.target) for image in model.images]
     scores = dict(
         region_delta_e=region_scores(model, labels),
@@ -348,7 +351,8 @@ def score_model(model, description):
             return swapped(image.tags, image.character['tag'], image.character['twin'])
 
         scores.update(
-            ambiguous_hair_accuracy_character_tag=pair_accuracy(model, characters, labels, character_tag, False),
+            ambiguous_hair_accuracy_character_tag=pair_accuracy(model, characters, labels, character_tag,
+                                                                False),
             tag_swap_accuracy=pair_accuracy(model, characters, labels,
                                             lambda image: swapped_as_typed(image, characters), True),
             tag_swap_accuracy_full_tags=pair_accuracy(model, characters, labels, swap_full, True),
@@ -423,7 +427,7 @@ def finite(value):
     return value
 
 
-# ---------------------------------------------------------------- stage 2 (README "Higher resolution")
+# ---------------------------------------------------------------- stage 2 (docs/hires.md)
 REFINE_METHOD = """\
 Stage 2 (``--refine``): every model colours the test drawings at the data's own size
 (512 px for ``make_default_data.py --size 512``): a stage-1 model at its size, enlarged
@@ -474,7 +478,8 @@ def twin_decisions(model, characters, labels, tags_of):
         hair = region_lab(model.output(image.name, tags_of(image)), image.mask, labels['hair'])
         if hair is not None:
             twin = characters[image.character['twin']]
-            decisions[image.name] = nearer_to_first(hair, image.character['colors']['hair'], twin['colors']['hair'])
+            decisions[image.name] = nearer_to_first(hair, image.character['colors']['hair'],
+                                                    twin['colors']['hair'])
     return decisions
 
 
@@ -509,7 +514,8 @@ def refinement_crops(models, description, count=4, crop=CROP):
     first = next(iter(models.values()))
     rows, row_labels = [], []
     for character in description['characters'][:count]:
-        image = next((im for im in first.images if im.character['tag'] == character['tag'] and not im.mono), None)
+        image = next((im for im in first.images
+                      if im.character['tag'] == character['tag'] and not im.mono), None)
         if image is None:
             continue
         eyes = np.argwhere(image.mask == description['labels']['eyes'])
@@ -517,8 +523,9 @@ def refinement_crops(models, description, count=4, crop=CROP):
         left = int(min(max(0, x - crop / 2), first.size - crop))
         top = int(min(max(0, y - crop / 2), first.size - crop))
         box = (left, top, left + crop, top + crop)
-        rows.append([image.drawing.crop(box)] + [Image.fromarray(m.output(image.name, image.tags)).crop(box)
-                                                 for m in models.values()] + [Image.fromarray(image.target).crop(box)])
+        rows.append([image.drawing.crop(box)]
+                    + [Image.fromarray(m.output(image.name, image.tags)).crop(box) for m in models.values()]
+                    + [Image.fromarray(image.target).crop(box)])
         row_labels.append(character['tag'])
     return sheets.grid(rows, ['drawing'] + list(models) + ['truth'], row_labels, cell=crop)
 
@@ -567,9 +574,12 @@ def evaluate_refinement(args):
 
 def refinement_table(scores, size):
     """The printed table, and whether stage 1 + 2 meets each target against stage 1."""
-    number = lambda value, digits=3: '-' if value is None else '{:.{}f}'.format(value, digits)
-    columns = (('psnr', 'PSNR dB', 2), ('region_delta_e', 'region ΔE00', 2), ('edge_sharpness', 'edge sharpness', 3),
-               ('twin_hair_accuracy', "twins' hair", 3), ('tag_swap_accuracy_character_tag', 'tag swap', 3),
+    def number(value, digits=3):
+        return '-' if value is None else '{:.{}f}'.format(value, digits)
+
+    columns = (('psnr', 'PSNR dB', 2), ('region_delta_e', 'region ΔE00', 2),
+               ('edge_sharpness', 'edge sharpness', 3), ('twin_hair_accuracy', "twins' hair", 3),
+               ('tag_swap_accuracy_character_tag', 'tag swap', 3),
                ('twin_decisions_kept', 'decisions kept', 3), ('seconds_per_image', 's/image', 3))
     lines = ['at {} px: {}'.format(size, ' | '.join(['model'] + [name for _, name, _ in columns]))]
     for label, values in scores.items():
@@ -598,7 +608,8 @@ def load_models(args, device, images_at):
     models = collections.OrderedDict()
     models['tag'] = ScoredModel('tag', args.model, device, images_at)
     if not models['tag'].tagged:
-        raise colour_model.ModelError('--model {} was trained with --no-tag: give a tag model'.format(args.model))
+        raise colour_model.ModelError('--model {} was trained with --no-tag: give a tag model'.format(
+            args.model))
     models['notag'] = ScoredModel('notag', args.baseline, device, images_at)
     if models['notag'].tagged:
         print('warning: the baseline {} was trained with tags; it is scored with the zero tag '
@@ -608,7 +619,8 @@ def load_models(args, device, images_at):
             raise colour_model.ModelError('--extra label {} is taken: use another'.format(label))
         models[label] = ScoredModel(label, path, device, images_at)
         if not models[label].tagged:
-            raise colour_model.ModelError('--extra {}={} was trained with --no-tag: give a tag model'.format(label, path))
+            raise colour_model.ModelError('--extra {}={} was trained with --no-tag: give a tag model'.format(
+                label, path))
     data = os.path.abspath(args.data)
     for model in models.values():
         trained_on = model.settings.get('dataset')
@@ -656,7 +668,8 @@ def evaluate(args):
                     region_tag=scores['tag']['region_delta_e']['n_regions'],
                     region_notag=scores['notag']['region_delta_e']['n_regions']),
         models=scores,
-        settings={label: dict(model.settings, dir=os.path.abspath(model.dir)) for label, model in models.items()},
+        settings={label: dict(model.settings, dir=os.path.abspath(model.dir))
+                  for label, model in models.items()},
         tag_vector_similarity={label: tag_similarity(model, description)
                                for label, model in models.items() if model.tagged},
         data=os.path.abspath(args.data),
@@ -664,7 +677,8 @@ def evaluate(args):
 
     os.makedirs(args.out, exist_ok=True)
     result['figures'] = figures.make_all(models, description, args.out)
-    result['unknown_tags'] = {label: sorted(model.unknown) for label, model in models.items() if model.unknown}
+    result['unknown_tags'] = {label: sorted(model.unknown)
+                              for label, model in models.items() if model.unknown}
     result['seconds'] = round(time.perf_counter() - started, 2)
     scores_path = os.path.join(args.out, 'scores.json')
     with open(scores_path, 'w', encoding='utf-8') as f:
@@ -682,7 +696,7 @@ def main(argv=None):
     parser.add_argument('--baseline', help='--no-tag model folder trained alike (not with --refine)')
     parser.add_argument('--refine', metavar='DIR',
                         help='a stage-2 model: score --model alone (enlarged bicubically) and refined by it, '
-                             'at the size of --data (README "Higher resolution")')
+                             'at the size of --data (docs/hires.md)')
     parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
     parser.add_argument('--out', default=os.path.join('result', 'report'), help='output folder')
     parser.add_argument('--post', default=None, metavar='DIR',
@@ -700,7 +714,10 @@ def main(argv=None):
     except (DataError, dataset.ImageError, colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
-    number = lambda value: '-' if value is None else '{:.3f}'.format(value)
+
+    def number(value):
+        return '-' if value is None else '{:.3f}'.format(value)
+
     for key, target in result['targets'].items():
         print('{:32s} {:>8s}  target {} ({})  {}'.format(
             key, number(target['value']), target['target'], number(target['limit']),

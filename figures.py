@@ -63,7 +63,8 @@ def fig_characters(models, description):
         labels.append(character['tag'])
     if not rows:
         return None
-    columns = ['drawing', name_of('notag', models)] + ['tags ({})'.format(name) for name, _ in tagged] + ['truth']
+    columns = (['drawing', name_of('notag', models)] + ['tags ({})'.format(name) for name, _ in tagged]
+               + ['truth'])
     return sheets.grid(rows, columns, labels, cell=CELL)
 
 
@@ -93,7 +94,8 @@ def fig_text_only(models, description, seed=0):
     noise = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8), 'L')
     tag_sets = [[]] + [[c['tag']] for c in description['characters']]
     rows = [[tag.colour_drawing(drawing, tags) for tags in tag_sets] for drawing in (white, noise)]
-    return sheets.grid(rows, [tags[0] if tags else '(no tag)' for tags in tag_sets], ['white', 'noise'], cell=CELL)
+    return sheets.grid(rows, [tags[0] if tags else '(no tag)' for tags in tag_sets], ['white', 'noise'],
+                       cell=CELL)
 
 
 def fig_tag_swap(models, description):
@@ -190,7 +192,8 @@ def score_rows(models):
     rows = []
     for name, row in SCORE_ROWS:
         if row is None:
-            rows += [('{} ΔE00'.format(region), lambda m, region=region: fmt(m['region_delta_e']['per_region'][region], 2))
+            rows += [('{} ΔE00'.format(region),
+                      lambda m, region=region: fmt(m['region_delta_e']['per_region'][region], 2))
                      for region in regions]
         else:
             rows.append((name, row))
@@ -216,7 +219,8 @@ def report(result, command, method):
     header = [name_of(label, result['models']) for label in labels]
     counts = result['counts']
     parts = ['# pix2pix with text: evaluation\n\n',
-             'Models: ' + '; '.join(describe_model(label, result['settings'][label]) for label in labels) + '.\n\n',
+             'Models: ' + '; '.join(describe_model(label, result['settings'][label]) for label in labels)
+             + '.\n\n',
              'Data: `{}`, test split: {} images, {} of them with a monochrome target; {} twin images '
              'behind the pair accuracies. Written by `{}` in {:.1f} s.\n\n'.format(
                  result['data'], counts['test_images'], counts['mono'], counts['ambiguous'], command,
@@ -294,7 +298,10 @@ def figures_section(result):
 
 def settings_section(result, labels, header):
     keys = sorted({k for s in result['settings'].values() for k in s if k != 'dir'})
-    setting = lambda label, key: result['settings'][label].get(key)
+
+    def setting(label, key):
+        return result['settings'][label].get(key)
+
     return '\n## Settings\n\n' + table(
         ['model.json'] + header,
         [[k] + ['–' if setting(label, k) is None else setting(label, k) for label in labels] for k in keys])

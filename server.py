@@ -293,7 +293,8 @@ def add_error_handlers(app, max_upload_mb):
     """Every error as JSON {"error": ...}, and the page's security headers."""
     @app.errorhandler(ApiError)
     def api_error(error):
-        response = jsonify(error=error.message, **{k: v for k, v in error.extra.items() if k != 'retry_after'})
+        response = jsonify(error=error.message,
+                           **{k: v for k, v in error.extra.items() if k != 'retry_after'})
         response.status_code = error.status
         if 'retry_after' in error.extra:
             response.headers['Retry-After'] = str(error.extra['retry_after'])
@@ -339,8 +340,9 @@ def add_host_check(app, allowed_hosts):
         name = host_name(request.headers.get('Host', ''))
         if name not in allowed:
             raise ApiError(400, 'this server answers only for {} (Host {}); start it with --allow-host NAME '
-                           'to add a name'.format(', '.join(sorted(allowed)),
-                                                  json.dumps(tag_vectorizer.shorten(name), ensure_ascii=False)))
+                           'to add a name'.format(
+                               ', '.join(sorted(allowed)),
+                               json.dumps(tag_vectorizer.shorten(name), ensure_ascii=False)))
 
 
 def add_pages(app, model, colouriser):
@@ -484,7 +486,8 @@ def serving_in_background(app, host='127.0.0.1', port=0, **limits):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Web page and API to colour line art with tags')
-    parser.add_argument('--model', default=colour_model.DEFAULT_MODEL, help='model folder written by training')
+    parser.add_argument('--model', default=colour_model.DEFAULT_MODEL,
+                        help='model folder written by training')
     parser.add_argument('--refine', default=None, metavar='DIR',
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines every colouring')
     compat.add_device_arguments(parser)

@@ -194,7 +194,7 @@ def input_planes(args):
 
 def load_data(args):
     """The training set (with its tag vectorizer set) and the preview set. Reads only:
-    the output folder is written by prepare_output, once training can start."""
+    the output folder is written by train_extensions.prepare_output, once training can start."""
     train_dir, test_dir = dataset.split_folders(args.dataset)
     stage1 = stage2.load_coarse_model(args)
     try:

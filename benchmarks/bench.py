@@ -5,7 +5,7 @@
     python benchmarks/bench.py -g 0 --batch 1 8 --json             # GPU, one JSON line per result
     CUPY_TF32=1 python benchmarks/bench.py -g 0 --precision tf32   # CuPy reads CUPY_TF32 at import
     python benchmarks/bench.py -g 0 --check                        # the faster paths against Chainer's
-    python benchmarks/bench.py -g 0 --check --fast all --fused all  # the same with fused.py's functions
+    python benchmarks/bench.py -g 0 --check --fast all --fused all  # the same with speed/fused.py's functions
     python benchmarks/bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
     python benchmarks/bench.py -g 0 --quality 200 --graph        # the same, the step recorded as a CUDA graph
 
@@ -16,14 +16,14 @@ it to the device every step, as in training); colourisation is one
 ``net.generating()`` forward at batch 1, from a host array to a host array. The
 implementations:
 
-* ``chainer``: the port with fast_conv.py's faster paths (as ``--fast`` says) and
-  without fused.py (``user_fused='off'``): how it trained on a GPU until 2026-11-27;
+* ``chainer``: the port with speed/fast_conv.py's faster paths (as ``--fast`` says) and
+  without speed/fused.py (``user_fused='off'``): how the port runs on the CPU;
 * ``chainer-plain``: the same with ``user_fast_paths='off'``: Chainer's own functions
   and full backward passes, i.e. the port before the speed-ups;
-* ``chainer-fused``: ``chainer`` with fused.py's batch norm + activation and Adam +
+* ``chainer-fused``: ``chainer`` with speed/fused.py's batch norm + activation and Adam +
   weight decay (``user_fused='all'``);
 * ``chainer-graph``: ``chainer-fused`` with the step recorded once as a CUDA graph and
-  replayed (cuda_graph.py; its rows say ``graph``: how the steps ran, e.g. why not
+  replayed (speed/cuda_graph.py; its rows say ``graph``: how the steps ran, e.g. why not
   recorded);
 * ``torch``: bench_torch.py, the same networks, losses and optimizer in PyTorch eager
   (only when PyTorch is installed: benchmarks/requirements-bench.txt);
@@ -223,8 +223,8 @@ def fixed_batch(batch, size, seed=0):
 class ChainerRunner:
     """The port's own networks, optimizers and updater on one device."""
 
-    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE, fused='off',
-                 graph=False):
+    def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE,
+                 fused='off', graph=False):
         import chainer
         from chainer.dataset import concat_examples
         import net
@@ -307,7 +307,8 @@ class TorchRunner:
         autocast = torch.float16 if precision == 'mixed16' else None
         torch.manual_seed(seed)
         self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
-                                           autocast_dtype=autocast, loss_scale=loss_scale if autocast else None,
+                                           autocast_dtype=autocast,
+                                           loss_scale=loss_scale if autocast else None,
                                            capturable=graph)
         self.x, self.t = fixed_batch(batch, size, seed)
         self.colour_input = self.x[:1]
@@ -389,7 +390,8 @@ def time_config(args, device, impls, task, size, width, batch, precision):
             clock.sync(runner.device if isinstance(runner, TorchRunner) else None)
         except Exception as error:  # one implementation failing here must not cost the others' rows
             print('# {} left out of {} batch {} {}: {}: {}'.format(
-                impl, task, batch, precision, type(error).__name__, (str(error).strip() or '-').splitlines()[0]))
+                impl, task, batch, precision, type(error).__name__,
+                (str(error).strip() or '-').splitlines()[0]))
             continue
         steps[impl], runners[impl] = step, runner
         peaks[impl] = clock.peak_memory_mb(impl, start)
@@ -458,8 +460,9 @@ def versions():
 def print_table(results):
     columns = ['task', 'impl', 'size', 'width', 'batch', 'precision', 'step_ms', 'images_per_s',
                'ratio_vs_torch', 'peak_mem_mb']
-    cell = lambda v: '' if v is None else ('%.3g' % v if isinstance(v, float) and v < 10 else
-                                           '%.1f' % v if isinstance(v, float) else str(v))
+    def cell(v):
+        return '' if v is None else ('%.3g' % v if isinstance(v, float) and v < 10 else
+                                     '%.1f' % v if isinstance(v, float) else str(v))
     rows = [[cell(r.get(c)) for c in columns] for r in results]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     print('| ' + ' | '.join(c.ljust(w) for c, w in zip(columns, widths)) + ' |')
@@ -472,7 +475,7 @@ def print_table(results):
 
 
 def check_fast_paths(device, fast, width=16, size=128, batch=2, rtol=1e-8, fused='off'):
-    """The faster paths (with ``fused``, fused.py's functions too) against Chainer's own
+    """The faster paths (with ``fused``, speed/fused.py's functions too) against Chainer's own
     on ``device``, from the same parameters:
     the outputs of the three networks and every parameter's gradient for a loss on all of
     them, then one updater step each (same dropout masks): its losses and the gradients it
@@ -589,11 +592,12 @@ def profile(args, device, impls):
                         summary = sorted(hook.summary().items(), key=lambda kv: -kv[1]['elapsed_time'])
                         in_functions = sum(v['elapsed_time'] for _, v in summary) / args.steps * 1000
                         calls = sum(v['occurrence'] for _, v in summary) // args.steps
-                        print('{} {} size {} width {} batch {}: {:.1f} ms per step, {:.1f} in {} function calls'.format(
-                            task, impl, size, width, batch, total, in_functions, calls))
+                        print('{} {} size {} width {} batch {}: {:.1f} ms per step, '
+                              '{:.1f} in {} function calls'.format(
+                                  task, impl, size, width, batch, total, in_functions, calls))
                         for name, v in summary[:12]:
-                            print('  {:<28} {:8.1f} ms  x{}'.format(name, v['elapsed_time'] / args.steps * 1000,
-                                                                   v['occurrence'] // args.steps))
+                            print('  {:<28} {:8.1f} ms  x{}'.format(
+                                name, v['elapsed_time'] / args.steps * 1000, v['occurrence'] // args.steps))
 
 
 def main(argv=None):
@@ -634,7 +638,8 @@ def main(argv=None):
         return 0
     uses_torch = any(i.startswith('torch') for i in impls)
     if uses_torch and not torch_available():
-        print('error: --impl torch needs PyTorch: pip install -r benchmarks/requirements-bench.txt', file=sys.stderr)
+        print('error: --impl torch needs PyTorch: pip install -r benchmarks/requirements-bench.txt',
+              file=sys.stderr)
         return 1
     if 'torch-graph' in impls and args.gpu < 0:
         print('error: --impl torch-graph needs a GPU (-g)', file=sys.stderr)

@@ -46,7 +46,6 @@ import chainer
 import dataset
 import make_default_data
 import tag_vectorizer
-import train_facade_text
 
 FORMATS = {'png': ('.png', {}), 'jpeg': ('.jpg', dict(quality=90)), 'webp': ('.webp', dict(quality=90))}
 CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
@@ -58,11 +57,13 @@ def parse_args(argv):
     parser.add_argument('--n', type=int, default=200, help='Number of training images to write')
     parser.add_argument('--size', type=int, default=256, help='Training crop side in pixels')
     parser.add_argument('--image-size', type=int, default=256, help='Side of the written images')
-    parser.add_argument('--format', choices=sorted(FORMATS), default='png', help='Format of the colour images')
+    parser.add_argument('--format', choices=sorted(FORMATS), default='png',
+                        help='Format of the colour images')
     parser.add_argument('--batchsize', '-b', type=int, default=1, help='Images per batch (the post: 1)')
     parser.add_argument('--loaderjob', '-j', type=int, default=2, help='Loader worker processes (0: none)')
     parser.add_argument('--batches', type=int, default=None,
-                        help='Batches drawn after the first (default: 400 images\' worth, at least 20 a worker)')
+                        help='Batches drawn after the first (default: 400 images\' worth, '
+                             'at least 20 a worker)')
     parser.add_argument('--step-ms', type=float, default=0.0,
                         help='Sleep this long per batch, standing in for a GPU training step (the '
                              'target: 70 images/s at batch 1 is about 14 ms) to see whether loading keeps up')
@@ -145,7 +146,8 @@ def write_images(root, n, image_size, fmt, seed, jobs):
     with multiprocessing.get_context('fork').Pool(jobs) as pool:
         pool.apply(make_default_data.generate, (base, RENDERS_PER_CHARACTER, 0, image_size, seed))
         base_train = os.path.join(base, 'train')
-        names = sorted(name[:-4] for name in os.listdir(os.path.join(base_train, 'color')) if name.endswith('.png'))
+        names = sorted(name[:-4] for name in os.listdir(os.path.join(base_train, 'color'))
+                       if name.endswith('.png'))
         tasks = ((k, base_train, names, image_size, fmt, seed, train) for k in range(n))
         for _ in pool.imap_unordered(write_variant, tasks, chunksize=64):
             pass

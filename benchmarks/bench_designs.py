@@ -33,7 +33,8 @@ from updater import TextPix2pixUpdater, make_optimizer  # noqa: E402
 
 DESIGNS = {
     "post (the post's design)": [],
-    'film': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours', '--ema-decay', '0.999'],
+    'film': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours',
+             '--ema-decay', '0.999'],
     'film, no weight average': ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours'],
     'film, mean layout, no gate': ['--tag-design', 'film', '--tag-layout', 'mean', '--gate', 'none'],
     'no tag': ['--no-tag'],
@@ -109,8 +110,9 @@ def main(argv=None):
     for name, values in times.items():
         ms = 1000 * float(np.median(values))
         if args.json:
-            print(json.dumps(dict(design=name, ms_per_update=round(ms, 1), ratio_vs_post=round(ms / 1000 / post, 3),
-                                  flags=DESIGNS[name], blocks=args.blocks, block=args.block), ensure_ascii=False))
+            print(json.dumps(dict(design=name, ms_per_update=round(ms, 1),
+                                  ratio_vs_post=round(ms / 1000 / post, 3), flags=DESIGNS[name],
+                                  blocks=args.blocks, block=args.block), ensure_ascii=False))
         else:
             print('{:28s} {:6.1f} ms/update  {:5.2f} updates/s  {:4.2f}x the post\'s'.format(
                 name, ms, 1000 / ms, ms / 1000 / post))

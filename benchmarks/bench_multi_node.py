@@ -79,10 +79,12 @@ def time_training(args, device, clock, comm):
         optimizers = multi_node.multi_node_optimizers(optimizers, comm)
     x, t = bench.fixed_batch(args.batch, args.size, seed=0 if comm is None else comm.rank)
     iterator = chainer.iterators.SerialIterator(list(zip(x, t)), args.batch, shuffle=False)
-    updater = TextPix2pixUpdater(models=links, iterator={'main': iterator}, optimizer=optimizers, device=device)
+    updater = TextPix2pixUpdater(models=links, iterator={'main': iterator}, optimizer=optimizers,
+                                 device=device)
     step_ms, rounds = timed_rounds(updater.update, args, clock, comm)
     ranks = 1 if comm is None else comm.size
-    return dict(task='train', step_ms=round(step_ms, 1), images_per_s=round(ranks * args.batch / step_ms * 1000, 2),
+    return dict(task='train', step_ms=round(step_ms, 1),
+                images_per_s=round(ranks * args.batch / step_ms * 1000, 2),
                 rounds_ms=[round(r, 1) for r in rounds])
 
 
@@ -113,9 +115,11 @@ def main(argv=None):
             continue
         result = measure[task](args, device, clock, comm)
         if comm is None or comm.rank == 0:
-            print(json.dumps(dict(result, ranks=1 if comm is None else comm.size, communicator=args.communicator,
-                                  device=str(device), width=args.width, size=args.size, batch_per_rank=args.batch,
-                                  bn_across_ranks=args.bn_across_ranks, threads=os.environ.get('OMP_NUM_THREADS'),
+            print(json.dumps(dict(result, ranks=1 if comm is None else comm.size,
+                                  communicator=args.communicator, device=str(device), width=args.width,
+                                  size=args.size, batch_per_rank=args.batch,
+                                  bn_across_ranks=args.bn_across_ranks,
+                                  threads=os.environ.get('OMP_NUM_THREADS'),
                                   load=round(os.getloadavg()[0], 1), time=time.strftime('%Y-%m-%d %H:%M'))),
                   flush=True)
 

@@ -2,7 +2,7 @@
 
     python benchmarks/degradation.py --model result/stage1 --data data/default512/train
 
-Stage 2 (README "Higher resolution") trains without a stage-1 model: its coarse input is
+Stage 2 (docs/hires.md) trains without a stage-1 model: its coarse input is
 the truth degraded by dataset.coarse_colouring (shrunk to the stage-1 size, blurred,
 colour-jittered, enlarged). Its bounds (dataset.BLUR_RADIUS, COLOUR_GAIN, COLOUR_OFFSET,
 FIELD_OFFSET) should cover what stage 1 really does; this script prints both side by
@@ -38,7 +38,8 @@ def statistics(output, truth):
     offset = difference.mean(axis=(0, 1))
     grid = dataset.FIELD_GRID
     height, width = (side // grid * grid for side in difference.shape[:2])
-    blocks = difference[:height, :width].reshape(grid, height // grid, grid, width // grid, 3).mean(axis=(1, 3))
+    blocks = (difference[:height, :width].reshape(grid, height // grid, grid, width // grid, 3)
+              .mean(axis=(1, 3)))
     return dict(sharpness=evaluate.edge_sharpness(output, truth), global_offset=np.abs(offset).mean(),
                 local_offset=(blocks - offset).std(axis=(0, 1)).mean(), l1=np.abs(difference).mean())
 
@@ -59,7 +60,8 @@ def main(argv=None):
     parser.add_argument('--coarse-size', type=int, default=None, help='default: the model\'s size')
     parser.add_argument('--n', type=int, default=64, help='pictures (every k-th of the folder)')
     parser.add_argument('--draws', type=int, default=4, help='random degradations per picture')
-    parser.add_argument('--coarse-jitter', type=float, default=1.0, help="train_facade_text.py's: the jitter's scale")
+    parser.add_argument('--coarse-jitter', type=float, default=1.0,
+                        help="train_facade_text.py's: the jitter's scale")
     args = parser.parse_args(argv)
     try:
         model = colour_model.load_model(args.model, None, compat.get_device(-1))
@@ -77,7 +79,8 @@ def main(argv=None):
         factor = max(truth_image.size) / coarse_size
         stage1.append(statistics(np.asarray(model.colour(pictures.drawing_of(i), pictures.tags[i])), truth))
         mean.append(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor)), truth))
-        degraded.extend(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor, rng, args.coarse_jitter)),
+        degraded.extend(statistics(np.asarray(dataset.coarse_colouring(truth_image, factor, rng,
+                                                                       args.coarse_jitter)),
                                    truth)
                         for _ in range(args.draws))
     print('{} pictures of {} at {} px; stage 1 ({}) at {} px, enlarged bicubically:'.format(

@@ -146,7 +146,8 @@ def run(base, requests, concurrency, image_bytes=None, tag_sets=None, timeout=60
 
 def report(summary):
     latencies = summary['latencies']
-    ms = lambda q: '{:.0f}'.format(1000 * percentile(latencies, q)) if latencies else '-'
+    def ms(q):
+        return '{:.0f}'.format(1000 * percentile(latencies, q)) if latencies else '-'
     lines = [
         'tag sets: {}   image: {}x{}'.format(
             ' | '.join(t or '(no tag)' for t in summary['tag_sets']), *summary['image_size']),
@@ -159,8 +160,8 @@ def report(summary):
     ]
     if summary['errors']:
         lines.append('')
-        lines.append('errors: ' + ', '.join('{} x{}'.format(k, v) for k, v in sorted(summary['outcomes'].items())
-                                            if k != 'ok'))
+        lines.append('errors: ' + ', '.join('{} x{}'.format(k, v)
+                                            for k, v in sorted(summary['outcomes'].items()) if k != 'ok'))
     return '\n'.join(lines)
 
 
@@ -230,8 +231,10 @@ class ProcessSampler(threading.Thread):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Bounded load test of server.py on this machine')
-    parser.add_argument('--url', default=None, help='a running server (loopback only); default: start one here')
-    parser.add_argument('--model', default=os.path.join('result', 'demo'), help='model folder (without --url)')
+    parser.add_argument('--url', default=None,
+                        help='a running server (loopback only); default: start one here')
+    parser.add_argument('--model', default=os.path.join('result', 'demo'),
+                        help='model folder (without --url)')
     parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (without --url; negative: CPU)')
     parser.add_argument('--requests', '-n', type=int, default=200, help='number of requests')
     parser.add_argument('--concurrency', '-c', type=int, default=8, help='requests in flight at a time')
@@ -283,8 +286,8 @@ def main(argv=None):
             *summary['idle']))
     if sampler:
         print('server process {}: at most {} threads, {} open files, {:.0f} MB resident during the run '
-              '(peak {:.0f} MB)'.format(args.server_pid, sampler.threads, sampler.files, sampler.rss_kb / 1024,
-                                        sampler.peak_kb / 1024))
+              '(peak {:.0f} MB)'.format(args.server_pid, sampler.threads, sampler.files,
+                                        sampler.rss_kb / 1024, sampler.peak_kb / 1024))
     return 1 if summary['errors'] else 0
 
 

@@ -2,9 +2,10 @@
 
 At batch 1 a training step of the example's networks is several hundred small kernels,
 each launched from Python through Chainer, and the GPU waits on the interpreter
-(benchmarks/BENCHMARKS.md's profile). ``StepGraph`` runs the step as usual a few times,
-then records every kernel of one step with CUDA stream capture, and from then on
-replays the recording: one launch per update, the same kernels on the same buffers.
+(measured: benchmarks/BENCHMARKS.md, 'GPU (one H100), 2026-11-26'). ``StepGraph`` runs
+the step as usual a few times, then records every kernel of one step with CUDA stream
+capture, and from then on replays the recording: one launch per update, the same kernels
+on the same buffers.
 
 A replay runs no Python, so whatever the step decides on the host must come from device
 memory instead:
@@ -33,8 +34,9 @@ its step on the host, products through ctypes that differ from cupy.matmul's on 
 examples (tried before the first step), the colour loss of blank drawings (it decides on
 the host which examples are blank), the film design (Chainer's F.linear and a 1x1
 F.convolution_2d call cuBLAS inside CuPy; reading the tag plane and its constants copy
-arrays from the host) all make the capture raise or are refused before it. Then everything the attempt changed on the host is put back,
-the updater goes on with the ordinary step, and ``fallback`` says why.
+arrays from the host) all make the capture raise or are refused before it. Then
+everything the attempt changed on the host is put back, the updater goes on with the
+ordinary step, and ``fallback`` says why.
 """
 import contextlib
 import copy
@@ -118,7 +120,8 @@ def uniform_numpy(size, seed, step, draw):
     """float32 numbers on [0, 1): what the counter_uniform kernel writes."""
     key = _mix64(_mix64(_mix64(seed) ^ step) ^ draw)
     index = numpy.arange(size, dtype=numpy.uint64)
-    return (_mix64(numpy.uint64(key) + index) >> numpy.uint64(40)).astype(numpy.float32) * numpy.float32(2 ** -24)
+    return ((_mix64(numpy.uint64(key) + index) >> numpy.uint64(40)).astype(numpy.float32)
+            * numpy.float32(2 ** -24))
 
 
 _random_kernel = []
@@ -183,11 +186,12 @@ class _Cublas:
         self.handle = ctypes.c_void_p()
         self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), 'cublasCreate')
         if os.environ.get('CUPY_TF32', '0') != '0':  # as CuPy's own products do
-            self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_TENSOR_OP_MATH), 'cublasSetMathMode')
+            self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_TENSOR_OP_MATH),
+                        'cublasSetMathMode')
         self.workspace = cupy.empty(WORKSPACE_BYTES, numpy.uint8)
         self.stream = None
-        for name in ('cublasSgemm_v2', 'cublasDgemm_v2', 'cublasSgemmStridedBatched', 'cublasDgemmStridedBatched',
-                     'cublasSetStream_v2', 'cublasSetWorkspace_v2'):
+        for name in ('cublasSgemm_v2', 'cublasDgemm_v2', 'cublasSgemmStridedBatched',
+                     'cublasDgemmStridedBatched', 'cublasSetStream_v2', 'cublasSetWorkspace_v2'):
             getattr(self.lib, name)  # a missing one is an AttributeError now, not in a step
 
     @staticmethod
@@ -201,8 +205,10 @@ class _Cublas:
             self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream)), 'cublasSetStream')
             # cublasSetStream puts the handle back on cuBLAS's own workspace, which it
             # would allocate on the capturing stream.
-            self._check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
-                                                       ctypes.c_size_t(WORKSPACE_BYTES)), 'cublasSetWorkspace')
+            self._check(self.lib.cublasSetWorkspace_v2(self.handle,
+                                                       ctypes.c_void_p(self.workspace.data.ptr),
+                                                       ctypes.c_size_t(WORKSPACE_BYTES)),
+                        'cublasSetWorkspace')
             self.stream = stream
 
     def gemm(self, a, b, out, accumulate=False, images=None):
@@ -227,7 +233,8 @@ class _Cublas:
             count, b_step, out_step = images
             function = self.lib.cublasSgemmStridedBatched if single else self.lib.cublasDgemmStridedBatched
             arguments = (shape + first + (ctypes.c_longlong(b_step),) + second + (ctypes.c_longlong(0),)
-                         + (ctypes.byref(beta),) + result + (ctypes.c_longlong(out_step), ctypes.c_int(count)))
+                         + (ctypes.byref(beta),) + result
+                         + (ctypes.c_longlong(out_step), ctypes.c_int(count)))
         self._check(function(*arguments), 'gemm')
 
 
@@ -307,7 +314,8 @@ def _check_products():
     pairs = [(matmul_each(weights, images[:1]), cupy.matmul(weights, images[:1])),
              (matmul_each(weights, images), cupy.matmul(weights, images)),
              (matmul_each(weights.T.copy().T, images), cupy.matmul(weights, images)),
-             (matmul_sum(gy, images.transpose(0, 2, 1)), cupy.matmul(gy, images.transpose(0, 2, 1)).sum(axis=0))]
+             (matmul_sum(gy, images.transpose(0, 2, 1)),
+              cupy.matmul(gy, images.transpose(0, 2, 1)).sum(axis=0))]
     for got, want in pairs:
         if not bool(cupy.allclose(got, want, rtol=1e-2, atol=1e-2)):
             raise Unsupported('the products through ctypes differ from cupy.matmul')
@@ -327,7 +335,8 @@ class StepGraph:
         """``seed``: of the dropout masks; None: drawn from NumPy's random state at the
         first step on a GPU (a CPU run's random numbers stay as without the graph)."""
         self.optimizers = list(optimizers)
-        self.rules = [param.update_rule for optimizer in self.optimizers for param in optimizer.target.params()]
+        self.rules = [param.update_rule for optimizer in self.optimizers
+                      for param in optimizer.target.params()]
         self.slots = {id(rule): 1 + i for i, rule in enumerate(self.rules)}
         self.seed = seed
         self.warmup = warmup

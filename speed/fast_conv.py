@@ -7,10 +7,13 @@ most of a step's time in those copies. ``Convolution2D`` and ``Deconvolution2D``
 are Chainer's links (same parameters, same saved weights) whose forward computes each
 image as one matrix product in the layout im2col makes; ``leaky_relu`` is one NumPy
 maximum instead of a masked copy. ``chainer.config.user_fast_paths`` switches them:
-'all' (NumPy and CuPy arrays, the default: checked on a GPU by gpu_bench.sh, on an H100
-on 2026-11-26 and an H200 on 2026-11-27), 'cpu' (NumPy arrays only) or 'off' (Chainer's
-own functions). tests/test_speedups.py checks that
-they compute Chainer's outputs and gradients; BENCHMARKS.md has the measurements.
+'all' (NumPy and CuPy arrays, the default: on a GPU too, since benchmarks/gpu_bench.sh
+checks them there against Chainer's functions, ``bench.py --check --fast all``, before it
+times anything), 'cpu' (NumPy arrays only) or 'off' (Chainer's own functions).
+tests/test_speedups.py checks that they compute Chainer's outputs and gradients;
+benchmarks/BENCHMARKS.md has the measurements ('Where the CPU time went, and what
+changed'; on a GPU, 'GPU (one H100), 2026-11-26' and 'GPU (one H200), 2026-11-27: the
+targets met').
 """
 import numpy
 
@@ -24,10 +27,13 @@ from chainer.utils import conv as conv_utils
 from speed import cuda_graph, setting
 
 
-# 1.7 s of a 4.9 s colourisation went to the decoder's last 3x3 convolution alone
-# (128 -> 3 channels at 256 px, a 300 MB im2col buffer). Here every product reads the
-# buffers in the layout they are made in, and the layers with few output channels
-# multiply first and shift and add after ("taps"), which never builds that buffer.
+# A layer with few output channels, such as the decoder's last 3x3 convolution (128 -> 3
+# channels), builds an im2col buffer far larger than its output and then spends a large
+# share of a colourisation on a product with 3 outputs (measured:
+# benchmarks/BENCHMARKS.md, 'Where the CPU time went, and what changed'). Here every
+# product reads the buffers in the layout they are made in, and the layers with few
+# output channels multiply first and shift and add after ("taps"), which never builds
+# that buffer.
 # Square kernels and strides, no groups, dilation or outsize: what the networks here
 # use (other links fall back).
 
@@ -260,7 +266,8 @@ class Deconvolution2D(L.Deconvolution2D):
 
 class _LeakyReLU(chainer.function_node.FunctionNode):
     """F.leaky_relu for NumPy arrays, to the bit: Chainer's CPU code copies x and
-    multiplies through a boolean mask (12 times slower on 2 cores). First order only."""
+    multiplies through a boolean mask, far slower than one maximum (measured:
+    benchmarks/BENCHMARKS.md, 'Where the CPU time went, and what changed'). First order only."""
 
     def __init__(self, slope):
         self.slope = slope

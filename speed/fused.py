@@ -2,8 +2,9 @@
 
 On a GPU without cuDNN, Chainer's batch norm is about ten small kernels per layer (mean,
 variance, rsqrt, normalise, running averages, then F.scale/F.bias for FiLM, dropout's
-random numbers and mask, the activation), about 0.5 ms a call (BENCHMARKS.md's profile),
-and the optimizer runs two kernels per parameter (the WeightDecay hook, then Adam).
+random numbers and mask, the activation), each call paying Chainer's per-function
+overhead (measured: benchmarks/BENCHMARKS.md, 'GPU (one H100), 2026-11-26'), and the
+optimizer runs two kernels per parameter (the WeightDecay hook, then Adam).
 Here, with ``chainer.config.user_fused`` on:
 
 * ``batch_norm_activation`` computes ``L.BatchNormalization`` in training mode, then
@@ -21,11 +22,13 @@ scalars (``adam_weight_decay_scalars``) and dropout's numbers come from
 ``cuda_graph.StepGraph.uniform``: a replay runs no Python to supply new ones.
 
 ``user_fused``: 'gpu' (the default: CuPy arrays only), 'off' (Chainer's functions),
-'cpu' (NumPy arrays only) or 'all' (both). On a GPU it is on by default since a GPU run
-checked the kernels (benchmarks/gpu_bench.sh on an H200, 2026-11-27: tests/test_fused.py's
-CuPy cases, the networks and one update against Chainer's functions, the L1 after 200
-steps within 0.5 % of the unfused port's). On the CPU Chainer's functions stay the
-default: the NumPy twins are what the tests hold the kernels to, and change little there.
+'cpu' (NumPy arrays only) or 'all' (both). It is on by default on a GPU because there the
+kernels pass the checks benchmarks/gpu_bench.sh makes before timing them
+(tests/test_fused.py's CuPy cases, the networks and one update against Chainer's
+functions, the L1 after 200 steps against the unfused port's) and take the small kernels
+and their host overhead out of the step (measured: benchmarks/BENCHMARKS.md, 'Fused batch
+norm and Adam'). On the CPU Chainer's functions stay the default: the NumPy twins are
+what the tests hold the kernels to, and change little there.
 """
 import numpy
 
@@ -178,8 +181,8 @@ __global__ void bn_grad_x(const T* gy, const T* y, const T* x, long long size, i
 
 // The WeightDecay hook (g += decay * p) and Chainer's Adam kernel in one pass.
 template <typename T>
-__device__ void adam_element(long long k, T decay, T alpha_t, T one_minus_beta1, T one_minus_beta2, T eps, T eta,
-                             T weight_decay_rate, T* param, T* grad, T* m, T* v) {
+__device__ void adam_element(long long k, T decay, T alpha_t, T one_minus_beta1, T one_minus_beta2,
+                             T eps, T eta, T weight_decay_rate, T* param, T* grad, T* m, T* v) {
     const T p = param[k];
     const T g = grad[k] + decay * p;
     grad[k] = g;
@@ -195,8 +198,8 @@ __global__ void adam_weight_decay(long long size, T decay, T alpha_t, T one_minu
                                   T eps, T eta, T weight_decay_rate, T* param, T* grad, T* m, T* v) {
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < size;
          k += (long long)blockDim.x * gridDim.x) {
-        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, param, grad,
-                     m, v);
+        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate,
+                     param, grad, m, v);
     }
 }
 
@@ -209,8 +212,8 @@ __global__ void adam_weight_decay_scalars(long long size, T decay, const double*
     const T alpha_t = (T)scalars[slot];
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < size;
          k += (long long)blockDim.x * gridDim.x) {
-        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate, param, grad,
-                     m, v);
+        adam_element(k, decay, alpha_t, one_minus_beta1, one_minus_beta2, eps, eta, weight_decay_rate,
+                     param, grad, m, v);
     }
 }
 '''
@@ -319,8 +322,9 @@ class BatchNormActivation(chainer.function_node.FunctionNode):
         else:
             avg_mean, avg_var, decay = self.running
         _kernel('bn_stats', x.dtype)((c,), (THREADS,), (
-            x, numpy.int32(n), numpy.int32(c), numpy.int32(h * w), t(self.eps), numpy.int32(self.running is not None),
-            t(decay), t(m / max(m - 1., 1.)), mean, var, inv_std, avg_mean, avg_var))
+            x, numpy.int32(n), numpy.int32(c), numpy.int32(h * w), t(self.eps),
+            numpy.int32(self.running is not None), t(decay), t(m / max(m - 1., 1.)), mean, var, inv_std,
+            avg_mean, avg_var))
         film, dropout, rand, ratio, keep_scale, activate, slope = self._cuda_flags(xp, x, scale)
         scale = xp.ascontiguousarray(scale) if film else gamma
         shift = xp.ascontiguousarray(shift) if film else gamma
@@ -370,14 +374,14 @@ class BatchNormActivation(chainer.function_node.FunctionNode):
         gshift = xp.empty_like(scale) if film else gamma
         scale = scale if film else gamma
         _kernel('bn_grad_stats', x.dtype)((c,), (THREADS,), (
-            gy, y, x, numpy.int32(n), numpy.int32(c), numpy.int32(h * w), self.mean, self.inv_std, gamma, beta,
-            numpy.int32(film), scale, numpy.int32(dropout), rand, ratio, keep_scale, numpy.int32(activate), slope,
-            ggamma, gbeta, gscale, gshift))
+            gy, y, x, numpy.int32(n), numpy.int32(c), numpy.int32(h * w), self.mean, self.inv_std, gamma,
+            beta, numpy.int32(film), scale, numpy.int32(dropout), rand, ratio, keep_scale,
+            numpy.int32(activate), slope, ggamma, gbeta, gscale, gshift))
         gx = xp.empty_like(x)
         _kernel('bn_grad_x', x.dtype)(_blocks(x.size), (THREADS,), (
             gy, y, x, numpy.int64(x.size), numpy.int32(c), numpy.int32(h * w), self.mean, self.inv_std, gamma,
-            numpy.int32(film), scale, numpy.int32(dropout), rand, ratio, keep_scale, numpy.int32(activate), slope,
-            ggamma, gbeta, x.dtype.type(1. / (x.size // c)), gx))
+            numpy.int32(film), scale, numpy.int32(dropout), rand, ratio, keep_scale, numpy.int32(activate),
+            slope, ggamma, gbeta, x.dtype.type(1. / (x.size // c)), gx))
         grads = [gx, ggamma, gbeta]
         return grads + [gscale, gshift] if film else grads
 
@@ -466,7 +470,8 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
         alpha_t = self.alpha_t
         # Python numbers keep NumPy's arithmetic in the parameter's dtype, as Chainer's does
         # (a NumPy float64 hyperparameter would lift its temporaries to float64).
-        python_numbers = all(type(value) in (int, float) for value in (alpha_t, hp.beta1, hp.beta2, hp.eps, hp.eta))
+        python_numbers = all(type(value) in (int, float)
+                             for value in (alpha_t, hp.beta1, hp.beta2, hp.eps, hp.eta))
         if (g is None or not python_numbers or hp.amsgrad or hp.adabound or hp.weight_decay_rate != 0
                 or p.dtype not in (numpy.float32, numpy.float64) or g.dtype != p.dtype):
             return super().update_core_cpu(param)
@@ -509,9 +514,10 @@ class AdamRule(chainer.optimizers.adam.AdamRule):
         hp = self.hyperparam
         p = param.array
         t = p.dtype.type
-        _kernel(kernel, p.dtype)(_blocks(p.size), (THREADS,), (numpy.int64(p.size), t(rate or 0)) + alpha_t + (
-            t(1 - hp.beta1), t(1 - hp.beta2), t(hp.eps), t(hp.eta), t(hp.weight_decay_rate), p, param.grad,
-            self.state['m'], self.state['v']))
+        _kernel(kernel, p.dtype)(
+            _blocks(p.size), (THREADS,), (numpy.int64(p.size), t(rate or 0)) + alpha_t + (
+                t(1 - hp.beta1), t(1 - hp.beta2), t(hp.eps), t(hp.eta), t(hp.weight_decay_rate), p,
+                param.grad, self.state['m'], self.state['v']))
 
 
 class Adam(chainer.optimizers.Adam):

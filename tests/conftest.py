@@ -38,7 +38,7 @@ def bench_main(capsys, argv):
 
 @pytest.fixture
 def kernels_on_cpu(monkeypatch):
-    """fused.py's and cuda_graph.py's CUDA kernels compiled for the CPU (tests/cuda_on_cpu.py),
+    """speed/fused.py's and speed/cuda_graph.py's CUDA kernels compiled for the CPU (tests/cuda_on_cpu.py),
     with NumPy standing in for the rest of CuPy: their CuPy code paths run on NumPy arrays."""
     import chainer
     from speed import cuda_graph

@@ -1,4 +1,4 @@
-"""The GPU code of fused.py and cuda_graph.py run on the CPU, so that it is executed, not
+"""The GPU code of speed/fused.py and speed/cuda_graph.py run on the CPU, so that it is executed, not
 only compiled, where there is no GPU: their CUDA C kernels, one thread per CUDA thread,
 and their cuBLAS calls through ctypes, into a stand-in for libcublas.
 
@@ -13,7 +13,7 @@ kind and size for a pointer, a NumPy scalar of the parameter's kind and size oth
 CuPy checks none of this: it packs a scalar by its own dtype and passes an array's
 address, so on a GPU a mismatch is read as other numbers, not reported.
 
-``cublas_library()`` is a stand-in for libcublas with the C functions cuda_graph.py calls
+``cublas_library()`` is a stand-in for libcublas with the C functions speed/cuda_graph.py calls
 through ctypes, declared as cublas_api.h declares them and computing on host memory what
 cuBLAS's documentation says they compute (column-major gemm, alpha * op(A) op(B) + beta * C,
 C not read where beta is 0), refusing arguments cuBLAS refuses (CUBLAS_STATUS_INVALID_VALUE
@@ -138,8 +138,16 @@ int gemm(void* handle, int transa, int transb, int m, int n, int k, const T* alp
 }  // namespace
 
 extern "C" {
-int cublasCreate_v2(void** handle) { ++calls["cublasCreate_v2"]; handles = 1; *handle = &handles; return SUCCESS; }
-int cublasSetMathMode(void* handle, int mode) { ++calls["cublasSetMathMode"]; return handle == &handles ? SUCCESS : NOT_INITIALIZED; }
+int cublasCreate_v2(void** handle) {
+    ++calls["cublasCreate_v2"];
+    handles = 1;
+    *handle = &handles;
+    return SUCCESS;
+}
+int cublasSetMathMode(void* handle, int mode) {
+    ++calls["cublasSetMathMode"];
+    return handle == &handles ? SUCCESS : NOT_INITIALIZED;
+}
 int cublasSetStream_v2(void* handle, void* stream) {
     ++calls["cublasSetStream_v2"];
     workspace_set = false;
@@ -157,20 +165,20 @@ int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* al
     ++calls["cublasSgemm_v2"];
     return gemm(h, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
-int cublasDgemm_v2(void* h, int ta, int tb, int m, int n, int k, const double* alpha, const double* A, int lda,
-                   const double* B, int ldb, const double* beta, double* C, int ldc) {
+int cublasDgemm_v2(void* h, int ta, int tb, int m, int n, int k, const double* alpha, const double* A,
+                   int lda, const double* B, int ldb, const double* beta, double* C, int ldc) {
     ++calls["cublasDgemm_v2"];
     return gemm(h, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
-int cublasSgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* A,
-                              int lda, long long sa, const float* B, int ldb, long long sb, const float* beta,
-                              float* C, int ldc, long long sc, int count) {
+int cublasSgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha,
+                              const float* A, int lda, long long sa, const float* B, int ldb, long long sb,
+                              const float* beta, float* C, int ldc, long long sc, int count) {
     ++calls["cublasSgemmStridedBatched"];
     return gemm(h, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count);
 }
-int cublasDgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const double* alpha, const double* A,
-                              int lda, long long sa, const double* B, int ldb, long long sb, const double* beta,
-                              double* C, int ldc, long long sc, int count) {
+int cublasDgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const double* alpha,
+                              const double* A, int lda, long long sa, const double* B, int ldb, long long sb,
+                              const double* beta, double* C, int ldc, long long sc, int count) {
     ++calls["cublasDgemmStridedBatched"];
     return gemm(h, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count);
 }
@@ -237,7 +245,8 @@ class Module:
         self.names = list(name_expressions)
         wrappers = ''.join(
             'extern "C" void launch_{i}(unsigned g, unsigned b, void** a) {{ launch(&{name}, g, b, a); }}\n'
-            'extern "C" int describe_{i}(int* out) {{ return describe(&{name}, out); }}\n'.format(i=i, name=name)
+            'extern "C" int describe_{i}(int* out) {{ return describe(&{name}, out); }}\n'.format(
+                i=i, name=name)
             for i, name in enumerate(self.names))
         self.library = ctypes.CDLL(_build(PRELUDE + code + LAUNCHER + wrappers, ['-std=c++20']))
 
@@ -269,7 +278,8 @@ class Kernel:
         """Launches ``grid[0]`` blocks of ``block[0]`` threads (1-d, as the kernels here use)."""
         assert len(grid) == 1 and len(block) == 1, 'only 1-d launches are emulated'
         if len(args) != len(self.parameters):
-            raise TypeError('{}: {} arguments for {} parameters'.format(self.name, len(args), len(self.parameters)))
+            raise TypeError('{}: {} arguments for {} parameters'.format(self.name, len(args),
+                                                                        len(self.parameters)))
         keep = [self._argument(i, value) for i, value in enumerate(args)]
         addresses = (ctypes.c_void_p * len(keep))(*[k.ctypes.data for k in keep])
         self.run(int(grid[0]), int(block[0]), addresses)
@@ -285,7 +295,8 @@ class Kernel:
                 raise TypeError('{}: {} array for a pointer to a {}-byte {}'.format(
                     where, value.dtype, size, 'float' if floating else 'integer'))
             if not value.flags.c_contiguous:
-                raise TypeError('{}: the array is not C-contiguous (the kernel reads it as if it were)'.format(where))
+                raise TypeError('{}: the array is not C-contiguous (the kernel reads it as if it '
+                                'were)'.format(where))
             return numpy.array([value.ctypes.data], numpy.uintp)
         if not isinstance(value, numpy.generic):
             raise TypeError('{}: a NumPy scalar (CuPy packs it by its dtype), not {}'.format(
@@ -306,7 +317,7 @@ class DeviceArray(numpy.ndarray):
 
 
 class CupyOnCpu:
-    """What fused.py and cuda_graph.py call of CuPy, on the CPU: NumPy's functions (those
+    """What speed/fused.py and speed/cuda_graph.py call of CuPy, on the CPU: NumPy's functions (those
     that make arrays make DeviceArrays), these kernels, one stream and no cuBLAS handle
     of CuPy's own (set as ``chainer.backends.cuda.cupy`` by the tests' fixture)."""
 

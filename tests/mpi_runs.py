@@ -68,7 +68,8 @@ def step(out):
     per_rank = one_update(comm)
     across = one_update(comm, across_ranks=True)
     np.savez(os.path.join(out, '{}.npz'.format(comm.rank)),
-             **{'per_rank/' + k: v for k, v in per_rank.items()}, **{'across/' + k: v for k, v in across.items()})
+             **{'per_rank/' + k: v for k, v in per_rank.items()},
+             **{'across/' + k: v for k, v in across.items()})
 
 
 def fail_on_rank_1(marker, argv):

@@ -2,9 +2,8 @@
 import numpy as np
 import pytest
 
-import compat
+import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
-import chainer.functions as F
 
 import bench
 from conftest import bench_main
@@ -78,7 +77,8 @@ def test_same_weights_give_the_same_losses_and_gradients():
     t_fake, t_real = t_dis(tx, t_out), t_dis(tx, tt)
     t_gen, _ = bench_torch.generator_loss(t_out, tt, t_fake)
     t_dis_loss = bench_torch.discriminator_loss(t_real, t_fake)
-    torch.autograd.backward(t_gen, inputs=list(t_enc.parameters()) + list(t_dec.parameters()), retain_graph=True)
+    torch.autograd.backward(t_gen, inputs=list(t_enc.parameters()) + list(t_dec.parameters()),
+                            retain_graph=True)
     torch.autograd.backward(t_dis_loss, inputs=list(t_dis.parameters()))
 
     np.testing.assert_allclose(t_out.detach().numpy(), x_out.array, atol=1e-10)
@@ -150,7 +150,8 @@ def test_training_and_colouring_never_import_torch():
     import sys
     code = ('import sys, train_facade_text, colorize; '
             'sys.exit(1 if "torch" in sys.modules else 0)')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))  # the repository, above benchmarks/
+    # The repository, above benchmarks/.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
     assert subprocess.run([sys.executable, '-c', code], cwd=root).returncode == 0
 
 

@@ -209,7 +209,8 @@ def main(argv=None):
     first, second = args.compare.split(',')
     with running_server(args.model) as url, chromium(paths, 1280, 900) as driver:
         open_page(driver, url)
-        wait_for(driver, lambda d: d.find_elements('css selector', '.sample[data-name="{}"]'.format(args.sample)),
+        wait_for(driver,
+                 lambda d: d.find_elements('css selector', '.sample[data-name="{}"]'.format(args.sample)),
                  what='the sample drawings')
         driver.find_element('css selector', '.sample[data-name="{}"]'.format(args.sample)).click()
         wait_for_results(driver, 1)
@@ -223,7 +224,8 @@ def main(argv=None):
             type_tags(driver, 1, [second])
         states = wait_for_results(driver, 2)
         if states != ['done', 'done']:
-            print('error: the page did not colour both tag sets: ' + ' | '.join(c.text for c in cards(driver)),
+            print('error: the page did not colour both tag sets: '
+                  + ' | '.join(c.text for c in cards(driver)),
                   file=sys.stderr)
             return 1
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

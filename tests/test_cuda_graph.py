@@ -1,4 +1,4 @@
-"""cuda_graph.py: the random numbers, the cuBLAS arguments and the host's bookkeeping on
+"""speed/cuda_graph.py: the random numbers, the cuBLAS arguments and the host's bookkeeping on
 any machine; the recorded step against the same step run in Python where CuPy has a GPU
 (skipped without one)."""
 import shutil
@@ -82,7 +82,7 @@ def offset(base, view):
 
 
 def operands(case, base):
-    """a, b and out as fast_conv.py multiplies them, views of ``base``."""
+    """a, b and out as speed/fast_conv.py multiplies them, views of ``base``."""
     m, k, n = 5, 7, 3
     if case == 'images':  # b = col[1].T of an (2, n, k) buffer, out = out[1] of (2, m, n)
         a = base[:m * k].reshape(m, k)
@@ -104,7 +104,7 @@ CASES = ['plain', 'a transposed', 'b transposed', 'both', 'rows apart', 'one col
 
 @pytest.mark.parametrize('case', CASES)
 def test_gemm_arguments_make_cublas_compute_a_times_b(case):
-    """The layouts fast_conv.py multiplies (plain, W.T, an image of transpose(0, 2, 1),
+    """The layouts speed/fast_conv.py multiplies (plain, W.T, an image of transpose(0, 2, 1),
     out[i]) and rows spaced wider than a row, through a column-major gemm; then adding
     to out (matmul_sum's images after the first)."""
     base = np.random.RandomState(0).standard_normal(4000)
@@ -121,7 +121,7 @@ def test_gemm_arguments_make_cublas_compute_a_times_b(case):
 
 @pytest.mark.parametrize('layout', ['images', 'their columns', 'one image'])
 def test_batched_arguments_make_one_call_multiply_every_image(layout):
-    """matmul_each's strided-batched call: a shared (step 0), b's images as fast_conv.py
+    """matmul_each's strided-batched call: a shared (step 0), b's images as speed/fast_conv.py
     passes them (x's im2col buffer, gy's transposed images), out's images."""
     base = np.random.RandomState(1).standard_normal(5000)
     m, k, n, count = 4, 6, 5, 3 if layout != 'one image' else 1
@@ -141,8 +141,9 @@ def test_batched_arguments_make_one_call_multiply_every_image(layout):
 
 def test_gemm_arguments_refuse_what_cublas_cannot_read():
     x = np.zeros((6, 8), np.float32)
-    assert cuda_graph.gemm_arguments(x[:, ::2], x[:4, :3], np.zeros((6, 3), np.float32)) is None  # columns strided
-    assert cuda_graph.gemm_arguments(x[:, :4], x[:4, :3], np.zeros((3, 6), np.float32).T) is None  # out's columns
+    # a's columns strided, then out's columns
+    assert cuda_graph.gemm_arguments(x[:, ::2], x[:4, :3], np.zeros((6, 3), np.float32)) is None
+    assert cuda_graph.gemm_arguments(x[:, :4], x[:4, :3], np.zeros((3, 6), np.float32).T) is None
 
 
 # ---------------------------------------------------------------- the host's side
@@ -285,7 +286,7 @@ def test_counter_uniform_kernel_is_its_numpy_twin():
 
 
 def product_cases(array, dtype):
-    """The products fast_conv.py makes, of arrays that ``array`` makes from NumPy ones:
+    """The products speed/fast_conv.py makes, of arrays that ``array`` makes from NumPy ones:
     matmul_each's pairs (a, b), matmul_sum's pairs, and the tolerance for ``dtype``."""
     rng = np.random.RandomState(0)
     w, images, gy = (array(rng.standard_normal(shape).astype(dtype)) for shape in ((64, 300), (3, 300, 48),
@@ -302,7 +303,7 @@ def product_cases(array, dtype):
 def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypatch):
     """matmul_each and matmul_sum through _Cublas's ctypes calls into tests/cuda_on_cpu.py's
     stand-in for libcublas (cublas_api.h's prototypes, the documented arithmetic and
-    argument checks), on the layouts fast_conv.py passes, against numpy.matmul: every
+    argument checks), on the layouts speed/fast_conv.py passes, against numpy.matmul: every
     image in one strided-batched call, the summed product one gemm per image; and the
     check the steps make before recording passes."""
     import cuda_on_cpu
@@ -325,7 +326,7 @@ def test_products_through_ctypes_on_a_cpu_cublas(dtype, kernels_on_cpu, monkeypa
 @needs_gpu
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_products_through_ctypes_are_cupys(dtype):
-    """matmul_each and matmul_sum on the layouts fast_conv.py passes, against cupy.matmul."""
+    """matmul_each and matmul_sum on the layouts speed/fast_conv.py passes, against cupy.matmul."""
     cupy = chainer.backends.cuda.cupy
     each, summed, tolerance = product_cases(cupy.asarray, dtype)
     for a, b in each:
@@ -369,7 +370,8 @@ def test_the_recorded_step_trains_as_the_step_run_in_python():
     assert in_python.graph.status() == 'not yet recorded (6 of 100 ordinary steps run)'
     want, got = parameters(in_python), parameters(replayed)
     for name in want:
-        np.testing.assert_allclose(chainer.backends.cuda.to_cpu(got[name]), chainer.backends.cuda.to_cpu(want[name]),
+        np.testing.assert_allclose(chainer.backends.cuda.to_cpu(got[name]),
+                                   chainer.backends.cuda.to_cpu(want[name]),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
     assert [o.t for o in replayed.get_all_optimizers().values()] == [6, 6, 6]
     # and the step moved the parameters: not a graph that never ran
@@ -422,7 +424,8 @@ def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, t
     import train_facade_text
     from conftest import TINY_TRAINING
     out = tmp_path / 'graph'
-    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--cuda-graph'] + TINY_TRAINING) == 0
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '--cuda-graph']
+                                  + TINY_TRAINING) == 0
     printed = capsys.readouterr().out
     said = 'Training steps (CUDA graph): not recorded (CUDA graphs need CuPy arrays on a GPU)'
     assert printed.count(said) == 2  # CudaGraphStatus's, then the end's
@@ -464,7 +467,7 @@ def test_cuda_graph_is_for_one_process(capsys):
     (['-g', '0', '--device', '@numpy'], False),       # --device wins
     (['-g', '0', '--no-cuda-graph'], False),
     (['--cuda-graph'], True),                         # asked for: tried, and says why not on a CPU
-    (['-g', '0', '--tag-design', 'film'], False),     # cannot be recorded (cuda_graph.py)
+    (['-g', '0', '--tag-design', 'film'], False),     # cannot be recorded (speed/cuda_graph.py)
     (['-g', '0', '--blank-loss', 'colours'], False),
     (['-g', '0', '--stage', '2'], False),             # not tried on a GPU
     (['-g', '0', '--communicator', 'naive'], False),
@@ -500,9 +503,10 @@ def test_bench_leaves_out_an_implementation_that_fails_and_times_the_rest(capsys
         return real(impl, *args)
 
     monkeypatch.setattr(bench, 'make_runner', failing)
-    code, out, rows = bench_main(capsys, ['--task', 'train', '--size', '128', '--width', '4', '--impl', 'chainer',
-                                          'chainer-graph', '--warmup', '0', '--steps', '1', '--repeats', '1',
-                                          '--json'])
+    code, out, rows = bench_main(capsys, ['--task', 'train', '--size', '128', '--width', '4', '--impl',
+                                          'chainer', 'chainer-graph', '--warmup', '0', '--steps', '1',
+                                          '--repeats', '1', '--json'])
     assert code == 0
-    assert '# chainer-graph left out of train batch 1 fp32: RuntimeError: gemm failed with cuBLAS status 7\n' in out
+    assert ('# chainer-graph left out of train batch 1 fp32: RuntimeError: gemm failed with cuBLAS '
+            'status 7\n') in out
     assert [r['impl'] for r in rows] == ['chainer'] and rows[0]['step_ms'] > 0

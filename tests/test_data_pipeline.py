@@ -81,9 +81,9 @@ def test_memory_stays_flat_with_the_number_of_images(tmp_path, vectorizer):
 
 
 def bench(tmp_path, n):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--n', str(n), '--size', '128',
-                          '--image-size', '128', '--loaderjob', '2', '--batches', '40', '--write-jobs', '1',
-                          '--data', str(tmp_path / 'bench{}'.format(n)), '--json'],
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--n', str(n),
+                          '--size', '128', '--image-size', '128', '--loaderjob', '2', '--batches', '40',
+                          '--write-jobs', '1', '--data', str(tmp_path / 'bench{}'.format(n)), '--json'],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -104,7 +104,8 @@ def test_benchmark_rejects_bad_arguments_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--n', '0'],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and 'Traceback' not in out.stderr and '--n' in out.stderr
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--dataset', str(tmp_path / 'no')],
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_data.py'), '--dataset',
+                          str(tmp_path / 'no')],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and 'Traceback' not in out.stderr and 'does not exist' in out.stderr
 
@@ -181,7 +182,8 @@ def test_every_format_and_mode_trains_from_nested_folders(tmp_path):
         image = picture(k)
         if mode in ('RGBA', 'LA', 'PA'):
             image = image.convert('RGBA')
-            image.putalpha(Image.fromarray(np.where(np.arange(96) < 48, 255, 0).astype(np.uint8)[None].repeat(80, 0)))
+            image.putalpha(Image.fromarray(
+                np.where(np.arange(96) < 48, 255, 0).astype(np.uint8)[None].repeat(80, 0)))
             image = image.convert(mode) if mode != 'PA' else image.convert('P')
         elif mode == 'I;16':
             image = Image.fromarray(np.asarray(image.convert('L'), np.uint16) * 257)
@@ -223,7 +225,8 @@ def test_tag_vectors_are_computed_once_per_distinct_tag_set(tmp_path, monkeypatc
     vectorizer = TagVectorizer.train(TAG_SETS * 3, dim=16, epochs=5)
     computed = []
     known_vectors = vectorizer._known_vectors
-    monkeypatch.setattr(vectorizer, '_known_vectors', lambda tags: computed.append(tuple(tags)) or known_vectors(tags))
+    monkeypatch.setattr(vectorizer, '_known_vectors',
+                        lambda tags: computed.append(tuple(tags)) or known_vectors(tags))
     data = TaggedImageDataset(str(tmp_path), vectorizer, size=64)
     planes = [data[i][0][3] for i in range(len(data)) for _ in range(2)]
     assert sorted(computed) == sorted(tuple(tags) for tags in TAG_SETS)
@@ -292,7 +295,8 @@ def test_prepare_drawings_writes_the_paired_layout(tmp_path, capsys):
     data = TaggedImageDataset(str(out), size=64)
     assert len(data) == 4 and data.line_root == str(out / 'line')
     tags = {os.path.basename(p): t for p, t in zip(data.paths, data.tags)}
-    assert tags['b.jpg'] == ['初音ミク'] and tags['c.webp'] == ['東方'] and tags['img_0000.png'] == TAG_SETS[0]
+    assert (tags['b.jpg'] == ['初音ミク'] and tags['c.webp'] == ['東方']
+            and tags['img_0000.png'] == TAG_SETS[0])
     i = [os.path.basename(p) for p in data.paths].index('c.webp')
     expected = dataset.make_drawing(dataset.load_image(source / 'c.webp'), 'line')
     np.testing.assert_array_equal(np.asarray(data.drawing_of(i)), np.asarray(expected))

@@ -132,7 +132,8 @@ def test_targets_say_met_not_met_or_no_data():
                   tag_swap_accuracy=None, mono_chroma_with_tag=1.0, mono_chroma_without_tag=4.0,
                   region_delta_e_tag=6.0)
     targets = evaluate.check_targets(values)
-    assert [targets[k]['met'] for k in values if k != 'mono_chroma_without_tag'] == [True, False, None, True, None]
+    assert [targets[k]['met'] for k in values if k != 'mono_chroma_without_tag'] == [
+        True, False, None, True, None]
     assert targets['text_only_palette_accuracy']['met'] is None  # not scored at all
     values['post_design'] = dict(region_delta_e_tag=10.0)
     assert evaluate.check_targets(values)['region_delta_e_tag']['met'] is True  # 6.0 <= 0.6 * 10.0
@@ -146,10 +147,14 @@ def test_swap_as_typed_replaces_the_character_and_colour_tags(small_data):
     hibiki = characters['響']
     assert hibiki['colour_tags'] == ['銀髪', '白髪'] and characters['暁']['colour_tags'] == ['紺髪']
     assert characters['アルトリア・ペンドラゴン〔オルタ〕']['colour_tags'] == ['金髪', '黒ドレス']
-    image = lambda tags: evaluate.TestImage('x', hibiki, tags, tags, False, None, None, None)
+
+    def image(tags):
+        return evaluate.TestImage('x', hibiki, tags, tags, False, None, None, None)
+
     assert evaluate.swapped_as_typed(image(['響', '艦これ', '銀髪', 'かわいい']), characters) == [
         '暁', '艦これ', 'かわいい', '紺髪']
-    assert evaluate.swapped_as_typed(image(['響', '艦これ', 'ロングヘア']), characters) == ['暁', '艦これ', 'ロングヘア']
+    assert evaluate.swapped_as_typed(image(['響', '艦これ', 'ロングヘア']), characters) == [
+        '暁', '艦これ', 'ロングヘア']
 
 
 def test_palette_leaves_out_the_paper_and_sums_to_one():
@@ -229,8 +234,9 @@ def notag_model(small_data, tmp_path_factory):
 
 def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_data, tmp_path, capsys):
     out = tmp_path / 'report'
-    assert evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--data', str(small_data),
-                          '--out', str(out), '--post', str(tiny_model), '--extra', 'again={}'.format(tiny_model)]) == 0
+    assert evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--data',
+                          str(small_data), '--out', str(out), '--post', str(tiny_model),
+                          '--extra', 'again={}'.format(tiny_model)]) == 0
     printed = capsys.readouterr().out
     assert str(out / 'scores.json') in printed
     scores = json.loads((out / 'scores.json').read_text('utf-8'))
@@ -243,7 +249,8 @@ def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_dat
     counts = scores['counts']
     assert counts['test_images'] == description['counts']['test']
     assert counts['mono'] == description['counts']['test_mono']
-    assert counts['ambiguous'] == 4 - sum(name.split('_0')[0] in ('hibiki', 'akatsuki', 'artoria', 'artoria_alter')
+    assert counts['ambiguous'] == 4 - sum(name.split('_0')[0] in ('hibiki', 'akatsuki', 'artoria',
+                                                                  'artoria_alter')
                                           for name in description['mono']['test'])
     assert set(scores['models']) == {'tag', 'notag', 'post', 'again'}
     # The same model under two labels scores the same: the colouring is deterministic.

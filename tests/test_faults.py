@@ -48,7 +48,8 @@ def start_training(out, data, pause_dir=None):
         env[train_extensions.PAUSE_IN_SNAPSHOT] = str(pause_dir)
     log = open(str(out) + '.log', 'w')
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, 'train_facade_text.py'), '-i', str(data), '-o', str(out)] + TINY_TRAINING,
+        [sys.executable, os.path.join(ROOT, 'train_facade_text.py'), '-i', str(data), '-o', str(out)]
+        + TINY_TRAINING,
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     return process
@@ -63,7 +64,8 @@ def wait_until(condition, process, out, what):
     deadline = time.monotonic() + RUN_TIMEOUT
     while not condition():
         if process.poll() is not None:
-            raise AssertionError('training exited ({}) before {}:\n{}'.format(process.returncode, what, output_of(out)))
+            raise AssertionError('training exited ({}) before {}:\n{}'.format(process.returncode, what,
+                                                                              output_of(out)))
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError('no {} within {} s'.format(what, RUN_TIMEOUT))
@@ -71,14 +73,16 @@ def wait_until(condition, process, out, what):
 
 
 def leftovers(out):
-    return sorted(name for name in os.listdir(out) if name.startswith(('.', 'tmp')) or atomic.is_temporary(out, name))
+    return sorted(name for name in os.listdir(out)
+                  if name.startswith(('.', 'tmp')) or atomic.is_temporary(out, name))
 
 
 def trained_state(path):
     """The networks, optimizers and iterator of a trainer snapshot (batch-norm running
     averages left out: never read, as in test_train)."""
     with np.load(path) as f:
-        return {k: f[k] for k in f.files if k.startswith('updater/') and '/avg_' not in k and not k.endswith('/N')}
+        return {k: f[k] for k in f.files
+                if k.startswith('updater/') and '/avg_' not in k and not k.endswith('/N')}
 
 
 # Each case: what the test does at each pause of the snapshot writer, in order ('go':
@@ -87,8 +91,10 @@ def trained_state(path):
 # The tiny run snapshots at iterations 3 and 6; a stop saves snapshot_iter_3 again.
 KILLS = [
     ('SIGKILL inside the scheduled snapshot_iter_6 write', ['go', 'KILL'], -signal.SIGKILL, ''),
-    ('SIGTERM inside the scheduled snapshot_iter_3 write', ['TERM'], 128 + signal.SIGTERM, 'Stopped by SIGTERM'),
-    ('SIGINT, then SIGINT inside the stop snapshot write', ['INT', 'INT'], 128 + signal.SIGINT, 'still saving'),
+    ('SIGTERM inside the scheduled snapshot_iter_3 write', ['TERM'], 128 + signal.SIGTERM,
+     'Stopped by SIGTERM'),
+    ('SIGINT, then SIGINT inside the stop snapshot write', ['INT', 'INT'], 128 + signal.SIGINT,
+     'still saving'),
     ('SIGINT, then SIGKILL inside the stop snapshot write', ['INT', 'KILL'], -signal.SIGKILL, ''),
     ('SIGKILL between snapshots', None, -signal.SIGKILL, ''),
 ]
@@ -129,11 +135,13 @@ def test_killed_training_resumes_to_the_unbroken_state(case, actions, exit_code,
         assert any(name.endswith(atomic.TEMP_SUFFIX) for name in leftovers(out))  # killed inside a write
 
     capsys.readouterr()
-    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', 'latest'] + TINY_TRAINING) == 0
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', 'latest']
+                                  + TINY_TRAINING) == 0
     resumed = capsys.readouterr()
     assert 'Resumed from {} at iteration 3'.format(out / 'snapshot_iter_3.npz') in resumed.out
     assert leftovers(out) == []
-    assert sorted(p.name for p in out.glob('snapshot_iter_*.npz')) == ['snapshot_iter_3.npz', 'snapshot_iter_6.npz']
+    assert sorted(p.name for p in out.glob('snapshot_iter_*.npz')) == ['snapshot_iter_3.npz',
+                                                                       'snapshot_iter_6.npz']
     unbroken = trained_state(tiny_model / 'snapshot_iter_6.npz')
     resumed_state = trained_state(out / 'snapshot_iter_6.npz')
     assert resumed_state.keys() == unbroken.keys() and any('/model:dec/' in k for k in unbroken)
@@ -141,7 +149,8 @@ def test_killed_training_resumes_to_the_unbroken_state(case, actions, exit_code,
         np.testing.assert_array_equal(resumed_state[key], unbroken[key], err_msg=key)
 
 
-def test_latest_skips_damaged_snapshots_and_removes_stale_temporaries(small_data, tiny_model, tmp_path, capsys):
+def test_latest_skips_damaged_snapshots_and_removes_stale_temporaries(small_data, tiny_model, tmp_path,
+                                                                       capsys):
     out = tmp_path / 'run'
     shutil.copytree(tiny_model, out)
     (out / 'snapshot_iter_6.npz').write_bytes((tiny_model / 'snapshot_iter_6.npz').read_bytes()[:100000])
@@ -151,7 +160,8 @@ def test_latest_skips_damaged_snapshots_and_removes_stale_temporaries(small_data
         (out / folder).mkdir()
         (out / folder / name).write_bytes(b'half')
     (out / 'logs_of_mine').mkdir()  # a user's folder: left alone
-    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', 'latest'] + TINY_TRAINING) == 0
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', 'latest']
+                                  + TINY_TRAINING) == 0
     captured = capsys.readouterr()
     assert 'Resumed from {} at iteration 3'.format(out / 'snapshot_iter_3.npz') in captured.out
     skipped = [line for line in captured.err.splitlines() if line.startswith('warning: skipped 1 snapshot')]
@@ -228,12 +238,13 @@ BAD_INPUTS = [
      'does not fit'),
     ('colorize', 'broken model.json', '', damage(truncate('model/model.json')), 1, 'model.json'),
     ('colorize', 'model.json that is a list', '', damage(write('model/model.json', '[]')), 1, 'model.json'),
-    ('colorize', 'model.json with a text width', '', damage(write('model/model.json', '{"in_ch": 4, "out_ch": 3, '
-                                                                  '"width": "8", "size": 128}')), 1, '"width"'),
+    ('colorize', 'model.json with a text width', '',
+     damage(write('model/model.json', '{"in_ch": 4, "out_ch": 3, "width": "8", "size": 128}')), 1, '"width"'),
     ('colorize', 'model.json with tags that are not a list', '',
      damage(write('model/model.json', '{"in_ch": 4, "out_ch": 3, "width": 8, "size": 128, "tags": 5}')), 1,
      '"tags"'),
-    ('colorize', 'truncated tag_vectors.txt', '', damage(truncate('model/tag_vectors.txt')), 1, 'tag_vectors.txt'),
+    ('colorize', 'truncated tag_vectors.txt', '', damage(truncate('model/tag_vectors.txt')), 1,
+     'tag_vectors.txt'),
     ('colorize', 'a 5000-character unknown tag', '-t ' + 'x' * 5000, None, 1, '(5000 characters)'),
     ('colorize', 'drawing missing', '-i {tmp}/none.png', None, 1, 'no such file'),
     ('colorize', 'drawing not an image', '-i {tmp}/model/model.json', None, 1, 'not a readable image'),
@@ -259,10 +270,12 @@ BAD_INPUTS = [
     ('train', 'size not a multiple of 128', '--size 200', None, 2, 'multiple of 128'),
     ('train', 'tags.json that is a list', '', no_tag_files_but('tags.json', '["hibiki_0000", "響"]'), 0,
      ('tags.json (a JSON list', 'skipped 1 unreadable')),
-    ('train', 'tags.json with non-string tags', '', no_tag_files_but('tags.json', '{"hibiki_0000": ["響", 5]}'),
-     0, ('tags.json "hibiki_0000" (tags must be', 'skipped 1 unreadable')),
-    ('train', 'a tag file with broken UTF-8', '', damage(write('data/train/color/hibiki_0000.txt', BROKEN_UTF8)),
-     0, ('hibiki_0000.txt (not UTF-8', 'skipped 1 unreadable')),
+    ('train', 'tags.json with non-string tags', '',
+     no_tag_files_but('tags.json', '{"hibiki_0000": ["響", 5]}'), 0,
+     ('tags.json "hibiki_0000" (tags must be', 'skipped 1 unreadable')),
+    ('train', 'a tag file with broken UTF-8', '',
+     damage(write('data/train/color/hibiki_0000.txt', BROKEN_UTF8)), 0,
+     ('hibiki_0000.txt (not UTF-8', 'skipped 1 unreadable')),
     ('train', 'tags.tsv with a broken line', '',
      no_tag_files_but('tags.tsv', b'hibiki_0000\t\xe9\x9f\xbf\nakatsuki_0000\t\xff\n'), 0,
      ('tags.tsv:2 (not UTF-8', 'skipped 1 unreadable')),
@@ -276,8 +289,10 @@ BAD_INPUTS = [
     ('server start', 'no connections allowed', '--max-connections 0', None, 2, 'must be positive'),
 
     ('http', 'Host of another site', dict(host='evil.example'), None, 400, '--allow-host'),
-    ('http', 'Host of another site, with the port', dict(host='evil.example:{port}'), None, 400, '--allow-host'),
-    ('http', 'Host ending in a loopback name', dict(host='localhost.evil.example'), None, 400, '--allow-host'),
+    ('http', 'Host of another site, with the port', dict(host='evil.example:{port}'), None, 400,
+     '--allow-host'),
+    ('http', 'Host ending in a loopback name', dict(host='localhost.evil.example'), None, 400,
+     '--allow-host'),
     ('http', 'no Host (HTTP/1.0)', dict(host=None), None, 400, '--allow-host'),
     ('http', 'a 5000-character Host', dict(host='h' * 5000), None, 400, '(5000 characters)'),
     ('http', 'missing image', dict(image=None), None, 400, 'image'),
@@ -290,15 +305,16 @@ BAD_INPUTS = [
     ('http', 'bad drawing kind', dict(fields=[('drawing', '../etc')]), None, 400, 'drawing'),
     ('http', 'body over the upload cap', dict(content_length=2 * 1024 * 1024), None, 413, 'max_body'),
     ('http', 'chunked body over the upload cap', dict(chunked=1100 * 1024), None, 413, 'max_body'),
-    ('http', 'malformed request line', dict(raw=b'GET / HTTP/1.1 extra\r\nHost: localhost\r\n\r\n'), None, 400,
-     'Start line is invalid'),
+    ('http', 'malformed request line', dict(raw=b'GET / HTTP/1.1 extra\r\nHost: localhost\r\n\r\n'), None,
+     400, 'Start line is invalid'),
     ('http', 'HTTP/0.9 request line', dict(raw=b'BREW /coffee\r\n\r\n'), None, 400, '--allow-host'),
     ('http', 'a header line without a colon', dict(raw=b'GET / HTTP/1.1\r\nHost: localhost\r\nBad\r\n\r\n'),
      None, 400, 'Invalid header'),
     ('http', 'negative Content-Length', dict(raw=b'POST /api/colorize HTTP/1.1\r\nHost: localhost\r\n'
                                                  b'Content-Length: -5\r\n\r\n'), None, 400, 'Content-Length'),
     ('http', 'unsupported Transfer-Encoding', dict(raw=b'POST /api/colorize HTTP/1.1\r\nHost: localhost\r\n'
-                                                       b'Transfer-Encoding: gzip\r\n\r\n'), None, 501, 'not supported'),
+                                                       b'Transfer-Encoding: gzip\r\n\r\n'), None, 501,
+     'not supported'),
     ('http', 'headers over the cap', dict(header_bytes=300 * 1024), None, 431, 'Header'),
     ('http', 'unknown route', dict(path='/api/nothing'), None, 404, 'not found'),
     ('http', 'wrong method', dict(method='GET'), None, 405, 'method'),
@@ -411,7 +427,8 @@ def test_bad_command_line_input(entry, case, argv, prepare, expected, words, sma
 
 def png(size=(100, 60), fmt='PNG'):
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0]), np.uint8), 'L').save(buffer, fmt)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0]), np.uint8), 'L').save(
+        buffer, fmt)
     return buffer.getvalue()
 
 
@@ -434,7 +451,8 @@ def request(port, host='127.0.0.1:{port}', method='POST', path='/api/colorize', 
     if chunked:
         lines.append('Transfer-Encoding: chunked')
         chunk = b'x' * 65536
-        body = b''.join(b'%x\r\n%s\r\n' % (len(chunk), chunk) for _ in range(chunked // len(chunk) + 1)) + b'0\r\n\r\n'
+        body = (b''.join(b'%x\r\n%s\r\n' % (len(chunk), chunk) for _ in range(chunked // len(chunk) + 1))
+                + b'0\r\n\r\n')
     elif content_length:
         lines.append('Content-Length: {}'.format(content_length))
         body = b''  # the headers alone must be refused
@@ -495,10 +513,12 @@ HTTP_ROWS = [row for row in BAD_INPUTS if row[0] == 'http']
 
 @pytest.mark.parametrize('entry, case, spec, prepare, expected, words', HTTP_ROWS,
                          ids=['{}: {}'.format(row[0], row[1]) for row in HTTP_ROWS])
-def test_bad_http_request(entry, case, spec, prepare, expected, words, running_server, tiny_model, monkeypatch):
+def test_bad_http_request(entry, case, spec, prepare, expected, words, running_server, tiny_model,
+                          monkeypatch):
     before = files_under(tiny_model)
     with nothing_spooled(monkeypatch):
-        status, error = exchange(running_server, request(running_server, **spec), spec.get('slow'), spec.get('silent'))
+        status, error = exchange(running_server, request(running_server, **spec), spec.get('slow'),
+                                 spec.get('silent'))
     print('ROW | {} | {} | expected {} | got {} | {}'.format(entry, case, expected, status, error[:160]))
     assert status == expected, error
     assert words in error and '\n' not in error and len(error) < 500

@@ -1,4 +1,4 @@
-"""fused.py against Chainer's own functions: batch norm + FiLM + dropout + activation
+"""speed/fused.py against Chainer's own functions: batch norm + FiLM + dropout + activation
 (outputs, every gradient, running averages) and Adam + WeightDecay, in float64, on NumPy
 everywhere and on CuPy where there is a GPU (the same tests; skipped without one); the
 batch-norm tests and the Adam launches also through the CUDA kernels compiled for the CPU
@@ -82,7 +82,10 @@ def random_inputs(xp, shape, with_film, seed=0):
     x = rng.normal(0.3, 2.0, shape)
     gy = rng.normal(0, 1, shape)
     film = (rng.uniform(0.5, 1.5, (n, c)), rng.normal(0, 0.5, (n, c))) if with_film else None
-    send = lambda a: xp.asarray(a)
+
+    def send(a):
+        return xp.asarray(a)
+
     return send(x), send(gy), None if film is None else tuple(send(a) for a in film)
 
 
@@ -164,7 +167,8 @@ def test_batch_norm_float32_and_one_value_per_channel(xp_name, request):
         for use_fused in (False, True):
             bn = make_bn(shape[1], xp)
             bn.to_device(chainer.get_device('@numpy' if xp is np else '@cupy:0'))
-            bn.gamma.array, bn.beta.array = bn.gamma.array.astype(np.float32), bn.beta.array.astype(np.float32)
+            bn.gamma.array, bn.beta.array = (bn.gamma.array.astype(np.float32),
+                                             bn.beta.array.astype(np.float32))
             bn.avg_mean, bn.avg_var = bn.avg_mean.astype(np.float32), bn.avg_var.astype(np.float32)
             xv = chainer.Variable(x)
             with chainer.using_config('user_fused', 'all' if use_fused else 'off'):
@@ -219,8 +223,8 @@ def adam_run(xp, use_fused, steps=4, seed=0, dtype=np.float64, **settings):
         param.array = param.array.astype(dtype)
     if xp is not np:
         model.to_device(chainer.get_device('@cupy:0'))
-    optimizer = (chainer.optimizers.Adam if use_fused is None else fused.Adam)(**dict(dict(alpha=2e-2, beta1=0.5),
-                                                                                    **settings))
+    optimizer = (chainer.optimizers.Adam if use_fused is None else fused.Adam)(
+        **dict(dict(alpha=2e-2, beta1=0.5), **settings))
     optimizer.setup(model)
     optimizer.add_hook(chainer.optimizer.WeightDecay(1e-2), 'hook_dec')
     with chainer.using_config('user_fused', 'all' if use_fused else 'off'):
@@ -241,7 +245,8 @@ def test_adam_with_weight_decay_matches_chainers(xp_name):
     start = adam_run(xp, None, steps=0)
     for name, arrays in want.items():
         for a, b in zip(unfused[name], arrays):
-            assert (chainer.backends.cuda.to_cpu(a) == chainer.backends.cuda.to_cpu(b)).all()  # off: Chainer's
+            # user_fused 'off': Chainer's own update, to the bit
+            assert (chainer.backends.cuda.to_cpu(a) == chainer.backends.cuda.to_cpu(b)).all()
         for a, b in zip(got[name], arrays):
             close(a, b, 1e-12)
         moved = np.abs(chainer.backends.cuda.to_cpu(arrays[0] - start[name][0])).max()
@@ -265,7 +270,8 @@ def test_unfused_cpu_adam_is_chainers_to_the_bit_in_its_own_buffers(dtype, monke
     assert not same_bits(got, adam_run(np, False, steps=3, dtype=dtype))  # the bits do tell runs apart
 
 
-@pytest.mark.parametrize('settings', [dict(amsgrad=True), dict(weight_decay_rate=1e-3), dict(alpha=np.float64(2e-2))])
+@pytest.mark.parametrize('settings', [dict(amsgrad=True), dict(weight_decay_rate=1e-3),
+                                      dict(alpha=np.float64(2e-2))])
 def test_unfused_cpu_adam_leaves_other_arithmetic_to_chainer(settings):
     # A NumPy float64 alpha makes Chainer's float32 temporaries float64: its update is kept.
     want = adam_run(np, None, dtype=np.float32, **settings)
@@ -361,10 +367,10 @@ def training_run(use_fused, updates=3, width=8, size=128, batch=2):
     for name in ('enc', 'dec', 'dis'):
         link = getattr(run, name)
         state.update({name + path: param.array.copy() for path, param in link.namedparams()})
-        state.update({name + path + '/avg_mean': l.avg_mean.copy() for path, l in link.namedlinks()
-                      if isinstance(l, L.BatchNormalization)})
-        state.update({name + path + '/avg_var': l.avg_var.copy() for path, l in link.namedlinks()
-                      if isinstance(l, L.BatchNormalization)})
+        state.update({name + path + '/avg_mean': norm.avg_mean.copy() for path, norm in link.namedlinks()
+                      if isinstance(norm, L.BatchNormalization)})
+        state.update({name + path + '/avg_var': norm.avg_var.copy() for path, norm in link.namedlinks()
+                      if isinstance(norm, L.BatchNormalization)})
     return losses, state
 
 

@@ -74,8 +74,8 @@ def test_rerun_with_fewer_images_leaves_no_stale_files(tmp_path):
     assert len(list((tmp_path / "train" / "color").glob("*.png"))) == len(mdd.CHARACTERS)
 
 
-@pytest.mark.parametrize("first, second", [("響", "暁"),
-                                           ("アルトリア・ペンドラゴン", "アルトリア・ペンドラゴン〔オルタ〕")])
+@pytest.mark.parametrize("first, second", [
+    ("響", "暁"), ("アルトリア・ペンドラゴン", "アルトリア・ペンドラゴン〔オルタ〕")])
 def test_twins_share_line_art_but_not_colours(first, second):
     for seed in range(3):
         params = mdd.sample_params(np.random.default_rng(seed), SIZE)

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def training(data, out, *extra):
-    return [sys.executable, TRAIN, '--communicator', 'naive', '-i', str(data), '-o', str(out)] + TINY_TRAINING + \
-        list(extra)
+    return [sys.executable, TRAIN, '--communicator', 'naive', '-i', str(data), '-o', str(out)] + \
+        TINY_TRAINING + list(extra)
 
 
 def start(command, log, env=None):
@@ -103,7 +103,8 @@ def test_both_ranks_hold_the_same_networks(two_ranks):
     # Rank 0 alone writes the model, the log and the previews.
     files = set(os.listdir(two_ranks))
     assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'log', 'preview',
-            'snapshot_iter_3.npz.0', 'snapshot_iter_3.npz.1', 'snapshot_iter_6.npz.0', 'snapshot_iter_6.npz.1'} == \
+            'snapshot_iter_3.npz.0', 'snapshot_iter_3.npz.1',
+            'snapshot_iter_6.npz.0', 'snapshot_iter_6.npz.1'} == \
         files - {'loss.png'}
     with np.load(two_ranks / 'enc.npz') as enc:
         np.testing.assert_array_equal(enc['c0/W'], rank0['updater/model:enc/c0/W'])
@@ -135,8 +136,9 @@ def test_batch_norm_across_ranks_trains_a_model_colorize_loads(small_data, tmp_p
     the model files work, and the weights load into net.py's networks; with --ema-decay
     the weight average (plain copies too) is the same on both ranks and is what is saved."""
     out = tmp_path / 'run'
-    code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, '--bn-across-ranks', '--iteration', '2',
-                                                       '--snapshot_interval', '2', '--ema-decay', '0.5'),
+    code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, '--bn-across-ranks',
+                                                       '--iteration', '2', '--snapshot_interval', '2',
+                                                       '--ema-decay', '0.5'),
                        str(out) + '.log')
     assert code == 0 and (out / 'preview' / 'iter_2.png').exists(), output
     rank0, rank1 = (np.load(out / 'snapshot_iter_2.npz.{}'.format(rank)) for rank in (0, 1))
@@ -156,7 +158,8 @@ def test_stopped_job_resumes_to_the_unbroken_state(small_data, two_ranks, tmp_pa
     log = str(out) + '.log'  # where wait_until reads the output
     pause.mkdir()
     marker = pause / 'paused'
-    process = start([MPIEXEC, '-n', '2'] + training(small_data, out), log, env={'PIX2PIX_PAUSE_IN_SNAPSHOT': str(pause)})
+    process = start([MPIEXEC, '-n', '2'] + training(small_data, out), log,
+                    env={'PIX2PIX_PAUSE_IN_SNAPSHOT': str(pause)})
     wait_until(marker.exists, process, out, 'a pause in the snapshot writer')
     process.send_signal(signal.SIGTERM)  # mpiexec passes it to both ranks
     time.sleep(0.3)
@@ -167,10 +170,12 @@ def test_stopped_job_resumes_to_the_unbroken_state(small_data, two_ranks, tmp_pa
         time.sleep(0.01)
     code, output = finish(process, log)
     assert code == 128 + signal.SIGTERM and 'Stopped by SIGTERM at iteration 3' in output, output
-    assert sorted(p.name for p in out.glob('snapshot_iter_*')) == ['snapshot_iter_3.npz.0', 'snapshot_iter_3.npz.1']
+    assert sorted(p.name for p in out.glob('snapshot_iter_*')) == ['snapshot_iter_3.npz.0',
+                                                                   'snapshot_iter_3.npz.1']
 
     code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, '-r', 'latest'), log)
-    assert code == 0 and 'Resumed from {} at iteration 3'.format(out / 'snapshot_iter_3.npz.0') in output, output
+    assert code == 0 and 'Resumed from {} at iteration 3'.format(
+        out / 'snapshot_iter_3.npz.0') in output, output
     for rank in (0, 1):
         name = 'snapshot_iter_6.npz.{}'.format(rank)
         assert_same_state(out / name, two_ranks / name)
@@ -210,10 +215,12 @@ def test_job_with_a_rank_killed_in_its_snapshot_write_resumes_from_what_every_ra
     os.kill(rank_process(out, 1), signal.SIGKILL)
     code, output = finish(process, log)
     assert code != 0, output  # mpiexec ends rank 0 too
-    assert not (out / 'snapshot_iter_6.npz.1').exists() and any(p.name.endswith('.part') for p in out.iterdir())
+    assert not (out / 'snapshot_iter_6.npz.1').exists() and any(p.name.endswith('.part')
+                                                                for p in out.iterdir())
 
     code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, '-r', 'latest'), log)
-    assert code == 0 and 'Resumed from {} at iteration 3'.format(out / 'snapshot_iter_3.npz.0') in output, output
+    assert code == 0 and 'Resumed from {} at iteration 3'.format(
+        out / 'snapshot_iter_3.npz.0') in output, output
     assert not any(p.name.endswith('.part') for p in out.iterdir())  # the killed write's temporary is removed
     for rank in (0, 1):
         name = 'snapshot_iter_6.npz.{}'.format(rank)
@@ -248,7 +255,8 @@ def test_setup_errors_end_every_rank_with_one_line(case, extra, said, small_data
     if 'without CuPy' in case and compat.chainer.backends.cuda.available:
         pytest.skip('CuPy is usable here')
     out = tmp_path / 'run'
-    code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, *extra(tmp_path)), str(tmp_path / 'log'))
+    code, output = run([MPIEXEC, '-n', '2'] + training(small_data, out, *extra(tmp_path)),
+                       str(tmp_path / 'log'))
     errors = [line for line in output.splitlines() if line.startswith('error: ')]
     assert code == 1 and len(errors) == 1 and said in errors[0], output
     assert 'Traceback' not in output and 'Abort' not in output and not out.exists(), output

@@ -1,4 +1,4 @@
-"""Stage 2 (README "Higher resolution"): its input planes, the degradation that stands in
+"""Stage 2 (docs/hires.md): its input planes, the degradation that stands in
 for stage 1, a short training run, and stage 1 + stage 2 end to end at the input's size."""
 import json
 import random
@@ -97,7 +97,8 @@ def coordinate_data(root, size=256):
 @pytest.mark.parametrize('flip', [False, True])
 def test_training_crops_take_the_same_box_of_every_plane(tmp_path, flip):
     line = coordinate_data(tmp_path)
-    data = dataset.RefinementDataset(str(tmp_path), vectorizer(), size=256, coarse_size=64, crop=128, flip=flip)
+    data = dataset.RefinementDataset(str(tmp_path), vectorizer(), size=256, coarse_size=64, crop=128,
+                                     flip=flip)
     plane = tag_vectorizer.tag_plane(data.vectorizer, ['暁'], 256)
     random.seed(3)
     flips = 0
@@ -147,7 +148,8 @@ def test_film_stage2_trains_and_refines_with_the_tags(small_data, tiny_model, tm
     # Stage 2 reads the tags itself (FiLM from the slots): the same coarse colouring
     # refined under another tag comes out otherwise (20 updates: measured 3.6 levels).
     coarse = Image.fromarray(refined)
-    first, second = (np.asarray(model.refiner.refine(drawing, coarse, [tag])).astype(int) for tag in ('響', '暁'))
+    first, second = (np.asarray(model.refiner.refine(drawing, coarse, [tag])).astype(int)
+                     for tag in ('響', '暁'))
     assert np.abs(first - second).mean() > 1.0
 
 
@@ -168,8 +170,8 @@ def test_coarse_model_trains_stage2_on_stage1s_own_colourings(tiny_model, small_
 
 def test_short_stage2_training_lowers_l1_and_writes_a_stage2_model(stage2_model):
     settings = json.loads((stage2_model / 'model.json').read_text(encoding='utf-8'))
-    assert (settings['stage'], settings['in_ch'], settings['size'], settings['coarse_size'], settings['crop']) \
-        == (2, 7, 256, 64, 128)
+    assert (settings['stage'], settings['in_ch'], settings['size'], settings['coarse_size'],
+            settings['crop']) == (2, 7, 256, 64, 128)
     l1 = [entry['dec/l1'] for entry in json.loads((stage2_model / 'log').read_text())]
     assert len(l1) == 6
     # 100 * L1, the first 10 updates against the last 10, falls by at least 60 %

@@ -1,7 +1,6 @@
 """server.py's API through Flask's test client, its guards against bad input and overload,
 and a small run of load_test.py against a real threaded server."""
 import io
-import json
 import struct
 import threading
 import time
@@ -148,7 +147,8 @@ def test_pixel_cap_and_decompression_bomb_are_refused_before_decoding(client):
 
 def test_tag_limits(client):
     error_of(post(client, png(), ['響'] * (server.MAX_TAG_SETS + 1)), 400)
-    error_of(post(client, png(), [','.join('t{}'.format(i) for i in range(server.MAX_TAGS_PER_SET + 1))]), 400)
+    error_of(post(client, png(), [','.join('t{}'.format(i) for i in range(server.MAX_TAGS_PER_SET + 1))]),
+             400)
     error_of(post(client, png(), ['x' * (server.MAX_TAG_CHARS + 1)]), 400)
 
 

@@ -1,4 +1,4 @@
-"""The faster paths (fast_conv.py's convolutions and leaky ReLU, updater.py's pruned backward
+"""The faster paths (speed/fast_conv.py's convolutions and leaky ReLU, updater.py's pruned backward
 passes) compute what Chainer's own functions and full backward passes compute."""
 import numpy as np
 import pytest
@@ -58,7 +58,8 @@ def test_convolutions_match_chainer(layer, dtype, tolerance):
 # (batch, channels, height, width, kernel, stride, pad): the networks' layers (2x2 -> 1x1 and
 # back: the encoder's last and the decoder's first), odd sizes, strides that do not divide.
 IM2COL_CASES = [(1, 16, 128, 128, 4, 2, 1), (1, 4, 32, 32, 3, 1, 1), (1, 128, 2, 2, 4, 2, 1),
-                (2, 8, 15, 13, 4, 2, 1), (1, 3, 9, 9, 3, 2, 0), (1, 3, 10, 9, 3, 3, 2), (2, 5, 7, 11, 5, 3, 2)]
+                (2, 8, 15, 13, 4, 2, 1), (1, 3, 9, 9, 3, 2, 0), (1, 3, 10, 9, 3, 3, 2),
+                (2, 5, 7, 11, 5, 3, 2)]
 
 
 @pytest.mark.parametrize('n, c, h, w, k, stride, pad', IM2COL_CASES)

@@ -18,7 +18,8 @@ import train_facade_text
 from tag_vectorizer import TagVectorizer
 from updater import TextPix2pixUpdater, make_optimizer
 
-TAG_LISTS = [['響', '艦これ', '銀髪'], ['暁', '艦これ', '紺髪'], ['初音ミク', 'モノクロ'], ['博麗霊夢', '東方']] * 3
+TAG_LISTS = [['響', '艦これ', '銀髪'], ['暁', '艦これ', '紺髪'], ['初音ミク', 'モノクロ'],
+             ['博麗霊夢', '東方']] * 3
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +45,8 @@ def test_slots_hold_each_tag_alone_and_the_mean_layout_is_the_posts(vectorizer):
     assert (values[2:] == 0).all()
     # The post's layout: the standardised mean of the set, on the 4x4 grid.
     mean = vectorizer.vector(['響', '艦これ'])
-    np.testing.assert_array_equal(mean, vectorizer.standardised(np.mean([vectorizer.kv['響'], vectorizer.kv['艦これ']], 0)))
+    np.testing.assert_array_equal(mean, vectorizer.standardised(np.mean([vectorizer.kv['響'],
+                                                                         vectorizer.kv['艦これ']], 0)))
     assert mean.shape == (16,) and vectorizer.plane_values == 16 and slots.plane_values == 64
     # モノクロ keeps its own slot whatever else comes with it; averaged, it moves the set little.
     with_mono = slots.vector(['初音ミク', 'モノクロ']).reshape(4, 16)
@@ -77,7 +79,8 @@ def test_the_tag_reader_sums_the_tags_present_and_nothing_else(vectorizer):
     with chainer.using_config('train', True):
         tags = enc.tags(x)
     np.testing.assert_allclose(tags.c.array[0], tags.c.array[1], rtol=1e-6)  # a set: order does not matter
-    assert (tags.c.array[2] == 0).all() and tags.present.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert (tags.c.array[2] == 0).all() and tags.present.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0],
+                                                                      [0, 0, 0, 0]]
     np.testing.assert_allclose(tags.c.array[0], tags.each.array[0].sum(axis=0), rtol=1e-6)
 
 
@@ -131,7 +134,8 @@ def test_the_gate_learns_from_its_own_loss():
     gate = net.SaturationGate(2, per_tag=True, gain=5.0)
     optimizer = make_optimizer(gate, 1e-2)
     each = np.array([[[1, 0], [0, 0]], [[1, 0], [0, 1]]], np.float32)  # tag A; tags A and B (B: grey)
-    tags = net.Tags(chainer.Variable(each.sum(axis=1)), chainer.Variable(each), np.array([[1, 0], [1, 1]], np.float32))
+    tags = net.Tags(chainer.Variable(each.sum(axis=1)), chainer.Variable(each),
+                    np.array([[1, 0], [1, 1]], np.float32))
     target = np.array([[1], [0]], np.float32)
     before = float(gate.loss(tags, target).array)
     for _ in range(300):
@@ -237,11 +241,16 @@ def test_the_colour_loss_scores_the_palette_not_the_layout():
     assert float(updater.colour_distribution_loss(chainer.Variable(shuffled), target).array) == 0
     shifted = chainer.Variable(np.clip(target + np.float32(0.25), -1, 1))
     loss = updater.colour_distribution_loss(shifted, target, pixels=None)
+
     # The same distance in float64 NumPy from evaluate's CIELAB: sorted projections of both
     # pictures' colours on every direction, their mean |difference|.
-    lab = lambda x: colour_space.srgb_to_lab((x[0].reshape(3, -1).T.astype(np.float64) + 1) * 128) / updater.LAB_SCALE
+    def lab(x):
+        return (colour_space.srgb_to_lab((x[0].reshape(3, -1).T.astype(np.float64) + 1) * 128)
+                / updater.LAB_SCALE)
+
     directions = updater.COLOUR_DIRECTIONS.astype(np.float64)
-    by_hand = np.abs(np.sort(lab(shifted.array) @ directions.T, axis=0) - np.sort(lab(target) @ directions.T, axis=0))
+    by_hand = np.abs(np.sort(lab(shifted.array) @ directions.T, axis=0)
+                     - np.sort(lab(target) @ directions.T, axis=0))
     assert float(loss.array) == pytest.approx(by_hand.mean(), rel=1e-4)
     assert float(loss.array) > 0.1  # a shift by a quarter of the range is no small distance
     loss.backward()
@@ -252,7 +261,8 @@ def test_the_colour_loss_scores_the_palette_not_the_layout():
 def test_the_colour_loss_compares_colours_in_cielab():
     # lab_of is colour_space.srgb_to_lab (float64) in Chainer functions, on [-1, 1], scaled down.
     import updater
-    rgb = np.concatenate([np.random.RandomState(0).randint(0, 256, (3, 500)), [[0, 255], [0, 255], [0, 255]]], axis=1)
+    rgb = np.concatenate([np.random.RandomState(0).randint(0, 256, (3, 500)), [[0, 255], [0, 255], [0, 255]]],
+                         axis=1)
     unit = (rgb / 128 - 1).astype(np.float32)
     colours = chainer.Variable(unit)
     lab = updater.lab_of(colours)
@@ -263,7 +273,10 @@ def test_the_colour_loss_compares_colours_in_cielab():
     # CIELAB (1.28 times), as the eye and the palette score see them.
     navy, black, red, orange = (np.array(c, np.float32) / 128 - 1 for c in
                                 ((30, 35, 90), (25, 25, 25), (200, 40, 40), (220, 110, 40)))
-    lab_distance = lambda a, b: np.linalg.norm(np.diff(updater.lab_of(np.stack([a, b], axis=1)).array, axis=1))
+
+    def lab_distance(a, b):
+        return np.linalg.norm(np.diff(updater.lab_of(np.stack([a, b], axis=1)).array, axis=1))
+
     assert np.linalg.norm(navy - black) < 0.95 * np.linalg.norm(red - orange)
     assert lab_distance(navy, black) > 1.2 * lab_distance(red, orange)
 
@@ -304,7 +317,10 @@ def test_the_colour_directions_cover_every_direction_of_colour():
     np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1, rtol=1e-6)
     probes = np.random.RandomState(0).normal(size=(100000, 3))
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
-    worst = lambda d: np.degrees(np.arccos(np.abs(probes @ d.T).max(axis=1).min()))
+
+    def worst(d):
+        return np.degrees(np.arccos(np.abs(probes @ d.T).max(axis=1).min()))
+
     assert worst(directions[:7]) > 45 and worst(directions) < 22
 
 
@@ -347,5 +363,6 @@ def test_the_design_benchmark_times_the_colour_loss_with_and_without_sampling(ca
     import bench_designs
     assert bench_designs.main(['--colour-loss']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(':')[0] for line in lines] == ['colour loss,    all pixels', 'colour loss,   4096 pixels']
+    assert [line.split(':')[0] for line in lines] == ['colour loss,    all pixels',
+                                                      'colour loss,   4096 pixels']
     assert all(float(line.split(':')[1].split()[0]) > 0.1 for line in lines)

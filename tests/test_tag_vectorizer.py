@@ -76,7 +76,8 @@ def test_vectors_load_in_word2vec_formats(vectorizer, tmp_path, binary):
     path = tmp_path / ('v.bin' if binary else 'v.txt')
     vectorizer.kv.save_word2vec_format(str(path), binary=binary)
     loaded = TagVectorizer.load(path)
-    np.testing.assert_allclose(loaded.vector(['響', '艦これ']), vectorizer.vector(['響', '艦これ']), atol=1e-5)
+    np.testing.assert_allclose(loaded.vector(['響', '艦これ']), vectorizer.vector(['響', '艦これ']),
+                               atol=1e-5)
 
 
 def test_save_and_load_round_trip(vectorizer, tmp_path):

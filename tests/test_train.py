@@ -67,7 +67,8 @@ def test_snapshot_from_before_loss_plot_kept_its_trigger_resumes_quietly(small_d
     assert len(old) < len(weights(snapshot))
     np.savez(snapshot, **old)
     run_to(tmp_path / 'old', small_data, 4, resume='latest')
-    points = json.loads(str(weights(tmp_path / 'old' / 'snapshot_iter_4.npz')['extensions/PlotReport/_plot_loss.png']))
+    points = json.loads(str(weights(tmp_path / 'old' / 'snapshot_iter_4.npz')
+                            ['extensions/PlotReport/_plot_loss.png']))
     assert [x for x, _ in points['dec/l1']] == [2, 4]
     assert not [w for w in recwarn if 'previous value' in str(w.message)]
 
@@ -97,8 +98,9 @@ def test_ema_decay_must_be_under_one(capsys):
 
 
 def test_missing_snapshot_and_data_are_one_line_errors(small_data, tmp_path, capsys):
-    assert train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path), '--width', '8', '--size', '128',
-                                   '--iteration', '1', '-r', str(tmp_path / 'nope.npz')]) == 1
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path), '--width', '8',
+                                   '--size', '128', '--iteration', '1',
+                                   '-r', str(tmp_path / 'nope.npz')]) == 1
     assert train_facade_text.main(['-i', str(tmp_path / 'no-data'), '-o', str(tmp_path)]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith('error: ') for e in errors)
