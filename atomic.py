@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and what a killed writer leaves behind.
+"""Files (and pictures) written whole or not at all, and what a killed writer leaves behind.
 
 Every snapshot and model file (training), and every picture colorize.py writes, goes
 through ``write_file``: it is written to a hidden temporary name in the same folder
@@ -14,10 +14,31 @@ import secrets
 import shutil
 import tempfile
 
+from PIL import Image
+
 TEMP_SUFFIX = '.part'
 # What Chainer 7's SimpleWriter (tmpsnapshot_iter_N.npzXXXXXXXX/) and LogReport
 # (logXXXXXXXX/, tempfile.mkdtemp's 8 random characters) leave when killed mid-write.
 CHAINER_TEMP_FOLDERS = re.compile(r'(tmpsnapshot_iter_\d+\.npz|log)[a-z0-9_]{8}')
+
+
+def temporary_name(name):
+    """The hidden name write_file writes ``name`` under first."""
+    return '.{}.{}{}'.format(name, secrets.token_hex(4), TEMP_SUFFIX)
+
+
+def name_problem(path):
+    """Why path cannot be written through write_file for its name's length, or None: the
+    temporary name adds a few characters, and the file system's limit counts bytes."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        limit = os.pathconf(folder, 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        limit = 255
+    longest = limit - len(temporary_name(''))
+    if len(os.fsencode(name)) > longest:
+        return 'the file name {}... is too long: at most {} bytes here'.format(name[:40], longest)
+    return None
 
 
 def write_file(path, save):
@@ -26,7 +47,7 @@ def write_file(path, save):
     left as it was. save gets a path, not a file, since Chainer's, gensim's and
     Pillow's savers all take one (Pillow: pass format=, the name ends in .part)."""
     folder, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, '.{}.{}{}'.format(name, secrets.token_hex(4), TEMP_SUFFIX))
+    temp = os.path.join(folder, temporary_name(name))
     try:
         save(temp)
         fd = os.open(temp, os.O_RDONLY)
@@ -48,6 +69,31 @@ def write_text(path, text):
         with open(temp, 'w', encoding='utf-8') as f:
             f.write(text)
     write_file(path, save)
+
+
+def path_problem(path):
+    """Why write_file cannot write path, or None: a folder is there, its folder is missing
+    or cannot be written, or its name is too long; checked before any work is done."""
+    if os.path.isdir(path):
+        return '{} is a folder: give a file name in it'.format(path)
+    folder = os.path.dirname(path) or '.'
+    if not os.path.isdir(folder):
+        return 'the output folder {} does not exist'.format(folder)
+    try:
+        check_writable(folder)
+    except OSError as error:
+        return 'cannot write to the output folder {} ({})'.format(folder, error.strerror or error)
+    return name_problem(path)
+
+
+def write_image(image, path):
+    """Writes a PIL image whole or not at all (a file that was at path stays as it was), in
+    the format its extension names; an OSError names path."""
+    image_format = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+    try:
+        write_file(path, lambda temp: image.save(temp, format=image_format))
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), path) from None
 
 
 def check_writable(folder):

@@ -5,21 +5,12 @@
     python colorize.py --blank 256 -t 初音ミク -o miku.png     # no drawing: tags alone
     python colorize.py --model STAGE1 --refine STAGE2 -i big_line.png -t 初音ミク   # two stages
 
-Each ``-t`` is one tag set (several tags separated by commas, e.g. ``-t 響,銀髪``);
-several ``-t`` give one image per tag set and a side-by-side sheet, so the effect of
-the tag can be seen. No ``-t`` colours without a tag (a zero tag plane, the post's
-Fig. 5). The output has the input's size. ``--blank SIZE`` colours white paper of that
-size instead of a drawing: text to image, the post's next step (a model trained with
-``--blank-fraction`` has learnt it). The model folder is what
-train_facade_text.py writes (model.json, enc.npz, dec.npz, tag_vectors.txt).
-``--refine DIR`` adds a stage-2 model (``--stage 2``): stage 1 colours at its size, stage
-2 redraws that colouring with the drawing at up to its own size (512 px), and the result
-has the input's size.
-
-Every output path is checked before the model runs (its folder exists and can be
-written, it is not a folder, it ends in an image extension), and every picture is
-written whole or not at all (atomic.py). A damaged model file is named with what is
-wrong with it.
+Each ``-t`` is one tag set (tags separated by commas, e.g. ``-t 響,銀髪``); several give
+one picture each and a side-by-side sheet; none colours with no tag (the post's Fig. 5).
+The output has the input's size. ``--blank SIZE`` colours white paper from the tags
+alone. The model folder is what train_facade_text.py writes; ``--refine DIR`` adds a
+stage-2 model (docs/hires.md). Every output path is checked before the model runs, and
+every picture is written whole or not at all (atomic.py), never onto the input.
 """
 import argparse
 import os
@@ -35,6 +26,10 @@ import dataset
 import sheets
 import tag_vectorizer
 
+# The largest side --size and --blank take: a 4096-px square already needs gigabytes of
+# feature maps at the example's width.
+MAX_SIDE = 4096
+
 
 def output_paths(out, tag_sets):
     """out.png for one tag set; out_1_響.png, out_2_暁.png ... and out_sheet.png for more."""
@@ -49,29 +44,15 @@ def output_paths(out, tag_sets):
              for i, tags in enumerate(tag_sets)], '{}_sheet{}'.format(stem, ext))
 
 
-def output_problem(path):
-    """Why a picture cannot be written to path, or None; checked before the model runs."""
-    extension = os.path.splitext(path)[1].lower()
-    if os.path.isdir(path):
-        return '{} is a folder: give a file name, such as {}'.format(
-            path, os.path.join(path, 'colorized.png'))
-    if extension not in dataset.IMAGE_EXTENSIONS:
+def output_problem(path, drawing=None):
+    """Why a picture cannot be written to path, or None; checked before the model runs.
+    ``drawing``: the input's path, which an output must never replace."""
+    if drawing and os.path.exists(path) and os.path.exists(drawing) and os.path.samefile(path, drawing):
+        return '{} is the input drawing: give the output another name (-o)'.format(path)
+    if not os.path.isdir(path) and os.path.splitext(path)[1].lower() not in dataset.IMAGE_EXTENSIONS:
         return '{}: the output needs an image extension ({})'.format(
             path, ', '.join(dataset.IMAGE_EXTENSIONS))
-    folder = os.path.dirname(path) or '.'
-    if not os.path.isdir(folder):
-        return 'the output folder {} does not exist'.format(folder)
-    try:
-        atomic.check_writable(folder)
-    except OSError as error:
-        return 'cannot write to the output folder {} ({})'.format(folder, error.strerror or error)
-    return None
-
-
-def save_image(image, path):
-    """Writes image whole or not at all, in the format its extension names."""
-    image_format = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
-    atomic.write_file(path, lambda temp: image.save(temp, format=image_format))
+    return atomic.path_problem(path)
 
 
 def main(argv=None):
@@ -97,14 +78,14 @@ def main(argv=None):
                              'colour picture')
     args = parser.parse_args(argv)
 
-    if args.size is not None and (args.size <= 0 or args.size % 128):
-        parser.error('--size must be a positive multiple of 128')
-    if args.blank is not None and not 0 < args.blank <= 4096:
-        parser.error('--blank takes a side from 1 to 4096 pixels')
+    if args.size is not None and not (0 < args.size <= MAX_SIDE and args.size % 128 == 0):
+        parser.error('--size must be a positive multiple of 128, at most {}'.format(MAX_SIDE))
+    if args.blank is not None and not 0 < args.blank <= MAX_SIDE:
+        parser.error('--blank takes a side from 1 to {} pixels'.format(MAX_SIDE))
     tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
     paths, sheet_path = output_paths(args.out, tag_sets)
-    problems = [problem for problem in map(output_problem, paths + ([sheet_path] if sheet_path else []))
-                if problem]
+    problems = [problem for problem in (output_problem(path, args.input)
+                                        for path in paths + ([sheet_path] if sheet_path else [])) if problem]
     if problems:
         print('error: {}'.format(problems[0]), file=sys.stderr)
         return 1
@@ -124,6 +105,15 @@ def main(argv=None):
     if model.vectorizer is None and any(tag_sets):
         print('warning: the model in {} was trained without tags (--no-tag); the tags are '
               'ignored'.format(args.model), file=sys.stderr)
+    try:
+        return colour_all(model, image, drawing, tag_sets, paths, sheet_path, args.size)
+    except OSError as error:
+        print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)
+        return 1
+
+
+def colour_all(model, image, drawing, tag_sets, paths, sheet_path, size):
+    """Colours the drawing with each tag set into its path, and the sheet; the exit code."""
     failed = False
     outputs = []
     for tags, path in zip(tag_sets, paths):
@@ -135,13 +125,13 @@ def main(argv=None):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            result = model.colour(drawing, tags, args.size)
-        save_image(result, path)
+            result = model.colour(drawing, tags, size)
+        atomic.write_image(result, path)
         outputs.append((','.join(tags) or '(no tag)', result))
         print('wrote {}'.format(path))
     if sheet_path and outputs:
         sheet = sheets.grid([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs])
-        save_image(sheet, sheet_path)
+        atomic.write_image(sheet, sheet_path)
         print('wrote {}'.format(sheet_path))
     return 1 if failed else 0
 

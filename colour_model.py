@@ -14,6 +14,8 @@ import zlib
 
 from PIL import Image
 
+import numpy as np
+
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 
@@ -23,6 +25,9 @@ import tag_vectorizer
 
 # The model folder the commands read when none is given: the demo's (run.sh demo).
 DEFAULT_MODEL = os.path.join('result', 'demo')
+# model.json's whole numbers and the ranges training writes them in (its flags' ranges).
+WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
+DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
 
 class ModelError(RuntimeError):
     """The model folder (or a snapshot) is missing, incomplete or damaged; the message is
@@ -31,22 +36,42 @@ class ModelError(RuntimeError):
 
 def load_npz(path, target):
     """chainer.serializers.load_npz(path, target), checked: every member's checksum is
-    tested first, and a missing, truncated or damaged file, or one of another network,
-    is a ModelError naming it and what is wrong."""
+    tested first, and a missing, truncated or damaged file, one of another network, or
+    one that holds Python objects is a ModelError naming it and what is wrong.
+
+    Chainer's load_npz reads with allow_pickle=True, so an object array in a model or
+    snapshot file (files that users share) would be unpickled, which can run any code.
+    Here every member's header is read first and such a file is refused; the arrays are
+    then read with pickles off."""
     if not os.path.isfile(path):
         raise ModelError('{} is missing'.format(path))
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-        if damaged:
-            raise ModelError('{} is damaged ({} fails its checksum)'.format(path, damaged))
-        chainer.serializers.load_npz(path, target)
+            if damaged:
+                raise ModelError('{} is damaged ({} fails its checksum)'.format(path, damaged))
+            holding_objects = [name for name in archive.namelist() if holds_objects(archive, name)]
+        if holding_objects:
+            raise ModelError('{} holds pickled Python objects ({}), which are never loaded: they could run '
+                             'code'.format(path, holding_objects[0]))
+        with np.load(path, allow_pickle=False) as arrays:
+            chainer.serializers.NpzDeserializer(arrays).load(target)
     except zipfile.BadZipFile as error:
         raise ModelError('{} is not a complete .npz file ({})'.format(path, error)) from None
     except (zlib.error, EOFError, OSError) as error:
         raise ModelError('{} is damaged ({})'.format(path, error)) from None
     except (KeyError, ValueError) as error:
         raise ModelError('{} does not fit this network ({})'.format(path, str(error).strip('"\''))) from None
+
+
+def holds_objects(archive, name):
+    """Whether the .npy member ``name`` of an open .npz archive is an array of Python
+    objects (stored as a pickle), read from its header alone."""
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        return read_header(member)[2].hasobject
 
 
 def read_settings(path):
@@ -58,21 +83,50 @@ def read_settings(path):
         raise ModelError('{} is not a readable model description ({})'.format(path, error)) from None
     if not isinstance(settings, dict):
         raise ModelError('{} is not a model description (a JSON object)'.format(path))
-    for key in ('in_ch', 'out_ch', 'width', 'size'):
-        value = settings.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ModelError('{}: "{}" must be a positive whole number, not {}'.format(
-                path, key, json.dumps(value)))
+    for key, (low, high) in WHOLE_NUMBERS.items():
+        check_whole_number(path, key, settings.get(key), low, high)
+    if settings['width'] % 2 or settings['size'] % 128:
+        raise ModelError('{}: "width" must be even and "size" a multiple of 128'.format(path))
     if not isinstance(settings.get('tag_vectors'), (str, type(None))):
         raise ModelError('{}: "tag_vectors" must be a file name or null'.format(path))
     tags = settings.get('tags', [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise ModelError('{}: "tags" must be a list of tags'.format(path))
     design = settings.get('tag_design')
-    if design is not None and (not isinstance(design, dict) or set(design) != set(net.film_design())):
+    if design is not None:
+        check_design(path, design)
+    return settings
+
+
+def check_whole_number(path, key, value, low, high):
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ModelError('{}: "{}" must be a whole number from {} to {}, not {}'.format(
+            path, key, low, high, json.dumps(value)))
+
+
+def check_design(path, design):
+    """model.json's tag_design: the film design's settings (net.film_design), each of a
+    value that training can write."""
+    if not isinstance(design, dict) or set(design) != set(net.film_design()):
         raise ModelError('{}: "tag_design" must be null or the film design\'s settings ({})'.format(
             path, ', '.join(sorted(net.film_design()))))
-    return settings
+    for key, (low, high) in DESIGN_NUMBERS.items():
+        check_whole_number(path, 'tag_design.' + key, design[key], low, high)
+    gain = design['gate_gain']
+    if (design['layout'] not in tag_vectorizer.LAYOUTS or design['gate'] not in (None, 'per_tag', 'per_set')
+            or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0
+            or not all(isinstance(design[key], bool) for key in ('projection', 'coords'))):
+        raise ModelError('{}: "tag_design" holds a value training does not write ({})'.format(
+            path, json.dumps(design, ensure_ascii=False)[:200]))
+
+
+def check_finite(path, link):
+    """ModelError when a weight of link (loaded from path) is NaN or infinite: the training
+    that wrote it diverged, and it would colour every drawing black."""
+    for name, param in link.namedparams():
+        if param.array is not None and not link.xp.isfinite(param.array).all():
+            raise ModelError('{} holds weights that are not finite ({}): the training that wrote it '
+                             'diverged'.format(path, name))
 
 
 class ColourModel:
@@ -106,6 +160,7 @@ class ColourModel:
                 raise ModelError('{} is missing: the model in {} has no saved weights yet'.format(
                     path, model_dir))
             load_npz(path, link)
+            check_finite(path, link)
         vectorizer = None
         if settings.get('tag_vectors'):
             try:

@@ -11,6 +11,8 @@ last release and predates NumPy 2 and Python 3.12; it needs three small shims:
 
 Each shim is added only when the name is missing, so nothing changes on old versions.
 """
+import argparse
+import math
 import sys
 import types
 import warnings
@@ -50,6 +52,29 @@ import chainer  # noqa: E402  (must come after the shims)
 
 class DeviceError(RuntimeError):
     """The requested device cannot be used (no CuPy, or no such GPU)."""
+
+
+def number(kind, low=None, high=None, above=None):
+    """An argparse type: a finite ``kind`` (int or float) from ``low`` to ``high``, or
+    over ``above`` (None: no bound), so that a value is checked where it is parsed."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('{!r} is not {}'.format(
+                text, 'a whole number' if kind is int else 'a number')) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError('{} is not a finite number'.format(text))
+        if ((low is not None and value < low) or (high is not None and value > high)
+                or (above is not None and value <= above)):
+            bounds = ['at least {}'.format(low) if low is not None else None,
+                      'over {}'.format(above) if above is not None else None,
+                      'at most {}'.format(high) if high is not None else None]
+            raise argparse.ArgumentTypeError('{} must be {}'.format(
+                text, ' and '.join(bound for bound in bounds if bound)))
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_device_arguments(parser):

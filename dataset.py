@@ -130,7 +130,8 @@ def image_size(path):
 
 def load_image(path, min_side=None, mode='RGB'):
     """Any PNG/JPEG/WebP in any mode -> an RGB image; transparency is laid on white,
-    16-bit grey is scaled to 8 bits. Raises ImageError with a one-line reason.
+    16-bit grey is scaled to 8 bits, an EXIF orientation is applied. Raises ImageError with a
+    one-line reason.
 
     ``min_side``: the short side the caller will resize to; a JPEG at least twice as
     large is decoded at a reduced scale (still at least that large), much faster.
@@ -141,6 +142,9 @@ def load_image(path, min_side=None, mode='RGB'):
                 scale = min_side / min(image.size)
                 image.draft(None, tuple(math.ceil(side * scale) for side in image.size))
             image.load()
+            # A phone photo of a drawing is stored sideways with an EXIF orientation tag that
+            # viewers apply: apply it too, or the drawing is coloured turned.
+            ImageOps.exif_transpose(image, in_place=True)
     except _UNREADABLE as error:
         raise _open_error(path, error) from None
     if image.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
@@ -542,6 +546,12 @@ COLOUR_GAIN = 0.02
 COLOUR_OFFSET = 3.0
 FIELD_OFFSET = 20.0
 FIELD_GRID = 4
+
+
+def input_planes(stage):
+    """The generator's input planes: the drawing's 3 and the tag plane (network_input), and in
+    stage 2 a coarse colouring's 3 (refinement_input)."""
+    return REFINE_PLANES if stage == 2 else 4
 
 
 def refinement_input(drawing, coarse, vectorizer, tags):

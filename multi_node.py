@@ -189,12 +189,13 @@ def shared_data(comm, load, seed):
     return train_set, preview_set, chainermn.scatter_dataset(train_set, comm, shuffle=True, seed=seed)
 
 
-def setup_failed(error, comm):
-    """Prints the one-line error; returns the exit code, 1. Under MPI rank 0 prints an
-    error that every rank raised alike; one of this rank alone ends the whole job, since
-    the other ranks would wait for this one forever."""
+def setup_failed(error, comm, communicator=None):
+    """Prints the one-line error; returns the exit code, 1. Under MPI (``communicator``
+    asked for) rank 0 prints an error that every rank raised alike; one of this rank
+    alone ends the whole job, since the other ranks would wait for this one forever.
+    A single process never asks MPI for its rank: mpi4py may not be installed."""
     every_rank = getattr(error, 'every_rank', False)
-    rank = comm.rank if comm is not None else world_rank() if every_rank else 0
+    rank = comm.rank if comm is not None else world_rank() if every_rank and communicator else 0
     if rank == 0 or not every_rank:
         print('error: {}'.format(error), file=sys.stderr)
     if comm is not None and not every_rank:

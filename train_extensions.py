@@ -8,6 +8,7 @@ a snapshot and the model first. Under MPI (``comm``) every rank snapshots its ow
 and stops on a signal that any rank got (multi_node.py).
 """
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -42,6 +43,51 @@ class TrainingStopped(BaseException):
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = signum
+
+
+class TrainingDiverged(BaseException):
+    """Raised by StopOnNonFinite: a loss or a weight is NaN or infinite. A BaseException
+    for the reason TrainingStopped is one."""
+
+
+def non_finite(trainer, weights=False):
+    """The names of the update's losses, and with ``weights`` of the trained parameters,
+    that are NaN or infinite. Reading a value off a GPU waits for the step: the callers
+    read them only every so many updates."""
+    observation = trainer.observation
+    bad = [key for key in LOSSES
+           if key in observation and not np.isfinite(chainer.as_array(observation[key])).all()]
+    if weights:
+        for name, optimizer in sorted(trainer.updater.get_all_optimizers().items()):
+            bad += ['{}{}'.format(name, path) for path, param in optimizer.target.namedparams()
+                    if param.array is not None and not optimizer.target.xp.isfinite(param.array).all()]
+    return bad
+
+
+# The losses every update reports (updater.py).
+LOSSES = ('enc/loss', 'dec/loss', 'dis/loss')
+
+
+class StopOnNonFinite(training.Extension):
+    """Stops training once the losses (every ``every`` updates) or the weights (every
+    ``snapshot_every`` updates, before that update's snapshot and model files are
+    written) are not finite, so that the files written last, by an earlier update, stay
+    the last good ones. A run whose weights turn NaN would otherwise save them and colour
+    black pictures."""
+    trigger = 1, 'iteration'
+    priority = training.PRIORITY_WRITER + 1  # before the weight average, snapshots and model files
+
+    def __init__(self, every, snapshot_every):
+        self.every, self.snapshot_every = every, snapshot_every
+
+    def __call__(self, trainer):
+        iteration = trainer.updater.iteration
+        at_snapshot = iteration % self.snapshot_every == 0
+        if iteration % self.every and not at_snapshot:
+            return
+        bad = non_finite(trainer, weights=at_snapshot)
+        if bad:
+            raise TrainingDiverged(bad)
 
 
 def save_npz(path, target):
@@ -268,14 +314,16 @@ def resume(trainer, snapshot, out, comm=None):
 
 
 def prepare_output(out, train_set, settings):
-    """The output folder, once training can start: stale temporaries of a killed run
-    removed; skipped.txt (what the data scan left out), tag_vectors.txt and model.json
-    (``settings``). Under MPI the ranks that do not report pass no settings and only
-    make the folder."""
+    """The output folder, once training can start: locked for this run (lock_output),
+    stale temporaries of a killed run removed; skipped.txt (what the data scan left out),
+    tag_vectors.txt and model.json (``settings``). Returns the lock, a context manager
+    that holds it until its end. Under MPI the ranks that do not report pass no settings
+    and only make the folder."""
     try:
         os.makedirs(out, exist_ok=True)
         if settings is None:
-            return
+            return contextlib.nullcontext()
+        lock = lock_output(out)
         removed = atomic.remove_stale(out)
         if removed:
             print('Removed what a killed run left half-written in {}: {}'.format(out, ', '.join(removed)))
@@ -289,3 +337,30 @@ def prepare_output(out, train_set, settings):
         atomic.write_text(os.path.join(out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
     except OSError as error:
         raise SetupError('cannot write the results to {}: {}'.format(out, error.strerror or error)) from None
+    return lock
+
+
+# The file in an output folder that the training writing there holds locked (flock) and
+# that names its process.
+LOCK_NAME = 'training.lock'
+
+
+def lock_output(out):
+    """An exclusive lock on the output folder ``out``: a second training into the same
+    folder would mix the two runs' snapshots, vectors and model files, and delete each
+    other's snapshots. SetupError, naming the holder's PID, when another process holds it.
+    The lock goes when the returned file is closed, or with the process (kill -9 too)."""
+    handle = open(os.path.join(out, LOCK_NAME), 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or 'unknown'
+        handle.close()
+        raise SetupError('{} is in use by another training (PID {}): give another -o, or wait until it '
+                         'ends'.format(out, holder)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write('{}\n'.format(os.getpid()))
+    handle.flush()
+    return handle

@@ -4,13 +4,12 @@
     python train_facade_text.py --demo            # small model, 128 px, minutes on a CPU
     python train_facade_text.py --stage 2 --size 512 -i data/default512 -o DIR   # stage 2
 
-The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (default 1e-5, the
-post's), --no-tag (the post's Fig. 5), --width, --size, the tag design's, --demo and
-stage 2's (stage2.py). The output folder holds the model colorize.py reads, snapshots
-(-r latest resumes), the log, loss.png and previews (train_extensions.py, visualizer.py).
-``main`` reads top to bottom like the example's: device, data, networks, optimizers,
-updater, trainer and extensions, resume, the output folder (written only once training
-can start), run. Under MPI, multi_node.py says what changes.
+The flags are Chainer's examples/pix2pix/train_facade.py's plus --lr (the post's 1e-5),
+--no-tag (the post's Fig. 5), --width, --size, the tag design's, --demo and stage 2's
+(stage2.py). The output folder holds the model colorize.py reads, snapshots (-r latest
+resumes), the log, loss.png and previews (train_extensions.py, visualizer.py). ``main``
+reads like the example's: device, data, networks, optimizers, updater, trainer and
+extensions, resume, the output folder (written once training can start), run.
 """
 import argparse
 import collections
@@ -22,6 +21,7 @@ import sys
 import numpy as np
 
 import compat
+from compat import number
 import chainer
 from chainer import training
 from chainer.training import extensions
@@ -31,6 +31,7 @@ import dataset
 import multi_node
 from multi_node import SetupError
 from net import Decoder, Discriminator, Encoder, film_design
+from speed import cuda_graph
 import stage2
 import tag_vectorizer
 import train_extensions as ext
@@ -50,11 +51,12 @@ DEMO_STAGE2 = dict(DEMO, size=512, coarse_size=128, crop=256, lr=2e-4, iteration
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='pix2pix with text (Chainer)')
-    parser.add_argument('--batchsize', '-b', type=int, default=1, help='Number of images in each mini-batch')
+    count = number(int, 1)  # the argparse type of a count: a whole number, 1 or more
+    parser.add_argument('--batchsize', '-b', type=count, default=1, help='Number of images in a mini-batch')
     # deviation from the example: 300 epochs (the post's), not 200.
-    parser.add_argument('--epoch', '-e', type=int, default=300,
+    parser.add_argument('--epoch', '-e', type=count, default=300,
                         help='Number of sweeps over the dataset to train')
-    parser.add_argument('--iteration', type=int, default=None, help='Stop after this many updates instead')
+    parser.add_argument('--iteration', type=count, default=None, help='Stop after this many updates instead')
     compat.add_device_arguments(parser)
     parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS, default=None,
                         help='Train on several processes under mpiexec with this ChainerMN communicator '
@@ -67,24 +69,27 @@ def parse_args(argv):
     parser.add_argument('--resume', '-r', default='',
                         help='Resume from this trainer snapshot ("latest": the newest in --out)')
     parser.add_argument('--seed', type=int, default=0, help='Random seed')
-    parser.add_argument('--snapshot_interval', type=int, default=1000, help='Interval of snapshot')
-    parser.add_argument('--display_interval', type=int, default=100,
+    parser.add_argument('--snapshot_interval', type=count, default=1000, help='Interval of snapshot')
+    parser.add_argument('--display_interval', type=count, default=100,
                         help='Interval of displaying log to console')
-    parser.add_argument('--lr', type=float, default=1e-5, help='Adam learning rate (the post: 1e-5)')
+    parser.add_argument('--lr', type=number(float, above=0), default=1e-5,
+                        help='Adam learning rate (the post: 1e-5)')
     parser.add_argument('--no-tag', action='store_true', help='Zero tag plane: conventional pix2pix')
-    parser.add_argument('--width', type=int, default=64, help='Base channels of the networks (example: 64)')
-    parser.add_argument('--size', type=int, default=256, help='Training crop side (a multiple of 128)')
+    parser.add_argument('--width', type=number(int, 2, 1024), default=64,
+                        help='Base channels of the networks (example: 64; even)')
+    parser.add_argument('--size', type=number(int, 128, 4096), default=256,
+                        help='Training crop side (a multiple of 128)')
     parser.add_argument('--drawing', choices=dataset.DRAWINGS, default='line',
                         help='Input drawing made from the colour image when no line/ folder is paired')
     parser.add_argument('--flip', action='store_true', help='Random horizontal flips')
-    parser.add_argument('--adv-weight', type=float, default=1.0,
+    parser.add_argument('--adv-weight', type=number(float, 0), default=1.0,
                         help='Weight of the adversarial term in the generator loss (example: 1; 0: L1 only)')
-    parser.add_argument('--tag-dropout', type=float, default=0.0,
+    parser.add_argument('--tag-dropout', type=number(float, 0, 1), default=0.0,
                         help='Leave each tag of a training image out with this probability')
-    parser.add_argument('--blank-fraction', type=float, default=0.0,
+    parser.add_argument('--blank-fraction', type=number(float, 0, 1), default=0.0,
                         help='Share of training examples whose drawing is blank paper '
                              '(learn colours from tags alone)')
-    parser.add_argument('--blank-tag-keep', type=float, default=0.5,
+    parser.add_argument('--blank-tag-keep', type=number(float, high=1, above=0), default=0.5,
                         help="Keep each of a blank example's tags with this probability (at least one; "
                              "1: all): the few tags typed for a blank canvas are then sets that training saw")
     parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
@@ -96,13 +101,13 @@ def parse_args(argv):
     parser.add_argument('--vectors', default=None, help='Pretrained word vectors (word2vec text or binary)')
     parser.add_argument('--tag-encoding', choices=('word2vec', 'onehot'), default='word2vec',
                         help='Tag vectors: word2vec trained on the tag lists (the post), or one-hot')
-    parser.add_argument('--tag-dim', type=int, default=tag_vectorizer.DEFAULT_DIM,
+    parser.add_argument('--tag-dim', type=number(int, 1, 4096), default=tag_vectorizer.DEFAULT_DIM,
                         help='Size of the word2vec vectors trained on the tags')
     add_tag_design_arguments(parser)
     parser.add_argument('--cuda-graph', action=argparse.BooleanOptionalAction, default=None,
                         help="GPU: record the training step as a CUDA graph and replay it (default: on for "
                              "one GPU process, stage 1, the post's design; docs/scaling.md)")
-    parser.add_argument('--loaderjob', '-j', type=int, default=0,
+    parser.add_argument('--loaderjob', '-j', type=number(int, 0), default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     stage2.add_arguments(parser)
     presets = ', '.join('{}={}'.format(k, v) for k, v in DEMO.items())
@@ -116,7 +121,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     check_args(parser, args)
     if args.cuda_graph is None:
-        args.cuda_graph = records_by_default(args)
+        gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
+        args.cuda_graph = cuda_graph.records_by_default(gpu and not args.communicator, args.stage,
+                                                        args.tag_design, args.blank_loss)
     return args
 
 
@@ -139,24 +146,26 @@ def add_tag_design_arguments(parser):
     group.add_argument('--gate', choices=('per_tag', 'per_set', 'none'), default='per_tag',
                        help='film: the saturation gate, one factor per tag (any tag can take the colour '
                             'out), one for the set, or none')
-    group.add_argument('--gate-loss', type=float, default=1.0,
+    group.add_argument('--gate-loss', type=number(float, 0), default=1.0,
                        help="film: weight of the gate's own loss (is the target in colour)")
-    group.add_argument('--gate-gain', type=float, default=5.0, help="film: multiplier of the gate's weights")
+    group.add_argument('--gate-gain', type=number(float, above=0), default=5.0,
+                       help="film: multiplier of the gate's weights")
     group.add_argument('--no-projection', action='store_true',
                        help='film: a discriminator that ignores the tags')
     group.add_argument('--no-coords', action='store_true', help='film: no x, y planes beside the drawing')
-    group.add_argument('--film-hidden', type=int, default=64, help="film: size of the tags' features")
-    group.add_argument('--slots', type=int, default=tag_vectorizer.SLOTS,
+    group.add_argument('--film-hidden', type=number(int, 1, 4096), default=64,
+                       help="film: size of the tags' features")
+    group.add_argument('--slots', type=number(int, 1, 256), default=tag_vectorizer.SLOTS,
                        help='film: tags a slots plane holds')
 
 
 def check_args(parser, args):
     """The cross-checks of the flags: parser.error (exit 2) on the first that fails."""
-    if args.size <= 0 or args.size % 128:
-        parser.error('--size must be a positive multiple of 128 (the encoder halves it 7 times)')
+    if args.size % 128:
+        parser.error('--size must be a multiple of 128 (the encoder halves it 7 times)')
+    if args.width % 2:
+        parser.error('--width must be even (the discriminator halves it)')
     stage2.check_args(parser, args)
-    if not 0 < args.blank_tag_keep <= 1:
-        parser.error('--blank-tag-keep is a probability above 0, at most 1')
     if not 0 <= args.ema_decay < 1:
         parser.error('--ema-decay is at least 0 and under 1 (0: no average)')
     if args.bn_across_ranks and not args.communicator:
@@ -170,14 +179,6 @@ def check_args(parser, args):
         parser.error('{} only with --tag-design film'.format(', '.join(film_only)))
 
 
-def records_by_default(args):
-    """--cuda-graph's default: on where a recorded step was measured on a GPU (one process,
-    stage 1, the post's design); speed/cuda_graph.py says why the film design cannot be."""
-    on_gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
-    return (on_gpu and not args.communicator and args.stage == 1 and args.tag_design == 'post'
-            and args.blank_loss == 'pixels')
-
-
 def tag_design_of(args):
     """model.json's tag_design: None for the post's design, else net.film_design's settings."""
     if args.tag_design == 'post':
@@ -187,14 +188,9 @@ def tag_design_of(args):
                        projection=not args.no_projection, coords=not args.no_coords)
 
 
-def input_planes(args):
-    """The generator's input planes: the drawing's 3, the tag plane, in stage 2 a colouring's 3."""
-    return dataset.REFINE_PLANES if args.stage == 2 else 4
-
-
 def load_data(args):
-    """The training set (with its tag vectorizer set) and the preview set. Reads only:
-    the output folder is written by train_extensions.prepare_output, once training can start."""
+    """The training set (with its tag vectorizer) and the preview set; reads only (the output
+    folder is written by train_extensions.prepare_output, once training can start)."""
     train_dir, test_dir = dataset.split_folders(args.dataset)
     stage1 = stage2.load_coarse_model(args)
     try:
@@ -222,8 +218,7 @@ def make_vectorizer(args, tag_lists):
                                              args.vectors, resumed)
     design = tag_design_of(args)
     if vectorizer is None:
-        # The zero plane for every image is what --no-tag trains; say so rather than stop,
-        # since untagged images are documented to train with the zero plane.
+        # Untagged images train with the zero plane (documented), as --no-tag: say so, not stop.
         print('warning: no training image under {} has tags: training with the zero tag plane, as '
               '--no-tag does (the model will ignore tags)'.format(args.dataset), file=sys.stderr)
     elif design:
@@ -231,23 +226,20 @@ def make_vectorizer(args, tag_lists):
     return vectorizer
 
 
-# ---------------------------------------------------------------- the trainer
 def settings_of(args, train_set):
     """model.json: what colour_model.py needs to rebuild the generator, how it was trained and
     the training tags, most frequent first (the web page suggests them)."""
     vectorizer = train_set.vectorizer
     counts = collections.Counter(tag for tags in train_set.tags for tag in tags)
-    settings = dict(in_ch=input_planes(args), out_ch=3, width=args.width, size=args.size,
+    settings = dict(in_ch=dataset.input_planes(args.stage), out_ch=3, width=args.width, size=args.size,
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=(None if vectorizer is None else
                                   'vectors' if args.vectors else args.tag_encoding),
                     tag_design=tag_design_of(args),
-                    drawing='paired' if train_set.line_root else args.drawing,
-                    tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
-                    blank_loss=args.blank_loss, blank_tag_keep=args.blank_tag_keep,
-                    ema_decay=args.ema_decay, adv_weight=args.adv_weight, lr=args.lr,
-                    batchsize=args.batchsize,
-                    dataset=os.path.abspath(args.dataset),
+                    drawing='paired' if train_set.line_root else args.drawing)
+    settings.update((name, getattr(args, name)) for name in ('tag_dropout', 'blank_fraction', 'blank_loss',
+                    'blank_tag_keep', 'ema_decay', 'adv_weight', 'lr', 'batchsize'))
+    settings.update(dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
         settings.update(stage2.settings(args))
@@ -271,6 +263,7 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
     if average is not None:
         trainer.extend(average, name='weight_average')
     trainer.extend(ext.StopOnSignal(comm), name='stop_on_signal')
+    trainer.extend(ext.StopOnNonFinite(args.display_interval, args.snapshot_interval), name='stop_on_nan')
     if trainer.updater.graph is not None:
         trainer.extend(ext.CudaGraphStatus(), name='cuda_graph_status')
     if not reports:
@@ -290,35 +283,45 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
 
 
 def run(trainer, args, enc, dec, reports):
-    """Runs the trainer and returns the exit code; Ctrl-C or SIGTERM stops it with a snapshot
-    and the model saved first (128 + the signal's number, as a shell reports it)."""
-    rank_suffix = '.RANK' if args.communicator else ''
+    """Runs the trainer; returns the exit code. Its end and a stop by Ctrl-C or SIGTERM (128 +
+    the signal, as a shell says) write a snapshot and the model; a diverged run writes none (1)."""
+    code, bad = 0, []
     with trainer.get_extension('stop_on_signal').handling_signals():
         try:
             trainer.run()
         except ext.TrainingStopped as stopped:
-            trainer.get_extension('snapshot')(trainer)
+            code = 128 + stopped.signum
+        except ext.TrainingDiverged as diverged:
+            bad = diverged.args[0]
+        bad = bad or ext.non_finite(trainer, weights=True)
+        iteration = trainer.updater.iteration
+        if bad:
             if reports:
-                ext.save_model(args.out, enc, dec)
-                iteration = trainer.updater.iteration
-                print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz{} and the model; resume '
-                      'with -r latest'.format(signal.Signals(stopped.signum).name, iteration, iteration,
-                                              rank_suffix), file=sys.stderr)
-            return 128 + stopped.signum
+                print('error: training diverged by update {}: {} not finite; the snapshot and model files '
+                      'written before are kept (resume with -r and a lower --lr)'.format(
+                          iteration, ', '.join(bad[:3])), file=sys.stderr)
+            return 1
+        if code or iteration % args.snapshot_interval:  # a stop, or an end between snapshots
+            trainer.get_extension('snapshot')(trainer)
         if reports:
             ext.save_model(args.out, enc, dec)
-    if reports:
+    if reports and code:
+        print('Stopped by {} at iteration {}: saved snapshot_iter_{}.npz{} and the model; resume with -r '
+              'latest'.format(signal.Signals(code - 128).name, iteration, iteration,
+                              '.RANK' if args.communicator else ''), file=sys.stderr)
+    elif reports:
         if trainer.updater.graph is not None:
             ext.CudaGraphStatus.say(trainer.updater.graph)
         models = ('--model STAGE1 --refine {}' if args.stage == 2 else '--model {}').format(args.out)
         print('Model saved in {} (colour with: python colorize.py {} -i DRAWING -t TAG)'.format(
             args.out, models))
-    return 0
+    return code
 
 
 def main(argv=None):
     args = parse_args(argv)
     comm = None
+    stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
     try:
         comm = multi_node.make_communicator(args.communicator)
         rank = 0 if comm is None else comm.rank
@@ -330,9 +333,7 @@ def main(argv=None):
                 print('# Processes: {} ({} communicator), {} images per update'.format(
                     comm.size, args.communicator, comm.size * args.batchsize))
             print('# Minibatch-size: {}'.format(args.batchsize))
-            length = ('iteration', args.iteration) if args.iteration else ('epoch', args.epoch)
-            print('# {}: {}'.format(*length))
-            print('')
+            print('# {1}: {0}\n'.format(*stop))
         chainer.global_config.cudnn_deterministic = True
         # Under MPI each rank its own crops, flips and dropout masks; rank 0's initial
         # weights (those of one process) are sent to the others.
@@ -348,9 +349,9 @@ def main(argv=None):
 
         # Set up the networks to train
         design = tag_design_of(args)
-        enc = Encoder(in_ch=input_planes(args), width=args.width, design=design)
+        enc = Encoder(in_ch=dataset.input_planes(args.stage), width=args.width, design=design)
         dec = Decoder(out_ch=3, width=args.width, design=design)
-        dis = Discriminator(in_ch=input_planes(args), out_ch=3, width=args.width, design=design)
+        dis = Discriminator(in_ch=dataset.input_planes(args.stage), out_ch=3, width=args.width, design=design)
         generator = enc, dec  # what the previews run: net.py's own batch norm
         if args.bn_across_ranks:
             enc, dec, dis = multi_node.across_ranks_batch_norm((enc, dec, dis), comm)
@@ -370,7 +371,6 @@ def main(argv=None):
             optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
             gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss,
             cuda_graph=args.cuda_graph)
-        stop = (args.iteration, 'iteration') if args.iteration else (args.epoch, 'epoch')
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None
         if reports:
@@ -384,15 +384,16 @@ def main(argv=None):
         if args.resume:
             ext.resume(trainer, args.resume, args.out, comm)
         # Written only now: a run that cannot start changes nothing in --out.
-        ext.prepare_output(args.out, train_set, settings_of(args, train_set) if reports else None)
+        lock = ext.prepare_output(args.out, train_set, settings_of(args, train_set) if reports else None)
     except (SetupError, compat.DeviceError) as error:
-        return multi_node.setup_failed(error, comm)
+        return multi_node.setup_failed(error, comm, args.communicator)
     except KeyboardInterrupt:
         print('\nInterrupted before training started; nothing to save', file=sys.stderr)
         if comm is not None:
             multi_node.abort(comm, 128 + signal.SIGINT)
         return 128 + signal.SIGINT
-    return run(trainer, args, *saved, reports)
+    with lock:
+        return run(trainer, args, *saved, reports)
 
 
 if __name__ == '__main__':

@@ -324,6 +324,14 @@ def _check_products():
 # ---------------------------------------------------------------- the step
 
 
+def records_by_default(on_one_gpu, stage, tag_design, blank_loss):
+    """train_facade_text.py --cuda-graph's default: on where a recorded step was measured,
+    one process on a GPU training stage 1 of the post's design (--no-tag's network is the
+    same with one input plane less). The film design and --blank-loss colours cannot be
+    recorded (see this module's docstring), and stage 2 has not been tried on a GPU."""
+    return on_one_gpu and stage == 1 and tag_design == 'post' and blank_loss == 'pixels'
+
+
 class StepGraph:
     """Runs ``step(*inputs)`` (device arrays in; reports through chainer.report; what it
     returns, arrays, is returned) for the optimizers' parameters (none for a forward pass
