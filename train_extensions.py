@@ -45,15 +45,28 @@ class TrainingStopped(BaseException):
         self.signum = signum
 
 
-class TrainingDiverged(BaseException):
-    """Raised by StopOnNonFinite: a loss or a weight is NaN or infinite. A BaseException
-    for the reason TrainingStopped is one."""
+class TrainingFailed(BaseException):
+    """Training cannot go on: a loss or a weight is no longer finite, or a file cannot be
+    written (a full disk). The message is one line. A BaseException for the reason
+    TrainingStopped is one."""
 
 
-def non_finite(trainer, weights=False):
-    """The names of the update's losses, and with ``weights`` of the trained parameters,
-    that are NaN or infinite. Reading a value off a GPU waits for the step: the callers
-    read them only every so many updates."""
+def run_checked(trainer):
+    """trainer.run(); a write that fails and weights that are not finite at its end are
+    raised as TrainingFailed (the files written before stay as they were)."""
+    try:
+        trainer.run(show_loop_exception_msg=False)
+    except OSError as error:
+        raise TrainingFailed('cannot write in {} ({}): training stopped at update {}; the files written '
+                             'before are kept'.format(trainer.out, error.strerror or error,
+                                                      trainer.updater.iteration)) from None
+    raise_if_not_finite(trainer, weights=True)
+
+
+def raise_if_not_finite(trainer, weights=False):
+    """TrainingFailed naming the update's losses, and with ``weights`` the trained
+    parameters, that are NaN or infinite. Reading a value off a GPU waits for the step:
+    this is called only every so many updates."""
     observation = trainer.observation
     bad = [key for key in LOSSES
            if key in observation and not np.isfinite(chainer.as_array(observation[key])).all()]
@@ -61,7 +74,10 @@ def non_finite(trainer, weights=False):
         for name, optimizer in sorted(trainer.updater.get_all_optimizers().items()):
             bad += ['{}{}'.format(name, path) for path, param in optimizer.target.namedparams()
                     if param.array is not None and not optimizer.target.xp.isfinite(param.array).all()]
-    return bad
+    if bad:
+        raise TrainingFailed('training diverged by update {}: {} not finite; the snapshot and model files '
+                             'written before are kept (resume with -r and a lower --lr)'.format(
+                                 trainer.updater.iteration, ', '.join(bad[:3])))
 
 
 # The losses every update reports (updater.py).
@@ -83,11 +99,8 @@ class StopOnNonFinite(training.Extension):
     def __call__(self, trainer):
         iteration = trainer.updater.iteration
         at_snapshot = iteration % self.snapshot_every == 0
-        if iteration % self.every and not at_snapshot:
-            return
-        bad = non_finite(trainer, weights=at_snapshot)
-        if bad:
-            raise TrainingDiverged(bad)
+        if iteration % self.every == 0 or at_snapshot:
+            raise_if_not_finite(trainer, weights=at_snapshot)
 
 
 def save_npz(path, target):

@@ -284,23 +284,19 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
 
 def run(trainer, args, enc, dec, reports):
     """Runs the trainer; returns the exit code. Its end and a stop by Ctrl-C or SIGTERM (128 +
-    the signal, as a shell says) write a snapshot and the model; a diverged run writes none (1)."""
-    code, bad = 0, []
+    the signal, as a shell says) write a snapshot and the model; a failed run writes none (1)."""
+    code = 0
     with trainer.get_extension('stop_on_signal').handling_signals():
         try:
-            trainer.run()
+            ext.run_checked(trainer)
         except ext.TrainingStopped as stopped:
             code = 128 + stopped.signum
-        except ext.TrainingDiverged as diverged:
-            bad = diverged.args[0]
-        bad = bad or ext.non_finite(trainer, weights=True)
-        iteration = trainer.updater.iteration
-        if bad:
-            if reports:
-                print('error: training diverged by update {}: {} not finite; the snapshot and model files '
-                      'written before are kept (resume with -r and a lower --lr)'.format(
-                          iteration, ', '.join(bad[:3])), file=sys.stderr)
+        except ext.TrainingFailed as failure:
+            if args.communicator:
+                raise  # ChainerMN's exception hook ends every rank
+            print('error: {}'.format(failure), file=sys.stderr)
             return 1
+        iteration = trainer.updater.iteration
         if code or iteration % args.snapshot_interval:  # a stop, or an end between snapshots
             trainer.get_extension('snapshot')(trainer)
         if reports:

@@ -75,6 +75,25 @@ def test_transparency_is_laid_on_white(tmp_path):
     assert np.asarray(dataset.load_image(tmp_path / 't.png')).min() == 255
 
 
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_an_exif_orientation_is_applied(tmp_path, fmt):
+    """A phone stores a portrait photo of a drawing as landscape pixels with orientation 6
+    (turn 90 degrees clockwise to view): it is read as viewers show it."""
+    stored = colour_image()  # 80 x 60, the square at the top left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / ('phone.jpg' if fmt == 'JPEG' else 'phone.png')
+    stored.save(path, fmt, exif=exif, **({'quality': 95} if fmt == 'JPEG' else {}))
+    loaded = dataset.load_image(path)
+    assert loaded.size == (60, 80)
+    grey = np.asarray(loaded.convert('L'), np.int16)
+    # Turned clockwise, the stored top-left square (rows 10-40, columns 10-50) lies at the
+    # top right: rows 10-50, columns 20-50.
+    assert grey[30, 35] < 200 and grey[30, 5] > 240 and grey[70, 35] > 240
+    assert np.array_equal(np.asarray(loaded.convert('L')),
+                          np.asarray(Image.open(path).transpose(Image.Transpose.ROTATE_270).convert('L')))
+
+
 def test_unreadable_images_raise_one_line_errors(tmp_path):
     (tmp_path / 'bad.png').write_bytes(b'not an image')
     with pytest.raises(dataset.ImageError, match='bad.png: not a readable image') as info:

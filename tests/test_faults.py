@@ -217,6 +217,53 @@ def no_tag_files_but(name, content):
     return damage(untagged, write('data/train/' + name, content))
 
 
+class MakesAFile:
+    """Unpickling this creates the file ``path``: what a model file that runs code would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+def pickled(path):
+    """The .npz at path gains an array of Python objects whose unpickling writes
+    ran_code.txt beside it (the row's check that nothing was written catches it)."""
+    def step(folder):
+        with np.load(folder / path) as f:
+            arrays = {key: f[key] for key in f.files}
+        first = sorted(arrays)[0]
+        arrays[first] = np.array([MakesAFile(str(folder / 'ran_code.txt'))], dtype=object)
+        np.savez(folder / path, **arrays)
+    return step
+
+
+def not_finite(path):
+    """One weight of the .npz at path turned to NaN."""
+    def step(folder):
+        with np.load(folder / path) as f:
+            arrays = {key: f[key].copy() for key in f.files}
+        arrays['c0/W'].flat[0] = np.nan
+        np.savez(folder / path, **arrays)
+    return step
+
+
+def settings(**changes):
+    """model/model.json with some values changed (a key path 'a.b' changes a nested one)."""
+    def step(folder):
+        path = folder / 'model' / 'model.json'
+        values = json.loads(path.read_text(encoding='utf-8'))
+        for key, value in changes.items():
+            *parents, last = key.split('__')
+            inner = values
+            for parent in parents:
+                inner = inner[parent]
+            inner[last] = value
+        path.write_text(json.dumps(values, ensure_ascii=False), encoding='utf-8')
+    return step
+
+
 BROKEN_UTF8 = b'\xe9\x9f\xbf,\xff\xfe,tag'
 
 # entry point, the bad input, its argv (after the entry point's defaults, DEFAULTS) or
@@ -250,6 +297,22 @@ BAD_INPUTS = [
     ('colorize', 'drawing not an image', '-i {tmp}/model/model.json', None, 1, 'not a readable image'),
     ('colorize', 'no model', '--model {tmp}/none', None, 1, 'no trained model'),
     ('colorize', 'size not a multiple of 128', '--size 100', None, 2, 'multiple of 128'),
+    ('colorize', 'a side of 1,280,000 pixels', '--size 1280000', None, 2, 'at most 4096'),
+    ('colorize', 'output onto the input drawing', '-i {drawing_copy} -o {drawing_copy}', None, 1,
+     'is the input drawing'),
+    ('colorize', 'a 245-character output name', '-o {tmp}/out/' + 'x' * 241 + '.png', None, 1, 'too long'),
+    ('colorize', 'enc.npz holding a pickled object', '', damage(pickled('model/enc.npz')), 1,
+     'enc.npz holds pickled Python objects'),
+    ('colorize', 'enc.npz with a NaN weight', '', damage(not_finite('model/enc.npz')), 1,
+     'enc.npz holds weights that are not finite'),
+    ('colorize', 'model.json with width 100000', '', damage(settings(width=100000)), 1, '"width"'),
+    ('colorize', 'model.json with size 100', '', damage(settings(size=100)), 1, '"size"'),
+    ('colorize', 'model.json with 0 slots', '', damage(settings(tag_design=dict(
+        layout='slots', dim=16, slots=0, hidden=64, gate='per_tag', gate_gain=5.0, projection=True,
+        coords=True))), 1, '"tag_design.slots"'),
+    ('colorize', 'model.json with "x" slots', '', damage(settings(tag_design=dict(
+        layout='slots', dim=16, slots='x', hidden=64, gate='per_tag', gate_gain=5.0, projection=True,
+        coords=True))), 1, '"tag_design.slots"'),
 
     ('train', 'dataset folder missing', '-i {tmp}/none', None, 1, 'does not exist'),
     ('train', 'a folder without images', '-i {tmp}/model', None, 1, 'no images'),
@@ -268,6 +331,23 @@ BAD_INPUTS = [
     ('train', 'output path is a file', '-o {tmp}/model/model.json', None, 1, 'cannot write'),
     ('train', 'output folder read-only', '-o {readonly}/out', None, 1, 'cannot write'),
     ('train', 'size not a multiple of 128', '--size 200', None, 2, 'multiple of 128'),
+    ('train', '-r a snapshot holding a pickled object', '-r {tmp}/out/snapshot_iter_6.npz',
+     damage(snapshots, pickled('out/snapshot_iter_6.npz')), 1, 'pickled Python objects'),
+    ('train', 'snapshot interval 0', '--snapshot_interval 0', None, 2, 'at least 1'),
+    ('train', 'display interval 0', '--display_interval 0', None, 2, 'at least 1'),
+    ('train', 'batch of 0', '-b 0', None, 2, 'at least 1'),
+    ('train', 'width 0', '--width 0', None, 2, 'at least 2'),
+    ('train', 'an odd width', '--width 9', None, 2, 'even'),
+    ('train', 'tag vectors of 0 values', '--tag-dim 0', None, 2, 'at least 1'),
+    ('train', '0 slots', '--tag-design film --slots 0', None, 2, 'at least 1'),
+    ('train', '0 epochs', '-e 0', None, 2, 'at least 1'),
+    ('train', '0 updates', '--iteration 0', None, 2, 'at least 1'),
+    ('train', '-5 updates', '--iteration -5', None, 2, 'at least 1'),
+    ('train', 'tag dropout 2', '--tag-dropout 2', None, 2, 'at most 1'),
+    ('train', 'blank fraction 1.5', '--blank-fraction 1.5', None, 2, 'at most 1'),
+    ('train', '-1 loader processes', '-j -1', None, 2, 'at least 0'),
+    ('train', 'a learning rate of nan', '--lr nan', None, 2, 'not a finite number'),
+    ('train', 'a text learning rate', '--lr fast', None, 2, 'not a number'),
     ('train', 'tags.json that is a list', '', no_tag_files_but('tags.json', '["hibiki_0000", "響"]'), 0,
      ('tags.json (a JSON list', 'skipped 1 unreadable')),
     ('train', 'tags.json with non-string tags', '',
@@ -286,6 +366,8 @@ BAD_INPUTS = [
     ('server start', 'truncated tag_vectors.txt', '', damage(truncate('model/tag_vectors.txt')), 1,
      'tag_vectors.txt'),
     ('server start', 'port in use', '--port {busy_port}', None, 1, 'cannot listen'),
+    ('server start', 'enc.npz holding a pickled object', '', damage(pickled('model/enc.npz')), 1,
+     'pickled Python objects'),
     ('server start', 'no connections allowed', '--max-connections 0', None, 2, 'must be positive'),
 
     ('http', 'Host of another site', dict(host='evil.example'), None, 400, '--allow-host'),
@@ -395,8 +477,9 @@ def test_bad_command_line_input(entry, case, argv, prepare, expected, words, sma
     os.symlink(tiny_model, folder / 'tiny')
     if prepare:
         prepare(folder)
-    places = dict(tmp=folder, readonly=readonly, busy_port=busy_port,
-                  drawing=next((small_data / 'test' / 'line').glob('hibiki_*.png')))
+    drawing = next((small_data / 'test' / 'line').glob('hibiki_*.png'))
+    places = dict(tmp=folder, readonly=readonly, busy_port=busy_port, drawing=drawing,
+                  drawing_copy=folder / 'data' / drawing.relative_to(small_data))
     before = files_under(folder)
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
@@ -540,3 +623,107 @@ def test_the_good_request_and_a_big_upload_pass_the_same_checks(running_server, 
                 response.begin()
                 assert response.status == 200 and response.getheader('Content-Type') == 'image/png', spec
                 assert Image.open(io.BytesIO(response.read())).size in ((100, 60), (550, 550))
+
+
+# ---- the second sweep: runs that meet each other, a full disk, weights gone NaN ----
+
+def test_a_second_training_into_a_folder_in_use_refuses(small_data, tmp_path, capsys):
+    """The second run says whose the folder is and touches nothing; the first finishes whole."""
+    out, pause_dir = tmp_path / 'run', tmp_path / 'pause'
+    pause_dir.mkdir()
+    first = start_training(out, small_data, pause_dir)
+    try:
+        wait_until((pause_dir / 'paused').exists, first, out, 'a pause in the snapshot writer')
+        before = files_under(out)
+        capsys.readouterr()
+        code = train_facade_text.main(['-i', str(small_data), '-o', str(out)] + TINY_TRAINING)
+        err = capsys.readouterr().err
+        assert files_under(out) == before  # the first's temporary snapshot file included
+    finally:
+        while first.poll() is None:
+            (pause_dir / 'paused').unlink(missing_ok=True)
+            time.sleep(0.01)
+    assert code == 1 and err.splitlines() == [
+        'error: {} is in use by another training (PID {}): give another -o, or wait until it ends'.format(
+            out, first.pid)]
+    assert first.wait(RUN_TIMEOUT) == 0, output_of(out)
+    assert leftovers(out) == [] and (out / 'snapshot_iter_6.npz').exists()
+    colour_model.load_model(str(out), None, compat.get_device(-1))
+
+
+def test_training_whose_weights_turn_nan_stops_and_keeps_the_last_good_files(small_data, tiny_model, tmp_path,
+                                                                              capsys):
+    out = tmp_path / 'run'
+    shutil.copytree(tiny_model, out)
+    not_finite_snapshot = tmp_path / 'nan.npz'
+    with np.load(out / 'snapshot_iter_6.npz') as f:
+        arrays = {key: f[key].copy() for key in f.files}
+    arrays['updater/model:enc/c0/W'].flat[0] = np.nan
+    np.savez(not_finite_snapshot, **arrays)
+    kept = {name: (out / name).read_bytes() for name in ('enc.npz', 'dec.npz', 'snapshot_iter_6.npz')}
+    capsys.readouterr()
+    code = train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', str(not_finite_snapshot)]
+                                  + TINY_TRAINING + ['--iteration', '9'])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.splitlines()[-1].startswith('error: training diverged by update 9: enc/loss, dec/loss')
+    assert 'Traceback' not in err
+    assert not (out / 'snapshot_iter_9.npz').exists()
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+
+
+def test_the_end_of_a_run_leaves_a_snapshot_that_latest_continues(small_data, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out)] + TINY_TRAINING
+                                  + ['--iteration', '4']) == 0
+    assert sorted(p.name for p in out.glob('snapshot_iter_*.npz')) == ['snapshot_iter_3.npz',
+                                                                       'snapshot_iter_4.npz']
+    capsys.readouterr()
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(out), '-r', 'latest'] + TINY_TRAINING
+                                  + ['--iteration', '5']) == 0
+    assert 'Resumed from {} at iteration 4'.format(out / 'snapshot_iter_4.npz') in capsys.readouterr().out
+
+
+def test_setup_errors_are_one_line_without_mpi4py(small_data, tmp_path, monkeypatch, capsys):
+    """A ./run.sh setup install has no mpi4py: one process never asks MPI for its rank."""
+    monkeypatch.setitem(sys.modules, 'mpi4py', None)  # import mpi4py now fails
+    code = train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path / 'run'), '-r', 'latest']
+                                  + TINY_TRAINING)
+    err = capsys.readouterr().err
+    assert code == 1 and err.splitlines() == ['error: no snapshot to resume from: none in {}'.format(
+        tmp_path / 'run')]
+
+
+def limited_file_size(limit):
+    """preexec_fn for a child whose writes stop at ``limit`` bytes a file (as a full disk
+    would stop them: Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize('command', ['colorize', 'train'])
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(command, small_data, tiny_model, tmp_path):
+    out = tmp_path / 'out'
+    shutil.copytree(tiny_model, out)
+    drawing = next((small_data / 'test' / 'line').glob('hibiki_*.png'))
+    (out / 'colorized.png').write_bytes(drawing.read_bytes())
+    kept = {path.name: path.read_bytes() for path in out.iterdir()
+            if path.suffix in ('.npz', '.json', '.txt') or path.name == 'colorized.png'}
+    if command == 'colorize':
+        argv = ['colorize.py', '--model', str(out), '-i', str(drawing), '-t', '響',
+                '-o', str(out / 'colorized.png')]
+        limit, said = 2000, 'error: cannot write {} (File too large)'.format(out / 'colorized.png')
+    else:
+        argv = ['train_facade_text.py', '-i', str(small_data), '-o', str(out), '-r', 'latest'] + \
+            TINY_TRAINING + ['--iteration', '9']
+        limit = 200000
+        said = 'error: cannot write in {} (File too large): training stopped at update 9'.format(out)
+    assert (out / 'snapshot_iter_6.npz').stat().st_size > limit > (out / 'model.json').stat().st_size
+    done = subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, preexec_fn=limited_file_size(limit))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(said), done.stderr
+    assert 'Traceback' not in done.stderr
+    assert leftovers(out) == []
+    for name, content in kept.items():
+        assert (out / name).read_bytes() == content, name
