@@ -111,15 +111,34 @@ def colour_images(source, out):
                     and os.path.commonpath([os.path.abspath(p), out]) != out]
 
 
+def without_name_clashes(images, root):
+    """The images less those whose name another image in the same folder has with another
+    extension (a.png, a.jpg): both would make line/a.png and share a.txt. The first, in
+    name order, is kept; the others come back as (relative name, reason) to report."""
+    kept, clashes, first = [], [], {}
+    for path in images:
+        stem = os.path.splitext(path)[0]
+        if stem in first:
+            name = os.path.basename(stem)
+            clashes.append((os.path.relpath(path, root), 'the same name as {}: both would be line/{}.png '
+                            'with the tags of {}.txt; rename one'.format(os.path.basename(first[stem]), name,
+                                                                         name)))
+        else:
+            first[stem] = path
+            kept.append(path)
+    return kept, clashes
+
+
 def prepare(source, out, drawing, short_side, jobs, force):
     """Processes one folder; returns {'written': n, 'kept': n, 'skipped': [(name, reason)]}."""
     colour_root, images = colour_images(source, out)
+    images, clashes = without_name_clashes(images, colour_root)
     os.makedirs(os.path.join(out, 'color'), exist_ok=True)
     os.makedirs(os.path.join(out, 'line'), exist_ok=True)
     for name in TAG_FILES:
         if os.path.exists(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, name))
-    counts = {'written': 0, 'kept': 0, 'skipped': []}
+    counts = {'written': 0, 'kept': 0, 'skipped': clashes}
     tasks = [(p, colour_root, out, drawing, short_side, force) for p in images]
     with multiprocessing.Pool(jobs) as pool:
         for status, relative, reason in pool.imap(prepare_one, tasks, chunksize=16):

@@ -139,7 +139,9 @@ def parse_tag_sets(fields):
 
 def find_samples(model, limit=MAX_SAMPLES):
     """A few test drawings of the model's dataset (one per character), as
-    [{"name", "path", "tags"}]; none when the dataset is not on this machine."""
+    [{"name", "path", "tags"}]; none when the dataset is not on this machine. A tag file
+    that cannot be read gives its drawing no tags, with a warning: the samples are a
+    convenience of the page, never a reason for it not to start."""
     root = model.settings.get('dataset')
     line_dir = os.path.join(root, 'test', 'line') if root else None
     if not line_dir or not os.path.isdir(line_dir):
@@ -154,8 +156,11 @@ def find_samples(model, limit=MAX_SAMPLES):
         sidecar = os.path.join(root, 'test', 'color', name + '.txt')
         tags = []
         if os.path.exists(sidecar):
-            with open(sidecar, encoding='utf-8') as f:
-                tags = dataset.parse_tags(f.read())
+            try:
+                tags = dataset.parse_tags(dataset.read_tag_file(sidecar))
+            except dataset.TagFileError as error:
+                print('warning: {}: {}; the sample {} has no tags'.format(sidecar, error, name),
+                      file=sys.stderr)
         samples.append({'name': name, 'path': path, 'tags': tags})
         if len(samples) == limit:
             break
@@ -164,18 +169,27 @@ def find_samples(model, limit=MAX_SAMPLES):
 
 def find_pairs(model, vocabulary):
     """Twin characters (same drawing, different colours) from the dataset's
-    characters.json, for the page's one-click comparisons."""
+    characters.json, for the page's one-click comparisons; none, with a warning, when that
+    file is not what make_default_data.py writes."""
     root = model.settings.get('dataset')
     path = os.path.join(root, 'characters.json') if root else None
     if not path or not os.path.exists(path):
         return []
-    with open(path, encoding='utf-8') as f:
-        characters = json.load(f).get('characters', [])
+    try:
+        described = json.loads(dataset.read_tag_file(path))
+        characters = described.get('characters', []) if isinstance(described, dict) else None
+        if not isinstance(characters, list) or not all(isinstance(c, dict) for c in characters):
+            raise ValueError('no list of characters')
+    except (dataset.TagFileError, ValueError) as error:  # JSONDecodeError is a ValueError
+        print('warning: {} is not a readable character list ({}); no twin buttons'.format(
+            path, str(error)[:200]), file=sys.stderr)
+        return []
     known = set(vocabulary)
     pairs = []
     for character in characters:
         pair = [character.get('tag'), character.get('twin')]
-        if all(tag in known for tag in pair) and sorted(pair) not in [sorted(p) for p in pairs]:
+        if all(isinstance(tag, str) and tag in known for tag in pair) and \
+                sorted(pair) not in [sorted(p) for p in pairs]:
             pairs.append(pair)
     return pairs
 

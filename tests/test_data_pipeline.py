@@ -306,6 +306,25 @@ def test_prepare_drawings_writes_the_paired_layout(tmp_path, capsys):
     assert '0 drawings written, 4 up to date' in capsys.readouterr().out
 
 
+def test_prepare_drawings_reports_pictures_whose_names_clash(tmp_path, capsys):
+    """a.png and a.jpg would both be line/a.png, with a.txt's tags: the first by name is kept."""
+    source = tmp_path / 'src'
+    source.mkdir()
+    picture(1).save(source / 'a.png')
+    picture(2).save(source / 'a.jpg', quality=95)
+    (source / 'a.txt').write_text('響', 'utf-8')
+    out = tmp_path / 'set'
+    assert prepare_drawings.main([str(source), '-o', str(out), '-j', '1']) == 0
+    report = capsys.readouterr()
+    assert '1 drawings written' in report.out and '1 files skipped' in report.out
+    assert report.err.splitlines() == ['skipped a.png: the same name as a.jpg: both would be line/a.png with '
+                                       'the tags of a.txt; rename one']
+    assert sorted(os.listdir(out / 'line')) == ['a.png'] and sorted(os.listdir(out / 'color')) == ['a.jpg',
+                                                                                                  'a.txt']
+    expected = dataset.make_drawing(dataset.load_image(source / 'a.jpg'), 'line')
+    np.testing.assert_array_equal(np.asarray(Image.open(out / 'line' / 'a.png')), np.asarray(expected))
+
+
 def test_prepare_drawings_shrinks_and_keeps_the_train_test_split(tmp_path, capsys):
     source = tmp_path / 'src'
     for split in ('train', 'test'):

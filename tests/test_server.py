@@ -282,3 +282,50 @@ def test_load_test_small_run_has_no_errors(tiny_model, capsys):
     assert load_test.main(['--model', str(tiny_model), '-n', '40', '-c', '4']) == 0
     out = capsys.readouterr().out
     assert '| 40 | 4 | 40 | 0 |' in out and 'p95 ms' in out
+
+
+DAMAGED_DATASETS = [
+    ('a truncated characters.json', 'characters.json', b'{"characters": [{"tag": ', 'pairs',
+     'not a readable character list'),
+    ('a list-shaped characters.json', 'characters.json', b'[1, 2]', 'pairs', 'not a readable character list'),
+    ('characters that are not objects', 'characters.json', b'{"characters": [1]}', 'pairs',
+     'not a readable character list'),
+    ('a tag that is a list', 'characters.json', '{"characters": [{"tag": ["響"], "twin": "暁"}]}'.encode(),
+     'pairs', None),
+    ('a sidecar that is not UTF-8', 'test/color/{sample}.txt', b'\xff\xfe\xe9', 'samples', 'not UTF-8'),
+    ('a sidecar that is a folder', 'test/color/{sample}.txt', None, 'samples', 'the sample'),
+]
+
+
+@pytest.mark.parametrize('case, name, content, extra, said', DAMAGED_DATASETS,
+                         ids=[row[0] for row in DAMAGED_DATASETS])
+def test_a_damaged_dataset_folder_only_costs_the_pages_extras(case, name, content, extra, said, small_data,
+                                                               tmp_path, capsys):
+    """The page's sample drawings and twin buttons come from the model's dataset folder:
+    damaged files there cost those extras, with one warning, never the start-up."""
+    import shutil
+    import types
+    root = tmp_path / 'data'
+    shutil.copytree(small_data, root)
+    model = types.SimpleNamespace(settings={'dataset': str(root)})
+    sample = sorted(p.stem for p in (root / 'test' / 'line').glob('*.png'))[0]
+    path = root / name.format(sample=sample)
+    if content is None:
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    vocabulary = ['響', '暁']
+    pairs, samples = server.find_pairs(model, vocabulary), server.find_samples(model)
+    err = capsys.readouterr().err
+    if extra == 'pairs':
+        assert pairs == []
+        assert len(samples) == 8  # the samples are untouched
+    else:
+        assert [s['tags'] for s in samples if s['name'] == sample] == [[]]
+        assert all(s['tags'] for s in samples if s['name'] != sample)
+        assert pairs  # the twin buttons are untouched
+    if said is None:
+        assert err == ''
+    else:
+        assert len(err.splitlines()) == 1 and err.startswith('warning: ') and said in err, err
