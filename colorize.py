@@ -123,6 +123,11 @@ def colour_all(model, image, drawing, tag_sets, paths, sheet_path, size):
                   'for that tag set'.format(', '.join(map(tag_vectorizer.shorten, unknown))), file=sys.stderr)
             failed = True
             continue
+        if model.most_tags and len(tags) > model.most_tags:
+            print('error: {} tags in one set, but this model reads at most {}; no image for that tag '
+                  'set'.format(len(tags), model.most_tags), file=sys.stderr)
+            failed = True
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             result = model.colour(drawing, tags, size)

@@ -188,6 +188,14 @@ class ColourModel:
             unknown += [tag for tag in self.refiner.unknown_tags(tags) if tag not in unknown]
         return unknown
 
+    @property
+    def most_tags(self):
+        """The most tags a set may hold here (a slots plane's slots), or None for any number:
+        the plane has no room for more."""
+        vectorizers = [model.vectorizer for model in (self, self.refiner) if model is not None]
+        limits = [v.slots for v in vectorizers if v is not None and v.layout == 'slots']
+        return min(limits) if limits else None
+
     def colour(self, drawing, tags, size=None):
         """Colours an 'L' drawing of any size: it is fitted into a size x size square
         (white margins), coloured at batch 1, cut out and resized back; with a refiner,

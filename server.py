@@ -271,6 +271,8 @@ class Colouriser:
             if unknown:
                 return ApiError(422, 'unknown tag {} (not in the model\'s vocabulary, nor any of its '
                                 'words)'.format(', '.join(unknown)), unknown=unknown)
+            if model.most_tags and any(len(tags) > model.most_tags for tags in tag_sets):
+                return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             return [model.colour(drawing, tags) for tags in tag_sets]

@@ -59,6 +59,10 @@ class UnknownTagWarning(UserWarning):
     """A tag (and every word of it) is missing from the vectors' vocabulary."""
 
 
+class DroppedTagsWarning(UserWarning):
+    """A tag set holds more tags than a slots plane has slots: the last are left out."""
+
+
 class VectorsError(ValueError):
     """A word-vectors file is missing or damaged; the message is one line naming it."""
 
@@ -240,7 +244,7 @@ class TagVectorizer:
     def _slots(self, vectors):
         if len(vectors) > self.slots:
             warnings.warn('{} tags, the plane has {} slots: the last {} are left out'.format(
-                len(vectors), self.slots, len(vectors) - self.slots), UnknownTagWarning)
+                len(vectors), self.slots, len(vectors) - self.slots), DroppedTagsWarning)
         values = np.zeros((self.slots, self.dim), np.float32)
         for slot, vector in enumerate(vectors[:self.slots]):
             values[slot] = self.standardised(vector)

@@ -51,7 +51,7 @@ def test_slots_hold_each_tag_alone_and_the_mean_layout_is_the_posts(vectorizer):
     # モノクロ keeps its own slot whatever else comes with it; averaged, it moves the set little.
     with_mono = slots.vector(['初音ミク', 'モノクロ']).reshape(4, 16)
     np.testing.assert_array_equal(with_mono[1], vectorizer.standardised(vectorizer.kv['モノクロ']))
-    with pytest.warns(tag_vectorizer.UnknownTagWarning, match='slots'):
+    with pytest.warns(tag_vectorizer.DroppedTagsWarning, match='slots'):
         slots.vector(['響', '艦これ', '銀髪', '暁', '紺髪'])  # 5 tags, 4 slots
 
 
@@ -222,6 +222,14 @@ def test_film_training_resumes_to_the_same_state_and_colours(small_data, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
         assert model.colour(drawing, ['響']).size == (100, 60)
+    # A set of more tags than the plane has slots is refused, not cut short.
+    import colorize
+    assert model.most_tags == 8 and len(model.tags) >= 9
+    drawing.save(tmp_path / 'drawing.png')
+    argv = ['--model', str(tmp_path / 'straight'), '-i', str(tmp_path / 'drawing.png')]
+    assert colorize.main(argv + ['-t', ','.join(model.tags[:8]), '-o', str(tmp_path / 'eight.png')]) == 0
+    assert colorize.main(argv + ['-t', ','.join(model.tags[:9]), '-o', str(tmp_path / 'nine.png')]) == 1
+    assert not (tmp_path / 'nine.png').exists()
 
 
 def test_film_flags_need_the_film_design(capsys):
