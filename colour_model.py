@@ -166,6 +166,9 @@ class ColourModel:
             try:
                 vectors = os.path.join(model_dir, settings['tag_vectors'])
                 vectorizer = tag_vectorizer.TagVectorizer.load(vectors)
+                if design and vectorizer.dim != design['dim']:
+                    raise ModelError('{}: vectors of {} values, but the model reads {}'.format(
+                        vectors, vectorizer.dim, design['dim']))
                 if design:
                     vectorizer.set_layout(design['layout'], design['slots'])
             except tag_vectorizer.VectorsError as error:

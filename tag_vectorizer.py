@@ -187,6 +187,11 @@ class TagVectorizer:
                 path, 'binary' if binary else 'text', error)) from None
         if len(kv) == 0:
             raise VectorsError('{}: holds no vectors'.format(path))
+        if len(kv.key_to_index) != len(kv.index_to_key):  # gensim keeps a row for each repeat
+            raise VectorsError('{}: holds {} words more than once'.format(
+                path, len(kv.index_to_key) - len(kv.key_to_index)))
+        if not np.isfinite(kv.vectors).all():
+            raise VectorsError('{}: holds values that are not finite numbers'.format(path))
         return cls(kv, layout, slots)
 
     def save(self, path):
@@ -260,20 +265,27 @@ class TagVectorizer:
         return np.clip(white / rms, -1.0, 1.0).astype(np.float32)
 
 
-def for_training(tag_lists, encoding='word2vec', dim=DEFAULT_DIM, seed=0, vectors=None, resumed=None):
+def for_training(tag_lists, encoding='word2vec', dim=DEFAULT_DIM, seed=0, vectors=None, resumed=None,
+                 reads=None):
     """The tag vectors a training run learns with: a resumed run's own (``resumed``, its
     tag_vectors.txt, when it exists: the planes its snapshot learnt), pretrained
     ``vectors``, one-hot vectors (``encoding`` 'onehot') or word2vec trained on the tag
-    lists (the post's). None when no list holds a tag."""
+    lists (the post's). None when no list holds a tag. VectorsError when the vectors are
+    not of the size the network ``reads`` (the film design's)."""
     if resumed and os.path.exists(resumed):
-        return TagVectorizer.load(resumed)
-    if not any(tag_lists):
+        vectorizer = TagVectorizer.load(resumed)
+    elif not any(tag_lists):
         return None
-    if vectors:
-        return TagVectorizer.load(vectors)
-    if encoding == 'onehot':
-        return TagVectorizer.one_hot(tag_lists)
-    return TagVectorizer.train(tag_lists, dim=dim, seed=seed)
+    elif vectors:
+        vectorizer = TagVectorizer.load(vectors)
+    elif encoding == 'onehot':
+        vectorizer = TagVectorizer.one_hot(tag_lists)
+    else:
+        vectorizer = TagVectorizer.train(tag_lists, dim=dim, seed=seed)
+    if reads is not None and vectorizer.dim != reads:
+        raise VectorsError('the film design reads tag vectors of --tag-dim {} values, but these hold '
+                           '{}'.format(reads, vectorizer.dim))
+    return vectorizer
 
 
 def whitening_of(vectors):

@@ -289,11 +289,42 @@ class LossPlot(extensions.PlotReport):
             self._trigger.serialize(serializer['_trigger'])
 
 
-def resume(trainer, snapshot, out, comm=None):
+def snapshot_folder(snapshot, out):
+    """The folder of -r SNAPSHOT ('latest': the output folder), whose model.json and
+    tag_vectors.txt belong to the run that wrote it."""
+    return out if snapshot == 'latest' else os.path.dirname(snapshot) or '.'
+
+
+# What model.json says of the network and its input: a resumed run must keep them.
+SAME_ON_RESUME = ('in_ch', 'out_ch', 'width', 'size', 'tag_vectors', 'tag_encoding', 'tag_design', 'stage',
+                  'coarse_size', 'crop')
+
+
+def check_same_model(folder, settings):
+    """SetupError when the run that wrote the snapshots in folder (its model.json) trained
+    another network or input than ``settings`` would (another --size, --no-tag, tag design,
+    ...): resumed, its snapshot would go on under flags it was not trained with."""
+    try:
+        before = colour_model.read_settings(os.path.join(folder, 'model.json'))
+    except colour_model.ModelError:
+        return  # no readable model.json beside the snapshot: nothing to compare
+    changed = [key for key in SAME_ON_RESUME if before.get(key) != settings.get(key)]
+
+    def values(of):
+        return ', '.join('{} {}'.format(key, json.dumps(of.get(key), ensure_ascii=False)) for key in changed)
+    if changed:
+        raise SetupError('cannot resume: the run in {} was trained with {}; give the same flags (now '
+                         '{})'.format(folder, values(before), values(settings)))
+
+
+def resume(trainer, snapshot, out, comm=None, settings=None):
     """Loads the trainer snapshot ``snapshot`` (-r); for 'latest', the newest one in ``out``
-    that loads, naming those it skips (damaged, or of another network). Under MPI each
-    rank loads its own file (SNAPSHOT.RANK), and only an iteration that every rank holds
-    and loads is taken: a rank killed inside a snapshot write has one fewer."""
+    that loads, naming those it skips (damaged, or of another network). With ``settings``
+    (the model.json this run would write), check_same_model first. Under MPI each rank
+    loads its own file (SNAPSHOT.RANK), and only an iteration that every rank holds and
+    loads is taken: a rank killed inside a snapshot write has one fewer."""
+    if settings is not None:
+        check_same_model(snapshot_folder(snapshot, out), settings)
     suffix = multi_node.rank_suffix(comm)
     if snapshot == 'latest':
         candidates = snapshots_newest_first(out, suffix) if os.path.isdir(out) else []
@@ -305,6 +336,9 @@ def resume(trainer, snapshot, out, comm=None):
         candidates = multi_node.held_by_every_rank(comm, candidates)
     if not candidates:
         raise SetupError('no snapshot to resume from: {}'.format(missing), every_rank=True)
+    vectors = os.path.join(snapshot_folder(snapshot, out), 'tag_vectors.txt')
+    if settings is not None and settings.get('tag_vectors') and not os.path.exists(vectors):
+        raise SetupError('{} is missing: the snapshot learnt with its tag vectors'.format(vectors))
     problems = []
     for path in candidates:
         try:

@@ -213,10 +213,10 @@ def make_vectorizer(args, tag_lists):
     when no image has tags), laid out as the tag design wants them."""
     if args.no_tag:
         return None
-    resumed = os.path.join(args.out, 'tag_vectors.txt') if args.resume else None
-    vectorizer = tag_vectorizer.for_training(tag_lists, args.tag_encoding, args.tag_dim, args.seed,
-                                             args.vectors, resumed)
     design = tag_design_of(args)
+    resumed = args.resume and os.path.join(ext.snapshot_folder(args.resume, args.out), 'tag_vectors.txt')
+    vectorizer = tag_vectorizer.for_training(tag_lists, args.tag_encoding, args.tag_dim, args.seed,
+                                             args.vectors, resumed, design and design['dim'])
     if vectorizer is None:
         # Untagged images train with the zero plane (documented), as --no-tag: say so, not stop.
         print('warning: no training image under {} has tags: training with the zero tag plane, as '
@@ -377,10 +377,11 @@ def main(argv=None):
             preview = visualizer.preview_extension(model, preview_set, args.out, weights_of=weights_of)
         extend_trainer(trainer, args, *saved, preview, comm, average, reports)
 
+        settings = settings_of(args, train_set) if reports else None
         if args.resume:
-            ext.resume(trainer, args.resume, args.out, comm)
+            ext.resume(trainer, args.resume, args.out, comm, settings)
         # Written only now: a run that cannot start changes nothing in --out.
-        lock = ext.prepare_output(args.out, train_set, settings_of(args, train_set) if reports else None)
+        lock = ext.prepare_output(args.out, train_set, settings)
     except (SetupError, compat.DeviceError) as error:
         return multi_node.setup_failed(error, comm, args.communicator)
     except KeyboardInterrupt:

@@ -199,13 +199,22 @@ def write(path, content):
 
 
 def copy(source, target):
-    return lambda folder: shutil.copyfile(folder / source, folder / target)
+    def step(folder):
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / source, folder / target)
+    return step
 
 
 def snapshots(folder):
     """out/ as a run left it: the tiny model's snapshots and tag vectors."""
     for name in ('snapshot_iter_3.npz', 'snapshot_iter_6.npz', 'tag_vectors.txt'):
         shutil.copyfile(folder / 'tiny' / name, folder / 'out' / name)
+
+
+def run_folder(folder):
+    """out/ as a run left it, with its model.json."""
+    snapshots(folder)
+    shutil.copyfile(folder / 'tiny' / 'model.json', folder / 'out' / 'model.json')
 
 
 def untagged(folder):
@@ -323,7 +332,24 @@ BAD_INPUTS = [
     ('train', '-r latest, every snapshot damaged', '-r latest',
      damage(snapshots, truncate('out/snapshot_iter_6.npz'), truncate('out/snapshot_iter_3.npz', 0.9)), 1,
      'cannot resume'),
-    ('train', '-r latest of another network', '-r latest --width 16', damage(snapshots), 1, 'does not fit'),
+    ('train', '-r latest of another network', '-r latest --width 16', damage(run_folder), 1,
+     'trained with width 8'),
+    ('train', '-r latest of a snapshot without its model.json', '-r latest --width 16', damage(snapshots), 1,
+     'does not fit'),
+    ('train', '-r latest at another size', '-r latest --size 256', damage(run_folder), 1,
+     'trained with size 128'),
+    ('train', '-r latest with --no-tag', '-r latest --no-tag', damage(run_folder), 1,
+     'trained with tag_vectors "tag_vectors.txt"'),
+    ('train', '-r a snapshot of another folder without its tag vectors',
+     '-r {tmp}/elsewhere/snapshot_iter_6.npz',
+     damage(copy('tiny/snapshot_iter_6.npz', 'elsewhere/snapshot_iter_6.npz')), 1,
+     'elsewhere/tag_vectors.txt is missing'),
+    ('train', '-r latest with tag vectors holding a word twice', '-r latest',
+     damage(snapshots, write('out/tag_vectors.txt', '3 2\na 0.1 0.2\nb 0.3 0.4\na 0.5 0.6\n')), 1,
+     'more than once'),
+    ('train', '-r latest with 8-value tag vectors in a film run', '-r latest --tag-design film',
+     damage(snapshots, write('out/tag_vectors.txt', '2 8\na 1 2 3 4 5 6 7 8\nb 8 7 6 5 4 3 2 1\n')), 1,
+     'reads tag vectors of --tag-dim 16 values, but these hold 8'),
     ('train', '-r latest with truncated tag vectors', '-r latest',
      damage(snapshots, truncate('out/tag_vectors.txt')), 1, 'tag_vectors.txt'),
     ('train', '--vectors missing', '--vectors {tmp}/none.txt', None, 1, 'no such file'),
@@ -655,7 +681,7 @@ def test_training_whose_weights_turn_nan_stops_and_keeps_the_last_good_files(sma
                                                                               capsys):
     out = tmp_path / 'run'
     shutil.copytree(tiny_model, out)
-    not_finite_snapshot = tmp_path / 'nan.npz'
+    not_finite_snapshot = out / 'nan.npz'  # beside the run's tag vectors and model.json
     with np.load(out / 'snapshot_iter_6.npz') as f:
         arrays = {key: f[key].copy() for key in f.files}
     arrays['updater/model:enc/c0/W'].flat[0] = np.nan

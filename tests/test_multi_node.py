@@ -100,9 +100,9 @@ def test_both_ranks_hold_the_same_networks(two_ranks):
     with np.load(two_ranks / 'snapshot_iter_3.npz.0') as at_3:
         moved = np.abs(at_3['updater/model:enc/c0/W'] - rank0['updater/model:enc/c0/W']).max()
     assert moved > 1e-4  # 3 Adam steps at lr 2e-4 move a weight by up to 6e-4
-    # Rank 0 alone writes the model, the log and the previews.
+    # Rank 0 alone writes the model, the log and the previews, and holds the folder's lock.
     files = set(os.listdir(two_ranks))
-    assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'log', 'preview',
+    assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'log', 'preview', 'training.lock',
             'snapshot_iter_3.npz.0', 'snapshot_iter_3.npz.1',
             'snapshot_iter_6.npz.0', 'snapshot_iter_6.npz.1'} == \
         files - {'loss.png'}
