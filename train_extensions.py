@@ -7,7 +7,9 @@ Snapshots and model files are written to a temporary name and renamed into place
 a snapshot and the model first. Under MPI (``comm``) every rank snapshots its own file
 and stops on a signal that any rank got (multi_node.py).
 """
+import collections
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -272,6 +274,50 @@ class CudaGraphStatus(training.Extension):
     @staticmethod
     def say(graph):
         print('Training steps (CUDA graph): {}'.format(graph.status()))
+
+
+class Progress(training.Extension):
+    """Chainer's ProgressBar, readable where it is read: on a terminal its four lines,
+    redrawn in place every ``every`` updates; into a file or pipe (a log), one plain line
+    every ``plain_every`` updates and no cursor codes. The speed is over the last 100
+    drawings and shown once known (Chainer's first says inf); the time left is in whole
+    seconds (Chainer's prints microseconds)."""
+    trigger = 1, 'iteration'
+
+    def __init__(self, every, plain_every, out=None):
+        self.out = out or sys.stdout
+        self.on_terminal = hasattr(self.out, 'isatty') and self.out.isatty()
+        self.every = every if self.on_terminal else plain_every
+        self.recent = collections.deque(maxlen=100)
+
+    def __call__(self, trainer):
+        updater = trainer.updater
+        if updater.iteration % self.every:
+            return
+        length, unit = trainer.stop_trigger.get_training_length()
+        done = updater.iteration if unit == 'iteration' else updater.epoch_detail
+        self.recent.append((done, time.monotonic()))
+        (first, start), now = self.recent[0], self.recent[-1][1]
+        speed = (done - first) / (now - start) if now > start else None
+        left = 'unknown yet' if not speed else str(datetime.timedelta(seconds=round((length - done) / speed)))
+        rate = min(done / length, 1.0)
+        status = '{} of {} {}s ({:.2%}), epoch {}; {} left'.format(
+            updater.iteration, length, unit, rate, updater.epoch, left)
+        if not self.on_terminal:
+            self.out.write(status + '\n')
+        else:
+            bar = '#' * int(rate * 50)
+            epoch_bar = '#' * int((updater.epoch_detail % 1) * 50)
+            lines = ['     total [{:.<50}] {:6.2%}'.format(bar, rate),
+                     'this epoch [{:.<50}] {:6.2%}'.format(epoch_bar, updater.epoch_detail % 1), status,
+                     '{:10.5g} iters/sec.'.format(speed) if speed else '']
+            self.out.write('\033[J' + '\n'.join(lines) + '\n\033[{}A'.format(len(lines)))
+        self.out.flush()
+
+    def finalize(self):
+        if self.on_terminal:
+            self.out.write('\033[J')
+            self.out.flush()
 
 
 class LossPlot(extensions.PlotReport):

@@ -127,3 +127,36 @@ def test_resume_keeps_the_saved_tag_vectors(small_data, tmp_path):
     run_to(out, small_data, 4, resume='latest')
     resumed_row = path.read_text(encoding='utf-8').splitlines()[1].split(' ')
     assert resumed_row[0] == tag and [float(v) for v in resumed_row[1:]] == [0.5] * len(values)
+
+
+def test_progress_into_a_log_is_plain_lines_and_whole_seconds(small_data, tmp_path, capsys):
+    from conftest import TINY_TRAINING
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path / 'run')] + TINY_TRAINING) == 0
+    out = capsys.readouterr().out
+    assert '\x1b' not in out and 'inf' not in out
+    progress = [line for line in out.splitlines() if ' of 6 iterations ' in line]
+    assert progress == ['3 of 6 iterations (50.00%), epoch 0; unknown yet left',
+                        '6 of 6 iterations (100.00%), epoch 0; 0:00:00 left'], out
+
+
+def test_progress_on_a_terminal_is_redrawn_in_place():
+    import io
+    import types
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    progress = train_extensions.Progress(every=10, plain_every=100, out=terminal)
+    updater = types.SimpleNamespace(iteration=0, epoch=0, epoch_detail=0.0)
+    trainer = types.SimpleNamespace(updater=updater, stop_trigger=types.SimpleNamespace(
+        get_training_length=lambda: (40, 'iteration')))
+    for iteration in range(1, 21):
+        updater.iteration, updater.epoch_detail = iteration, iteration / 30
+        progress(trainer)
+    progress.finalize()
+    drawings = terminal.getvalue().split('\x1b[J')
+    assert len(drawings) == 4 and drawings[-1] == ''  # two drawings (at 10 and 20), then the erase
+    assert drawings[2].startswith('     total [' + '#' * 25 + '.' * 25 + '] 50.00%\n')
+    assert '20 of 40 iterations (50.00%), epoch 0; ' in drawings[2] and drawings[2].endswith('\x1b[4A')
