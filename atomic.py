@@ -118,6 +118,16 @@ def is_temporary(folder, name):
     return all(entry == expected for entry in os.listdir(path))
 
 
+def remove_stale_of(path):
+    """Deletes the temporaries that killed writes of path left (.NAME.XXXXXXXX.part): a
+    command that writes path again, and so holds it, removes them first."""
+    folder, name = os.path.split(os.path.abspath(path))
+    left = re.compile(re.escape('.{}.'.format(name)) + '[0-9a-f]{8}' + re.escape(TEMP_SUFFIX))
+    for entry in os.listdir(folder):
+        if left.fullmatch(entry) and os.path.isfile(os.path.join(folder, entry)):
+            os.remove(os.path.join(folder, entry))
+
+
 def remove_stale(folder):
     """Deletes the temporaries killed writers left in folder; returns their names."""
     removed = []

@@ -106,6 +106,8 @@ def main(argv=None):
         print('warning: the model in {} was trained without tags (--no-tag); the tags are '
               'ignored'.format(args.model), file=sys.stderr)
     try:
+        for path in paths + ([sheet_path] if sheet_path else []):
+            atomic.remove_stale_of(path)  # what a colorize.py killed inside a write left
         return colour_all(model, image, drawing, tag_sets, paths, sheet_path, args.size)
     except OSError as error:
         print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)

@@ -107,8 +107,9 @@ def decode_drawing(data, max_pixels, drawing='asis'):
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as header:
             width, height = header.size
-    except Image.DecompressionBombError as error:
-        raise ApiError(413, str(error)) from None
+    except Image.DecompressionBombError:  # Pillow's message quotes twice the cap it checks
+        raise ApiError(413, 'the image has more than {} pixels; at most {} are accepted'.format(
+            max_pixels, max_pixels)) from None
     except Image.UnidentifiedImageError:
         raise ApiError(415, 'the upload is not a PNG, JPEG or WebP image') from None
     except (OSError, ValueError) as error:
@@ -405,6 +406,8 @@ def add_colour_route(app, colouriser, max_pixels):
         drawing_kind = request.form.get('drawing', 'asis')
         if drawing_kind not in ('asis',) + dataset.DRAWINGS:
             raise ApiError(400, 'drawing must be one of asis, {}'.format(', '.join(dataset.DRAWINGS)))
+        if 'tags' in request.files:
+            raise ApiError(400, 'send the tags as form fields named "tags", not as a file part')
         tag_sets = parse_tag_sets(request.form.getlist('tags'))
         data = upload.read()
         drawing, results = colouriser.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets)

@@ -68,8 +68,10 @@ class VectorsError(ValueError):
 
 
 def shorten(tag, limit=SHOWN_TAG_CHARS):
-    """A tag as messages show it: a long one cut, with its length."""
-    return tag if len(tag) <= limit else '{}… ({} characters)'.format(tag[:limit], len(tag))
+    """A tag as messages show it: a long one cut, with its length; a character that is not
+    printable (a newline, a terminal's escape) written as its escape sequence."""
+    shown = tag if len(tag) <= limit else '{}… ({} characters)'.format(tag[:limit], len(tag))
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
 def is_binary_word2vec(head):

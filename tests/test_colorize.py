@@ -85,3 +85,26 @@ def test_blank_colours_paper_from_tags_alone(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:  # a drawing or blank paper, not both
         colorize.main(['--blank', '96', '-i', 'x.png', '--model', str(tiny_model)])
     assert exit.value.code == 2
+
+
+def test_what_a_killed_write_left_is_removed_by_the_next_one(tiny_model, small_data, tmp_path, capsys):
+    """kill -9 inside a write leaves .NAME.XXXXXXXX.part; writing NAME again removes it,
+    and only it (another file's temporary, or a file of the user's, stays)."""
+    left = ['.out.png.0a1b2c3d.part', '.out_sheet.png.deadbeef.part']
+    kept = ['.other.png.0a1b2c3d.part', '.out.png.notmine.part', 'out.png.0a1b2c3d.part']
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b'half a picture')
+    out = tmp_path / 'out.png'
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
+                          '-t', '響']) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ['out.png', left[1]])
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
+                          '-t', '響', '-t', '暁']) == 0
+    assert left[1] not in {p.name for p in tmp_path.iterdir()}
+
+
+def test_a_tag_s_control_characters_are_escaped_in_the_error(tiny_model, small_data, tmp_path, capsys):
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model),
+                          '-o', str(tmp_path / 'o.png'), '-t', 'no\x1b[2Jsuch\ntag,響']) == 1
+    err = capsys.readouterr().err
+    assert '\x1b' not in err and 'no\\x1b[2Jsuch\\ntag' in err and len(err.splitlines()) == 1

@@ -142,7 +142,17 @@ def test_upload_size_cap(client):
 
 def test_pixel_cap_and_decompression_bomb_are_refused_before_decoding(client):
     assert 'pixels' in error_of(post(client, png((700, 700))), 413)['error']
-    error_of(post(client, png_header_only(100000, 100000)), 413)
+    cap = 600 * 600  # the client fixture's max_pixels
+    bomb = error_of(post(client, png_header_only(100000, 100000)), 413)['error']
+    assert bomb == 'the image has more than {} pixels; at most {} are accepted'.format(cap, cap)
+
+
+def test_tags_sent_as_a_file_part_are_refused_not_dropped(client):
+    response = post(client, png(), tags_file=(io.BytesIO('響'.encode()), 'tags.txt'))
+    assert response.status_code == 200  # a part of another name is ignored, as before
+    data = {'image': (io.BytesIO(png()), 'drawing.png'), 'tags': (io.BytesIO('響'.encode()), 'tags.txt')}
+    response = client.post('/api/colorize', data=data, content_type='multipart/form-data')
+    assert 'form fields named "tags"' in error_of(response, 400)['error']
 
 
 def test_tag_limits(client):

@@ -45,6 +45,11 @@ def test_different_tags_give_different_planes(vectorizer):
     assert not np.array_equal(lay_out(hibiki, 64), lay_out(akatsuki, 64))
 
 
+def test_messages_show_a_tag_s_control_characters_escaped():
+    assert tag_vectorizer.shorten('響\n\x1b[31m赤') == '響\\n\\x1b[31m赤'
+    assert tag_vectorizer.shorten('x' * 50 + '\n') == 'x' * 40 + '… (51 characters)'
+
+
 def test_no_tag_is_the_zero_plane(vectorizer):
     assert not lay_out(vectorizer.vector([]), 64).any()
 
