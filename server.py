@@ -26,7 +26,9 @@ the only files served are static/ and the sample drawings listed at start-up.
 The app runs on waitress, a production WSGI server: a fixed number of threads
 (--max-waiting + 2: one colouring, one per waiting request, one for the page and
 /healthz), at most --max-connections open connections (waiting ones cost a socket, not
-a thread), a connection silent for IDLE_TIMEOUT seconds is closed, and a request must
+a thread) and --max-per-client from one address (so that one client holding sockets
+open cannot fill the rest), a connection silent for IDLE_TIMEOUT seconds is closed, and
+a request must
 arrive whole within REQUEST_READ_TIMEOUT seconds of its first byte (a client that sends
 one header line every few seconds is dropped). Only requests whose Host header names
 this machine (localhost, 127.0.0.1, ::1, the --host address, and --allow-host names)
@@ -71,6 +73,12 @@ SHEET_CELL = 512
 IDLE_TIMEOUT = 30
 REQUEST_READ_TIMEOUT = 30
 MAX_CONNECTIONS = 500
+# Connections one client address may hold at once: a browser opens about six. Behind a
+# reverse proxy every client has the proxy's address: raise it there, or give 0 (none).
+MAX_PER_CLIENT = 16
+# Connections the kernel queues before they are accepted: room for a burst of them, so
+# that one client's burst does not turn the others' away while it is being accepted.
+LISTEN_BACKLOG = 1024
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
 
 
@@ -441,10 +449,15 @@ class Channel(HTTPChannel):
     are silent that long, so a client sending a header line every 20 s would stay."""
     error_task_class = JsonErrorTask
 
-    def __init__(self, *args, read_timeout, **kwargs):
+    def __init__(self, server, sock, addr, *args, read_timeout, max_per_client, **kwargs):
         self.read_timeout = read_timeout
         self.request_deadline = None
-        super().__init__(*args, **kwargs)
+        super().__init__(server, sock, addr, *args, **kwargs)
+        if max_per_client and self.connections_from(addr[0]) > max_per_client:
+            self.handle_close()  # one client cannot take the connections the others need
+
+    def connections_from(self, host):
+        return sum(1 for channel in list(self.server.active_channels.values()) if channel.addr[0] == host)
 
     def received(self, data):
         reading = self.request
@@ -461,13 +474,13 @@ class Channel(HTTPChannel):
 
 
 def serve(app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TIMEOUT,
-          read_timeout=REQUEST_READ_TIMEOUT):
+          read_timeout=REQUEST_READ_TIMEOUT, max_per_client=MAX_PER_CLIENT):
     """A waitress server for app on host:port, bound but not yet running (call .run()).
     The socket is bound here so that a port in use is an OSError. Threads: one per slot
     of the colouring line (the one colouring and the waiting ones), and one more, so
     that the page and /healthz answer while the line is full."""
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    listening = socket.create_server((host, port), family=family)
+    listening = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     max_body = app.config['MAX_CONTENT_LENGTH']
     httpd = waitress.create_server(
         app, sockets=[listening], threads=app.extensions['colouriser'].capacity + 1,
@@ -480,7 +493,7 @@ def serve(app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TI
         # would spool those over 512 kB and 1 MB to temporary files. (A chunked body
         # is checked after each read, so it may pass the cap by one read.)
         inbuf_overflow=max_body + 65536, outbuf_overflow=2 ** 40, ident='server.py')
-    httpd.channel_class = functools.partial(Channel, read_timeout=read_timeout)
+    httpd.channel_class = functools.partial(Channel, read_timeout=read_timeout, max_per_client=max_per_client)
     return httpd
 
 
@@ -521,11 +534,14 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=60, help='seconds a request may wait and run')
     parser.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS,
                         help='open connections at most; more wait to be accepted')
+    parser.add_argument('--max-per-client', type=int, default=MAX_PER_CLIENT,
+                        help='open connections from one address at most; more are closed at once '
+                             '(0: no cap; behind a reverse proxy every client has its address)')
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_waiting < 0 or args.timeout <= 0 \
-            or args.max_connections <= 0:
+            or args.max_connections <= 0 or args.max_per_client < 0:
         parser.error('--max-upload-mb, --max-pixels, --timeout and --max-connections must be positive, '
-                     '--max-waiting >= 0')
+                     '--max-waiting and --max-per-client >= 0')
     listening_name = [] if args.host in ('0.0.0.0', '::', '') else [args.host]
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
@@ -533,7 +549,8 @@ def main(argv=None):
         model = colour_model.load_model(args.model, args.refine, compat.device_of(args))
         app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout,
                          LOOPBACK_NAMES + tuple(listening_name + args.allow_host))
-        httpd = serve(app, args.host, args.port, max_connections=args.max_connections)
+        httpd = serve(app, args.host, args.port, max_connections=args.max_connections,
+                      max_per_client=args.max_per_client)
     except (colour_model.ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1

@@ -13,7 +13,10 @@ and its first pair of twin tags (GET /api/tags). Only loopback addresses are acc
 this is a check of a server on this machine, not a tool to load anyone else's.
 
 ``--idle N`` holds N connections open that send nothing while the requests run, and
-reports how many the server still holds at the end; ``--server-pid PID`` (a server.py
+reports how many the server still holds at the end; ``--hold N`` opens N connections
+from another loopback address (``--hold-from``, 127.0.0.2) that send one byte each and
+hold on (one client's Slowloris), then reports how many the server kept and how long
+/healthz took, and runs the requests while they are held; ``--server-pid PID`` (a server.py
 started separately) reports that process's largest thread count, open files (its
 sockets among them) and memory (resident, sampled every 0.1 s, and its peak) during
 the run.
@@ -187,18 +190,56 @@ def idle_connections(base, count):
         for _ in range(count):
             sockets.append(socket.create_connection(address, timeout=10))
 
-        def still_open():
-            held = 0
-            for sock in sockets:
-                sock.setblocking(False)
-                try:
-                    held += sock.recv(1, socket.MSG_PEEK) != b''  # b'': closed by the server
-                except BlockingIOError:
-                    held += 1  # nothing to read: still open
-                except OSError:
-                    pass
-            return held
-        yield still_open
+        yield lambda: sum(held_open(sock) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def one_byte_connections(base, count, source='127.0.0.2'):
+    """count connections to the server from the loopback address ``source`` that each send
+    one byte and then nothing (the slow client of a Slowloris attack, from one address);
+    the sockets, open on this side (the server may have closed some: held_open)."""
+    address = (urllib.parse.urlsplit(base).hostname, urllib.parse.urlsplit(base).port)
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind((source, 0))
+            sock.settimeout(5)
+            try:
+                sock.connect(address)
+                sock.sendall(b'G')
+            except ConnectionError:  # the server closed it at once: its cap per client
+                pass
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def held_open(sock):
+    """Whether the server still holds this connection (b'' to read: it closed it)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b''
+    except BlockingIOError:  # nothing to read yet: still open
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def slow_client(base, count, source):
+    """one_byte_connections held while the block runs; yields (connections the server kept,
+    seconds /healthz took to answer from this process's address once they were opened)."""
+    sockets = one_byte_connections(base, count, source)
+    try:
+        start = time.perf_counter()
+        get_json(base, 'healthz', timeout=30)
+        yield sum(held_open(sock) for sock in sockets), time.perf_counter() - start
     finally:
         for sock in sockets:
             sock.close()
@@ -243,11 +284,17 @@ def main(argv=None):
                         help='a comma-separated tag set; repeat to cycle (default: the first twin pair)')
     parser.add_argument('--timeout', type=float, default=60, help='seconds one request may take')
     parser.add_argument('--idle', type=int, default=0, help='connections held open, silent, during the run')
+    parser.add_argument('--hold', type=int, default=0,
+                        help='one-byte connections held from --hold-from during the run (one slow client)')
+    parser.add_argument('--hold-from', default='127.0.0.2', help='the loopback address --hold connects from')
     parser.add_argument('--server-pid', type=int, default=None,
                         help='process id of the server (with --url): report its threads and memory')
     args = parser.parse_args(argv)
-    if not 1 <= args.requests <= 100000 or not 1 <= args.concurrency <= 64 or not 0 <= args.idle <= 1000:
-        parser.error('--requests must be 1..100000, --concurrency 1..64 and --idle 0..1000')
+    if (not 1 <= args.requests <= 100000 or not 1 <= args.concurrency <= 64 or not 0 <= args.idle <= 1000
+            or not 0 <= args.hold <= 1000):
+        parser.error('--requests must be 1..100000, --concurrency 1..64, --idle and --hold 0..1000')
+    if not is_loopback('http://{}/'.format(args.hold_from)):
+        parser.error('--hold-from must be a loopback address (127.0.0.0/8)')
     if args.url and not is_loopback(args.url):
         parser.error('--url must be a loopback address (127.0.0.1, localhost or [::1])')
     image_bytes = None
@@ -264,6 +311,7 @@ def main(argv=None):
             base = args.url or stack.enter_context(local_server(args.model, args.gpu, args.concurrency))
             base = base if base.endswith('/') else base + '/'
             still_open = stack.enter_context(idle_connections(base, args.idle))
+            held = stack.enter_context(slow_client(base, args.hold, args.hold_from)) if args.hold else None
             if sampler:
                 sampler.start()
             summary = run(base, args.requests, args.concurrency, image_bytes, args.tags, args.timeout)
@@ -284,6 +332,10 @@ def main(argv=None):
     if args.idle:
         print('idle connections: {} opened, {} still held open by the server after the run'.format(
             *summary['idle']))
+    if held:
+        print('one slow client: {} one-byte connections from {}, {} kept by the server; /healthz answered '
+              'in {:.3f} s once they were open, and the requests above ran while they were held'.format(
+                  args.hold, args.hold_from, *held))
     if sampler:
         print('server process {}: at most {} threads, {} open files, {:.0f} MB resident during the run '
               '(peak {:.0f} MB)'.format(args.server_pid, sampler.threads, sampler.files,

@@ -753,3 +753,32 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_there(command, small_data, t
     assert leftovers(out) == []
     for name, content in kept.items():
         assert (out / name).read_bytes() == content, name
+
+
+def test_one_client_holding_connections_cannot_hold_the_server(tiny_model, small_data):
+    """600 one-byte connections from one address, over the server's 100: the cap per client
+    closes all but 16, and another client is answered at once (without the cap, its
+    connection would wait for the read timeout, 30 s, to close the others)."""
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
+    app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
+    drawing = next((small_data / 'test' / 'line').glob('hibiki_*.png')).read_bytes()
+    with server.serving_in_background(app, max_connections=100, max_per_client=16) as url:
+        held = load_test.one_byte_connections(url, 600)
+        try:
+            start = time.monotonic()
+            assert load_test.get_json(url, 'healthz', timeout=10)['status'] == 'ok'
+            healthz = time.monotonic() - start
+            body, content_type = load_test.multipart([('tags', '響')], drawing)
+            start = time.monotonic()
+            outcome, _ = load_test.one_request(url + 'api/colorize', body, content_type,
+                                               Image.open(io.BytesIO(drawing)).size, timeout=10)
+            colouring = time.monotonic() - start
+            kept = sum(load_test.held_open(sock) for sock in held)
+        finally:
+            for sock in held:
+                sock.close()
+    app.extensions['colouriser'].close()
+    print('600 one-byte connections: {} kept; /healthz {:.3f} s, a colouring {:.3f} s'.format(
+        kept, healthz, colouring))
+    assert outcome == 'ok' and healthz < 2 and colouring < 5
+    assert kept <= 16
