@@ -87,6 +87,8 @@ def read_settings(path):
         check_whole_number(path, key, settings.get(key), low, high)
     if settings['width'] % 2 or settings['size'] % 128:
         raise ModelError('{}: "width" must be even and "size" a multiple of 128'.format(path))
+    if settings.get('tag_dim') is not None:
+        check_whole_number(path, 'tag_dim', settings['tag_dim'], 1, 4096)
     if not isinstance(settings.get('tag_vectors'), (str, type(None))):
         raise ModelError('{}: "tag_vectors" must be a file name or null'.format(path))
     tags = settings.get('tags', [])
@@ -166,9 +168,10 @@ class ColourModel:
             try:
                 vectors = os.path.join(model_dir, settings['tag_vectors'])
                 vectorizer = tag_vectorizer.TagVectorizer.load(vectors)
-                if design and vectorizer.dim != design['dim']:
+                reads = design['dim'] if design else settings.get('tag_dim')  # None: a model from before
+                if reads is not None and vectorizer.dim != reads:
                     raise ModelError('{}: vectors of {} values, but the model reads {}'.format(
-                        vectors, vectorizer.dim, design['dim']))
+                        vectors, vectorizer.dim, reads))
                 if design:
                     vectorizer.set_layout(design['layout'], design['slots'])
             except tag_vectorizer.VectorsError as error:

@@ -235,6 +235,7 @@ def settings_of(args, train_set):
                     tag_vectors='tag_vectors.txt' if vectorizer else None,
                     tag_encoding=(None if vectorizer is None else
                                   'vectors' if args.vectors else args.tag_encoding),
+                    tag_dim=vectorizer.dim if vectorizer else None,
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing)
     settings.update((name, getattr(args, name)) for name in ('tag_dropout', 'blank_fraction', 'blank_loss',
