@@ -1,6 +1,7 @@
 """Shared fixtures: a small default dataset and a tiny model trained on it; bench.py's
 output as the tests read it; the CUDA kernels run on the CPU."""
 import json
+import subprocess
 
 import pytest
 
@@ -26,6 +27,16 @@ def tiny_model(small_data, tmp_path_factory):
     code = train_facade_text.main(['-i', str(small_data), '-o', str(out)] + TINY_TRAINING)
     assert code == 0
     return out
+
+
+def stop_process(process, timeout):
+    """Ends a server started for a test: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def bench_main(capsys, argv):

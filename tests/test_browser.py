@@ -18,6 +18,7 @@ import threading
 import time
 
 import pytest
+from conftest import stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM_PATHS = ('/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome')
@@ -70,12 +71,7 @@ def running_server(model_dir):
             url = found.group(1) if found else None
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 @contextlib.contextmanager

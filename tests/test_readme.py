@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 import colorize
+from conftest import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'
@@ -255,12 +256,7 @@ def health_answer(argv, url, log_path, seconds=60):
                 except (TimeoutError, urllib.error.URLError, ConnectionError):
                     time.sleep(0.5)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 20)
     pytest.fail('the README\'s health check {} did not answer within {} s of `{}` (exit {}):\n{}'.format(
         url, seconds, ' '.join(argv[1:]), process.returncode, log_path.read_text(errors='replace')))
 
