@@ -23,6 +23,7 @@ import atomic
 from colour_model import DEFAULT_MODEL, ModelError, load_model
 import compat
 import dataset
+import flatting
 import sheets
 import tag_vectorizer
 
@@ -76,7 +77,16 @@ def main(argv=None):
     parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default='asis',
                         help='use the input as the drawing (asis), or make line art / grey from a '
                              'colour picture')
+    parser.add_argument('--lines', choices=('keep', 'network'), default=None,
+                        help="keep: the drawing's own lines over flat colours, at its full size (the "
+                             'default for line art); network: the colouring as the network draws it')
+    parser.add_argument('--layers', action='store_true',
+                        help='with --lines keep, also write the flat colours (_flat) and the lines '
+                             '(_lines, transparent PNG) as layers for a paint program')
     args = parser.parse_args(argv)
+    args.lines = args.lines or ('network' if args.blank or args.drawing == 'grey' else 'keep')
+    if args.layers and args.lines != 'keep':
+        parser.error('--layers comes with --lines keep, on a drawing of lines')
 
     if args.size is not None and not (0 < args.size <= MAX_SIDE and args.size % 128 == 0):
         parser.error('--size must be a positive multiple of 128, at most {}'.format(MAX_SIDE))
@@ -84,20 +94,18 @@ def main(argv=None):
         parser.error('--blank takes a side from 1 to {} pixels'.format(MAX_SIDE))
     tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
     paths, sheet_path = output_paths(args.out, tag_sets)
-    problems = [problem for problem in (output_problem(path, args.input)
-                                        for path in paths + ([sheet_path] if sheet_path else [])) if problem]
+    layers = ([layer_path(path, 'flat') for path in paths] + [layer_path(args.out, 'lines')]
+              if args.layers else [])
+    outputs = paths + [sheet_path] * bool(sheet_path) + layers
+    problems = [problem for problem in (output_problem(path, args.input) for path in outputs) if problem]
     if problems:
         print('error: {}'.format(problems[0]), file=sys.stderr)
         return 1
     try:
         if args.blank:
-            image = drawing = Image.new('L', (args.blank, args.blank), 255)
+            drawing = Image.new('L', (args.blank, args.blank), 255)
         else:
-            image = dataset.load_image(args.input)
-            if args.drawing == 'asis':
-                drawing = image.convert('L')
-            else:
-                drawing = dataset.make_drawing(image, args.drawing)
+            drawing = dataset.make_drawing(dataset.load_image(args.input), args.drawing)
         model = load_model(args.model, args.refine, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
@@ -106,38 +114,44 @@ def main(argv=None):
         print('warning: the model in {} was trained without tags (--no-tag); the tags are '
               'ignored'.format(args.model), file=sys.stderr)
     try:
-        for path in paths + ([sheet_path] if sheet_path else []):
+        for path in outputs:
             atomic.remove_stale_of(path)  # what a colorize.py killed inside a write left
-        return colour_all(model, image, drawing, tag_sets, paths, sheet_path, args.size)
+        if args.layers:
+            atomic.write_image(flatting.line_layer(drawing), layers[-1])
+        return colour_all(model, drawing, tag_sets, paths, sheet_path, args)
     except OSError as error:
         print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)
         return 1
 
 
-def colour_all(model, image, drawing, tag_sets, paths, sheet_path, size):
-    """Colours the drawing with each tag set into its path, and the sheet; the exit code."""
+def layer_path(path, layer):
+    """NAME_flat.png, NAME_lines.png: a layer of the picture written to NAME.EXT."""
+    return '{}_{}.png'.format(os.path.splitext(path)[0], layer)
+
+
+def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
+    """Colours the drawing with each tag set into its path (and its flat layer), and the
+    sheet, whose first column is the drawing the network read; the exit code."""
     failed = False
     outputs = []
     for tags, path in zip(tag_sets, paths):
-        unknown = model.unknown_tags(tags)
-        if unknown:
-            print('error: unknown tag {} (not in the model\'s vocabulary, nor any of its words); no image '
-                  'for that tag set'.format(', '.join(map(tag_vectorizer.shorten, unknown))), file=sys.stderr)
-            failed = True
-            continue
-        if model.most_tags and len(tags) > model.most_tags:
-            print('error: {} tags in one set, but this model reads at most {}; no image for that tag '
-                  'set'.format(len(tags), model.most_tags), file=sys.stderr)
+        problem = model.tag_problem(tags)
+        if problem:
+            print('error: {}; no image for that tag set'.format(problem), file=sys.stderr)
             failed = True
             continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            result = model.colour(drawing, tags, size)
+            result = model.colour(drawing, tags, args.size)
+        if args.lines == 'keep':
+            result, flat = flatting.compose(result, drawing)
+            if args.layers:
+                atomic.write_image(flat, layer_path(path, 'flat'))
         atomic.write_image(result, path)
         outputs.append((','.join(tags) or '(no tag)', result))
         print('wrote {}'.format(path))
     if sheet_path and outputs:
-        sheet = sheets.grid([[image] + [r for _, r in outputs]], ['input'] + [t for t, _ in outputs])
+        sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs])
         atomic.write_image(sheet, sheet_path)
         print('wrote {}'.format(sheet_path))
     return 1 if failed else 0

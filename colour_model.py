@@ -194,6 +194,17 @@ class ColourModel:
             unknown += [tag for tag in self.refiner.unknown_tags(tags) if tag not in unknown]
         return unknown
 
+    def tag_problem(self, tags):
+        """Why this tag set cannot be coloured as typed, or None: a tag unknown even by its
+        words, or more tags than the plane has slots for."""
+        unknown = self.unknown_tags(tags)
+        if unknown:
+            return 'unknown tag {} (not in the model\'s vocabulary, nor any of its words)'.format(
+                ', '.join(map(tag_vectorizer.shorten, unknown)))
+        if self.most_tags and len(tags) > self.most_tags:
+            return '{} tags in one set, but this model reads at most {}'.format(len(tags), self.most_tags)
+        return None
+
     @property
     def most_tags(self):
         """The most tags a set may hold here (a slots plane's slots), or None for any number:

@@ -163,9 +163,10 @@ def load_image(path, min_side=None, mode='RGB'):
 
 
 def make_drawing(image, kind):
-    """The network's input drawing made from a colour image: 'line' art or 'grey'."""
+    """The network's input drawing made from a colour image: 'line' art or 'grey' ('asis':
+    the image is the drawing already, read as grey)."""
     grey = image.convert('L')
-    if kind == 'grey':
+    if kind in ('grey', 'asis'):
         return grey
     if kind != 'line':
         raise ValueError('drawing must be one of {}, not {!r}'.format(DRAWINGS, kind))

@@ -11,7 +11,9 @@ can be downloaded. The API:
 
     POST /api/colorize   multipart: ``image`` (PNG, JPEG or WebP; checked by decoding),
                          ``tags`` (one comma-separated tag set; repeat the field for several;
-                         none or empty = no tag), optional ``drawing`` (asis | line | grey).
+                         none or empty = no tag), optional ``drawing`` (asis | line | grey)
+                         and ``lines`` (keep: the drawing's own over flat colours, the
+                         default but for grey; network: as the network draws them).
                          -> image/png at the input's size; several ``tags`` fields -> one
                          sheet (input + one labelled column per tag set).
                          Errors -> JSON {"error": "..."} with a 4xx status; unknown tags ->
@@ -59,6 +61,7 @@ from werkzeug.exceptions import HTTPException
 import compat
 import colour_model
 import dataset
+import flatting
 import sheets
 import tag_vectorizer
 
@@ -129,7 +132,7 @@ def decode_drawing(data, max_pixels, drawing='asis'):
         image = dataset.load_image(Upload(data))
     except dataset.ImageError as error:
         raise ApiError(415, str(error)) from None
-    return image.convert('L') if drawing == 'asis' else dataset.make_drawing(image, drawing)
+    return dataset.make_drawing(image, drawing)
 
 
 def parse_tag_sets(fields):
@@ -242,9 +245,10 @@ class Colouriser:
             self._busy -= 1
         self._slots.release()
 
-    def run(self, prepare, tag_sets):
+    def run(self, prepare, tag_sets, lines='network'):
         """prepare() (the upload's decoding, in the caller's thread once a slot is held)
-        -> the drawing; returns it and one PIL image per tag set, or raises ApiError."""
+        -> the drawing; returns it and one PIL image per tag set, or raises ApiError.
+        ``lines``: 'keep' lays the drawing's own lines over flat colours (flatting.py)."""
         if not self._slots.acquire(blocking=False):
             raise ApiError(503, 'the server is busy ({} requests in progress); try again shortly'.format(
                 self.capacity), retry_after=1)
@@ -252,7 +256,7 @@ class Colouriser:
             self._busy += 1
         try:
             drawing = prepare()
-            future = self._worker.submit(self._colour, drawing, tag_sets)
+            future = self._worker.submit(self._colour, drawing, tag_sets, lines)
         except BaseException:
             self._release()
             raise
@@ -267,7 +271,7 @@ class Colouriser:
             raise outcome
         return drawing, outcome
 
-    def _colour(self, drawing, tag_sets):
+    def _colour(self, drawing, tag_sets, lines):
         model = self.model
         if model.vectorizer is None:
             if any(tag_sets):
@@ -284,7 +288,10 @@ class Colouriser:
                 return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            return [model.colour(drawing, tags) for tags in tag_sets]
+            colourings = [model.colour(drawing, tags) for tags in tag_sets]
+        if lines == 'keep':
+            return [flatting.compose(colouring, drawing)[0] for colouring in colourings]
+        return colourings
 
     def close(self):
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -414,11 +421,15 @@ def add_colour_route(app, colouriser, max_pixels):
         drawing_kind = request.form.get('drawing', 'asis')
         if drawing_kind not in ('asis',) + dataset.DRAWINGS:
             raise ApiError(400, 'drawing must be one of asis, {}'.format(', '.join(dataset.DRAWINGS)))
+        lines = request.form.get('lines', 'network' if drawing_kind == 'grey' else 'keep')
+        if lines not in ('keep', 'network'):
+            raise ApiError(400, 'lines must be keep (the drawing\'s own, over flat colours) or network')
         if 'tags' in request.files:
             raise ApiError(400, 'send the tags as form fields named "tags", not as a file part')
         tag_sets = parse_tag_sets(request.form.getlist('tags'))
         data = upload.read()
-        drawing, results = colouriser.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets)
+        drawing, results = colouriser.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets,
+                                          lines)
         if len(results) == 1:
             body = png_bytes(results[0])
         else:

@@ -276,6 +276,21 @@ class CudaGraphStatus(training.Extension):
         print('Training steps (CUDA graph): {}'.format(graph.status()))
 
 
+class LogStream:
+    """The standard output for Chainer's PrintReport, which writes a terminal's erase code
+    before each line: into a file or pipe (a log) without it."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.on_terminal = hasattr(self.out, 'isatty') and self.out.isatty()
+
+    def write(self, text):
+        self.out.write(text if self.on_terminal else text.replace('\033[J', ''))
+
+    def flush(self):
+        self.out.flush()
+
+
 class Progress(training.Extension):
     """Chainer's ProgressBar, readable where it is read: on a terminal its four lines,
     redrawn in place every ``every`` updates; into a file or pipe (a log), one plain line

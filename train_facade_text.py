@@ -275,7 +275,7 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
     trainer.extend(lambda t: ext.save_model(args.out, enc, dec), name='save_model', trigger=snapshot_interval)
     trainer.extend(extensions.LogReport(trigger=display_interval))
     trainer.extend(extensions.PrintReport(['epoch', 'iteration', 'enc/loss', 'dec/l1', 'dis/loss',
-                                           'elapsed_time']), trigger=display_interval)
+                                           'elapsed_time'], out=ext.LogStream()), trigger=display_interval)
     if extensions.PlotReport.available():
         trainer.extend(ext.LossPlot(['dec/l1', 'dis/loss'], 'iteration', file_name='loss.png',
                                     trigger=display_interval), name='PlotReport')  # its name in snapshots

@@ -27,7 +27,7 @@ def test_colours_at_the_input_size_and_mode(tiny_model, tmp_path):
 def test_several_tags_give_one_image_each_and_a_sheet(tiny_model, small_data, tmp_path, capsys):
     out = tmp_path / 'swap.png'
     assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
-                          '-t', '響', '-t', '暁', '-t', '響,艦これ']) == 0
+                          '-t', '響', '-t', '暁', '-t', '響,艦これ', '--lines', 'network']) == 0
     written = capsys.readouterr().out.split()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ['swap_1_響.png', 'swap_2_暁.png', 'swap_3_響_艦これ.png', 'swap_sheet.png']
@@ -108,3 +108,34 @@ def test_a_tag_s_control_characters_are_escaped_in_the_error(tiny_model, small_d
                           '-o', str(tmp_path / 'o.png'), '-t', 'no\x1b[2Jsuch\ntag,響']) == 1
     err = capsys.readouterr().err
     assert '\x1b' not in err and 'no\\x1b[2Jsuch\\ntag' in err and len(err.splitlines()) == 1
+
+
+def test_kept_lines_and_the_layers_a_paint_program_opens(tiny_model, small_data, tmp_path):
+    drawing = Image.open(drawing_path(small_data)).convert('L')
+    out = tmp_path / 'page.png'
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '-o', str(out),
+                          '-t', '響', '--layers']) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['page.png', 'page_flat.png', 'page_lines.png']
+    picture, flat = Image.open(out), Image.open(tmp_path / 'page_flat.png')
+    lines = Image.open(tmp_path / 'page_lines.png')
+    assert picture.size == flat.size == lines.size == drawing.size and lines.mode == 'RGBA'
+    shade = np.asarray(drawing, np.uint16)[..., None]
+    # The picture is the flat layer with the drawing multiplied over it, and the line
+    # layer is black, as opaque as the drawing is dark: laid over the flats, they give it.
+    np.testing.assert_array_equal(np.asarray(picture), np.asarray(flat, np.uint16) * shade // 255)
+    np.testing.assert_array_equal(np.asarray(lines)[..., 3], 255 - np.asarray(drawing))
+    assert not np.asarray(lines)[..., :3].any()
+    # One colour per region of the line art: no more colours than regions.
+    import flatting
+    _, regions = flatting.regions(flatting.line_mask(drawing))
+    assert len(np.unique(np.asarray(flat).reshape(-1, 3), axis=0)) <= regions
+    # The network's own colours on request; layers only come with kept lines.
+    assert colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model),
+                          '-o', str(tmp_path / 'net.png'), '-t', '響', '--lines', 'network']) == 0
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'net.png')),
+                                  np.asarray(model.colour(drawing, ['響'])))
+    with pytest.raises(SystemExit) as exit:
+        colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '--layers',
+                       '--lines', 'network'])
+    assert exit.value.code == 2

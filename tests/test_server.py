@@ -12,6 +12,7 @@ from PIL import Image
 
 import compat
 import colour_model
+import flatting
 import load_test
 import server
 
@@ -79,9 +80,14 @@ def error_of(response, status):
 def test_colours_a_drawing_at_its_own_size(client, model):
     image = decoded(post(client, png((100, 60)), ['響']))
     assert image.size == (100, 60) and image.mode == 'RGB'
-    # The very picture colorize.py makes of that drawing and tag.
-    local = model.colour(Image.open(io.BytesIO(png((100, 60)))).convert('L'), ['響'])
-    np.testing.assert_array_equal(np.asarray(image), np.asarray(local))
+    # The very picture colorize.py makes of that drawing and tag: its lines kept, by
+    # default, or as the network draws them.
+    drawing = Image.open(io.BytesIO(png((100, 60)))).convert('L')
+    network = model.colour(drawing, ['響'])
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(flatting.compose(network, drawing)[0]))
+    image = decoded(post(client, png((100, 60)), ['響'], lines='network'))
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(network))
+    error_of(post(client, png((100, 60)), ['響'], lines='sharp'), 400)
 
 
 def test_no_tag_and_any_image_mode_are_accepted(client):

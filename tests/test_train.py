@@ -134,6 +134,7 @@ def test_progress_into_a_log_is_plain_lines_and_whole_seconds(small_data, tmp_pa
     assert train_facade_text.main(['-i', str(small_data), '-o', str(tmp_path / 'run')] + TINY_TRAINING) == 0
     out = capsys.readouterr().out
     assert '\x1b' not in out and 'inf' not in out
+    assert 'enc/loss' in out  # PrintReport's table is in this output too
     progress = [line for line in out.splitlines() if ' of 6 iterations ' in line]
     assert progress == ['3 of 6 iterations (50.00%), epoch 0; unknown yet left',
                         '6 of 6 iterations (100.00%), epoch 0; 0:00:00 left'], out

@@ -1,0 +1,71 @@
+"""flatting.py: the drawing's regions, their flat colours and the kept lines."""
+import numpy as np
+from PIL import Image
+
+import flatting
+
+
+def drawing_and_colouring():
+    """A 60x40 drawing: a frame (the figure) split by a vertical line into two regions,
+    the line with a 1-pixel gap, and a speck boxed in inside the left one; the
+    colouring: left reddish, right bluish with noise, a grey smudge on the paper."""
+    drawing = np.full((40, 60), 255, np.uint8)
+    drawing[5, 5:55] = drawing[35, 5:55] = 0           # the frame's top and bottom
+    drawing[5:36, 5] = drawing[5:36, 54] = 0            # its sides
+    drawing[5:36, 30] = 0                               # the dividing line...
+    drawing[20, 30] = 255                               # ...with a gap of one pixel
+    drawing[14:19, 14] = drawing[14:19, 18] = 0         # a box of 3x3 pixels, 1 once the
+    drawing[14, 14:19] = drawing[18, 14:19] = 0         # lines are thickened to close gaps
+    rng = np.random.default_rng(0)
+    colouring = np.empty((40, 60, 3), np.uint8)
+    colouring[:] = (230, 230, 228)                      # the paper, smudged
+    colouring[6:35, 6:30] = (200, 40, 40)
+    colouring[6:35, 31:54] = (40, 60, 200)
+    colouring = np.clip(colouring + rng.integers(-6, 7, colouring.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(drawing, 'L'), Image.fromarray(colouring, 'RGB')
+
+
+def test_each_region_is_one_colour_the_median_and_the_gap_does_not_leak():
+    drawing, colouring = drawing_and_colouring()
+    flat = np.asarray(flatting.flat_colours(colouring, drawing)).astype(int)
+    left, right = flat[15, 15], flat[15, 45]
+    assert (flat[6:35, 7:29] == left).all() and (flat[6:35, 32:53] == right).all()
+    source = np.asarray(colouring).astype(int)
+    _, count = flatting.regions(flatting.line_mask(drawing))
+    assert count == 4  # the paper, left, right and the speck
+    labels, _ = flatting.regions(flatting.line_mask(drawing))
+    np.testing.assert_array_equal(left, np.round(np.median(source[labels == labels[25, 20]], axis=0)))
+    assert abs(left - (200, 40, 40)).max() <= 3 and abs(right - (40, 60, 200)).max() <= 3
+    # The paper around the figure is paper, not the network's grey smudge.
+    assert (flat[0:4] == 255).all() and (flat[:, 0:4] == 255).all()
+    # The speck takes the colour around it, not a median of its own.
+    assert (flat[15:18, 15:18] == left).all()
+
+
+def test_without_closing_the_gap_the_two_sides_would_be_one_region(monkeypatch):
+    drawing, _ = drawing_and_colouring()
+    _, closed = flatting.regions(flatting.line_mask(drawing))
+    monkeypatch.setattr(flatting, 'CLOSE_GAPS', 0)
+    _, open_ = flatting.regions(flatting.line_mask(drawing))
+    assert open_ == closed - 1  # left and right leak into one
+
+
+def test_the_lines_lie_on_top_at_full_resolution():
+    drawing, colouring = drawing_and_colouring()
+    picture, flat = flatting.compose(colouring, drawing)
+    picture, lines = np.asarray(picture), np.asarray(drawing)
+    assert (picture[lines == 0] == 0).all()                 # black lines stay black
+    np.testing.assert_array_equal(picture[lines == 255], np.asarray(flat)[lines == 255])
+    layer = np.asarray(flatting.line_layer(drawing))
+    assert layer.shape == (40, 60, 4) and (layer[..., 3] == 255 - lines).all()
+
+
+def test_a_drawing_of_no_lines_or_all_lines_keeps_the_colouring():
+    _, colouring = drawing_and_colouring()
+    for value in (0, 255):
+        drawing = Image.new('L', colouring.size, value)
+        flat = np.asarray(flatting.flat_colours(colouring, drawing))
+        if value == 0:  # all line: nothing to fill
+            np.testing.assert_array_equal(flat, np.asarray(colouring))
+        else:  # one region, the whole picture, touching the border and not near white
+            assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
