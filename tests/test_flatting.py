@@ -69,3 +69,15 @@ def test_a_drawing_of_no_lines_or_all_lines_keeps_the_colouring():
             np.testing.assert_array_equal(flat, np.asarray(colouring))
         else:  # one region, the whole picture, touching the border and not near white
             assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
+
+
+def test_the_lines_benchmark_scores_both_ways_and_times_a_large_drawing(tiny_model, tmp_path, capsys):
+    import bench_lines
+    assert bench_lines.main(['--model', str(tiny_model), '--data', str(tmp_path / 'd512'),
+                             '--side', '600', '800']) == 0
+    out = capsys.readouterr().out
+    rows = {line.split('|')[1].strip(): [float(x) for x in line.split('|')[2:5]]
+            for line in out.splitlines() if line.startswith(('| network', '| kept lines'))}
+    assert set(rows) == {'network', 'kept lines'}
+    assert all(0 < value < 100 for values in rows.values() for value in values)
+    assert '600x800 drawing: network' in out and 'peak resident memory' in out

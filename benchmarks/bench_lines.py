@@ -1,0 +1,86 @@
+"""Kept lines against the network's own (flatting.py): scores at 512 px and a large drawing's time.
+
+    python benchmarks/bench_lines.py --model result/demo
+    python benchmarks/bench_lines.py --model result/demo --data /tmp/d512 --side 3000 4000
+
+Scores the test drawings of the default data drawn at 512 px (made in --data with
+make_default_data.py when that folder has none) coloured by --model, as the network
+draws them (its 128-px colouring enlarged) and with the drawing's lines kept over flat
+colours: PSNR, edge sharpness (1 = the truth's, evaluate.edge_sharpness) and region
+ΔE00 (evaluate.region_errors), averaged. Then colours one test drawing enlarged to
+--side and prints the time of each step and the process's peak resident memory.
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+import warnings
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compat  # noqa: E402
+import colour_model  # noqa: E402
+import dataset  # noqa: E402
+import evaluate  # noqa: E402
+import flatting  # noqa: E402
+import make_default_data  # noqa: E402
+import tag_vectorizer  # noqa: E402
+
+
+def scores(model, root):
+    """{'network': (PSNR, edge, ΔE00), 'kept lines': (...)}, means over root/test."""
+    labels = evaluate.read_description(root)['labels']
+    rows = {'network': [], 'kept lines': []}
+    for name in sorted(os.listdir(os.path.join(root, 'test', 'line'))):
+        stem = os.path.splitext(name)[0]
+        truth = np.asarray(dataset.load_image(os.path.join(root, 'test', 'color', name)))
+        mask = np.asarray(Image.open(os.path.join(root, 'test', 'mask', name)))
+        drawing = Image.open(os.path.join(root, 'test', 'line', name)).convert('L')
+        tags = evaluate.read_tags(os.path.join(root, 'test', 'color', stem + '.txt'))
+        with warnings.catch_warnings():  # the model may know fewer tags than the data has
+            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+            network = model.colour(drawing, tags)
+        for label, picture in (('network', network), ('kept lines', flatting.compose(network, drawing)[0])):
+            output = np.asarray(picture)
+            regions = evaluate.region_errors(output, truth, mask, labels)
+            rows[label].append((evaluate.psnr(output, truth), evaluate.edge_sharpness(output, truth),
+                                np.mean(list(regions.values()))))
+    return {label: np.mean(values, axis=0) for label, values in rows.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Kept lines against the network\'s own')
+    parser.add_argument('--model', default=colour_model.DEFAULT_MODEL, help='a stage-1 model folder')
+    parser.add_argument('--data', default=os.path.join('data', 'default512-lines'),
+                        help='the default data at 512 px (made here if missing)')
+    parser.add_argument('--side', type=int, nargs=2, default=(3000, 4000), metavar=('W', 'H'),
+                        help='the large drawing timed')
+    args = parser.parse_args(argv)
+    try:
+        model = colour_model.load_model(args.model, None, compat.get_device(-1))
+    except colour_model.ModelError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    if not os.path.isdir(os.path.join(args.data, 'test', 'line')):
+        make_default_data.generate(args.data, train_per_char=1, test_per_char=3, size=512, seed=0)
+    print('| 512 px, {} | PSNR dB | edge sharpness | region ΔE00 |\n|---|---|---|---|'.format(args.data))
+    for label, (psnr, edge, delta_e) in scores(model, args.data).items():
+        print('| {} | {:.2f} | {:.3f} | {:.2f} |'.format(label, psnr, edge, delta_e))
+    drawing = Image.open(os.path.join(args.data, 'test', 'line', 'hibiki_0000.png')).convert('L')
+    drawing = drawing.resize(tuple(args.side), Image.BICUBIC)
+    start = time.perf_counter()
+    network = model.colour(drawing, ['響'])
+    coloured = time.perf_counter()
+    flatting.compose(network, drawing)
+    done = time.perf_counter()
+    print('{}x{} drawing: network {:.2f} s, kept lines {:.2f} s, in all {:.2f} s; peak resident memory '
+          '{:.0f} MB'.format(*args.side, coloured - start, done - coloured, done - start,
+                             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
