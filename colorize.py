@@ -30,6 +30,8 @@ import tag_vectorizer
 # The largest side --size and --blank take: a 4096-px square already needs gigabytes of
 # feature maps at the example's width.
 MAX_SIDE = 4096
+# The largest cell of a sheet, so that a large drawing's sheet stays a sensible size.
+SHEET_CELL = 1024
 
 
 def output_paths(out, tag_sets):
@@ -151,7 +153,8 @@ def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
         outputs.append((','.join(tags) or '(no tag)', result))
         print('wrote {}'.format(path))
     if sheet_path and outputs:
-        sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs])
+        sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs],
+                            cell=min(SHEET_CELL, max(drawing.size)))
         atomic.write_image(sheet, sheet_path)
         print('wrote {}'.format(sheet_path))
     return 1 if failed else 0

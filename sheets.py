@@ -55,9 +55,10 @@ def wrap(text, label_font, width, draw):
 
 
 def grid(rows, column_labels, row_labels=None, cell=None):
-    """Images (PIL or uint8 arrays) in rows of cell x cell squares, each column labelled
-    above and, with row_labels, each row labelled on the left; labels wrap in their cell.
-    ``cell`` defaults to the largest image side; the font grows with it."""
+    """Images (PIL or uint8 arrays) in rows of cell x cell squares, each fitted whole into
+    its square (its aspect ratio kept, white around it), each column labelled above and,
+    with row_labels, each row labelled on the left; labels wrap in their cell. ``cell``
+    defaults to the largest image side; the font grows with it."""
     rows = [[Image.fromarray(im) if isinstance(im, np.ndarray) else im for im in row] for row in rows]
     cell = cell or max(max(im.size) for row in rows for im in row)
     font_size = max(MIN_FONT_SIZE, cell // 12)
@@ -80,5 +81,8 @@ def grid(rows, column_labels, row_labels=None, cell=None):
             for i, line in enumerate(lines):
                 draw.text((PAD, y + i * line_h), line, fill='black', font=label_font)
         for c, image in enumerate(row):
-            sheet.paste(image.convert('RGB').resize((cell, cell), Image.BICUBIC), (left + c * cell, top))
+            scale = cell / max(image.size)
+            size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+            fitted = image.convert('RGB').resize(size, Image.BICUBIC)  # a copy when of that size
+            sheet.paste(fitted, (left + c * cell + (cell - size[0]) // 2, top + (cell - size[1]) // 2))
     return sheet

@@ -6,6 +6,7 @@ from PIL import Image
 import compat
 import colorize
 import colour_model
+import dataset
 
 
 def drawing_path(small_data):
@@ -139,3 +140,19 @@ def test_kept_lines_and_the_layers_a_paint_program_opens(tiny_model, small_data,
         colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '--layers',
                        '--lines', 'network'])
     assert exit.value.code == 2
+
+
+def test_a_sheet_shows_the_drawing_read_and_keeps_each_picture_s_shape(tiny_model, tmp_path):
+    """A colour picture with --drawing line: the sheet's first column is the line art
+    the network read; a 90x150 drawing keeps its shape in the sheet's square cells."""
+    picture = Image.new('RGB', (90, 150), 'white')
+    picture.paste((200, 30, 30), (20, 40, 70, 120))
+    picture.save(tmp_path / 'portrait.png')
+    assert colorize.main(['-i', str(tmp_path / 'portrait.png'), '--model', str(tiny_model),
+                          '--drawing', 'line', '-t', '響', '-t', '暁', '-o', str(tmp_path / 'out.png')]) == 0
+    sheet = np.asarray(Image.open(tmp_path / 'out_sheet.png').convert('L'), np.int16)
+    assert sheet.shape[1] == 3 * 150
+    cell = sheet[-150:, :150]  # the first column: 150 px square, the drawing 90 px wide inside
+    assert (cell[:, :25] == 255).all() and (cell[:, -25:] == 255).all()  # white margins beside it
+    line_art = np.asarray(dataset.make_drawing(picture, 'line'), np.int16)
+    assert np.abs(cell[:, 30:120] - line_art).mean() < 2  # the line art, not the red picture

@@ -188,7 +188,7 @@ def test_two_stages_colour_a_non_square_drawing_at_its_size(tiny_model, stage2_m
     path, out = tmp_path / 'wide.png', tmp_path / 'out.png'
     drawing.save(path)
     assert colorize.main(['-i', str(path), '--model', str(tiny_model), '--refine', str(stage2_model),
-                          '-o', str(out), '-t', '響']) == 0
+                          '-o', str(out), '-t', '響', '--lines', 'network']) == 0
     result = Image.open(out)
     assert result.size == (700, 334) and result.mode == 'RGB'
 
