@@ -92,7 +92,9 @@ class StopOnNonFinite(training.Extension):
     written) are not finite, so that the files written last, by an earlier update, stay
     the last good ones. A run whose weights turn NaN would otherwise save them and colour
     black pictures."""
-    trigger = 1, 'iteration'
+    # Called at every update by a trigger with no state, so that snapshots hold nothing of
+    # it: a snapshot from before this extension resumes as it is.
+    trigger = staticmethod(lambda trainer: True)
     priority = training.PRIORITY_WRITER + 1  # before the weight average, snapshots and model files
 
     def __init__(self, every, snapshot_every):

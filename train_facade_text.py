@@ -279,7 +279,7 @@ def extend_trainer(trainer, args, enc, dec, preview, comm, average, reports):
     if extensions.PlotReport.available():
         trainer.extend(ext.LossPlot(['dec/l1', 'dis/loss'], 'iteration', file_name='loss.png',
                                     trigger=display_interval), name='PlotReport')  # its name in snapshots
-    trainer.extend(ext.Progress(10, args.display_interval))
+    trainer.extend(ext.Progress(10, args.display_interval), name='ProgressBar')  # its name in snapshots
     trainer.extend(preview, trigger=snapshot_interval)
 
 

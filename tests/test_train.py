@@ -161,3 +161,18 @@ def test_progress_on_a_terminal_is_redrawn_in_place():
     assert len(drawings) == 4 and drawings[-1] == ''  # two drawings (at 10 and 20), then the erase
     assert drawings[2].startswith('     total [' + '#' * 25 + '.' * 25 + '] 50.00%\n')
     assert '20 of 40 iterations (50.00%), epoch 0; ' in drawings[2] and drawings[2].endswith('\x1b[4A')
+
+
+def test_snapshots_hold_what_earlier_releases_resume_from(tiny_model):
+    """The extensions a snapshot holds, by name, as the release before the NaN check and
+    the progress lines wrote them: a run upgraded between two of its snapshots resumes
+    (the strict loader wants every key the trainer asks for)."""
+    with np.load(tiny_model / 'snapshot_iter_6.npz') as snapshot:
+        names = sorted({'/'.join(key.split('/')[:2]) for key in snapshot.files
+                        if key.startswith('extension')})
+    assert names == ['extension_triggers/LogReport', 'extension_triggers/PlotReport',
+                     'extension_triggers/PrintReport', 'extension_triggers/ProgressBar',
+                     'extension_triggers/preview', 'extension_triggers/random_states',
+                     'extension_triggers/save_model', 'extension_triggers/snapshot',
+                     'extension_triggers/stop_on_signal', 'extensions/LogReport', 'extensions/PlotReport',
+                     'extensions/random_states']
