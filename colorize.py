@@ -87,6 +87,8 @@ def main(argv=None):
                              '(_lines, transparent PNG) as layers for a paint program')
     args = parser.parse_args(argv)
     args.lines = args.lines or ('network' if args.blank or args.drawing == 'grey' else 'keep')
+    if args.blank and args.lines == 'keep':
+        parser.error('--lines keep needs a drawing of lines, not --blank paper')
     if args.layers and args.lines != 'keep':
         parser.error('--layers comes with --lines keep, on a drawing of lines')
 

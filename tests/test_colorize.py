@@ -136,10 +136,11 @@ def test_kept_lines_and_the_layers_a_paint_program_opens(tiny_model, small_data,
     model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'net.png')),
                                   np.asarray(model.colour(drawing, ['響'])))
-    with pytest.raises(SystemExit) as exit:
-        colorize.main(['-i', drawing_path(small_data), '--model', str(tiny_model), '--layers',
-                       '--lines', 'network'])
-    assert exit.value.code == 2
+    for wrong in (['-i', drawing_path(small_data), '--layers', '--lines', 'network'],
+                  ['--blank', '128', '--lines', 'keep'], ['--blank', '128', '--layers']):
+        with pytest.raises(SystemExit) as exit:
+            colorize.main(['--model', str(tiny_model)] + wrong)
+        assert exit.value.code == 2
 
 
 def test_a_sheet_shows_the_drawing_read_and_keeps_each_picture_s_shape(tiny_model, tmp_path):
