@@ -15,6 +15,7 @@ every picture is written whole or not at all (atomic.py), never onto the input.
 import argparse
 import os
 import sys
+import time
 import warnings
 
 from PIL import Image
@@ -30,6 +31,8 @@ import tag_vectorizer
 # The largest side --size and --blank take: a 4096-px square already needs gigabytes of
 # feature maps at the example's width.
 MAX_SIDE = 4096
+# A drawing with a side over this is large: what its colouring did is said.
+LARGE = 1024
 # The largest cell of a sheet, so that a large drawing's sheet stays a sensible size.
 SHEET_CELL = 1024
 
@@ -76,9 +79,9 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=None,
                         help='side in pixels the network runs at (a multiple of 128; '
                              'default: the training size)')
-    parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default='asis',
+    parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default=None,
                         help='use the input as the drawing (asis), or make line art / grey from a '
-                             'colour picture')
+                             'colour picture (default: line for a colour picture, else asis)')
     parser.add_argument('--lines', choices=('keep', 'network'), default=None,
                         help="keep: the drawing's own lines over flat colours, at its full size (the "
                              'default for line art); network: the colouring as the network draws it')
@@ -109,7 +112,12 @@ def main(argv=None):
         if args.blank:
             drawing = Image.new('L', (args.blank, args.blank), 255)
         else:
-            drawing = dataset.make_drawing(dataset.load_image(args.input), args.drawing)
+            image = dataset.load_image(args.input)
+            kind = args.drawing or ('line' if dataset.is_colour_picture(image) else 'asis')
+            if kind != (args.drawing or 'asis'):
+                print('note: {} is a colour picture: colouring line art made from it (--drawing line; '
+                      '--drawing asis uses it as it is)'.format(args.input), file=sys.stderr)
+            drawing = dataset.make_drawing(image, kind)
         model = load_model(args.model, args.refine, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
@@ -144,6 +152,11 @@ def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
             print('error: {}; no image for that tag set'.format(problem), file=sys.stderr)
             failed = True
             continue
+        for tag, known, unknown in model.vectorizer.known_in_part(tags) if model.vectorizer else []:
+            print('note: {} is not in the model\'s vocabulary: coloured by its words {} ({} unknown)'.format(
+                *(tag_vectorizer.shorten(text) for text in (tag, ' '.join(known), ' '.join(unknown)))),
+                file=sys.stderr)
+        start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             result = model.colour(drawing, tags, args.size)
@@ -153,7 +166,10 @@ def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
                 atomic.write_image(flat, layer_path(path, 'flat'))
         atomic.write_image(result, path)
         outputs.append((','.join(tags) or '(no tag)', result))
-        print('wrote {}'.format(path))
+        said = ': a {}x{} drawing coloured at {} px{}, in {:.1f} s'.format(
+            *drawing.size, args.size or model.size, ', its lines kept at full size' * (args.lines == 'keep'),
+            time.perf_counter() - start) if max(drawing.size) > LARGE else ''
+        print('wrote {}{}'.format(path, said))
     if sheet_path and outputs:
         sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs],
                             cell=min(SHEET_CELL, max(drawing.size)))

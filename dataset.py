@@ -162,6 +162,14 @@ def load_image(path, min_side=None, mode='RGB'):
     return image if image.mode == mode else image.convert(mode)
 
 
+def is_colour_picture(image, spread=40, share=0.02):
+    """Whether an RGB image is a colour picture rather than line art or grey: more than
+    ``share`` of its pixels have channels ``spread`` levels apart or more (a grey
+    scan's or a JPEG's noise stays well under that)."""
+    pixels = np.asarray(image.convert('RGB'), np.int16)
+    return float(((pixels.max(axis=2) - pixels.min(axis=2)) >= spread).mean()) > share
+
+
 def make_drawing(image, kind):
     """The network's input drawing made from a colour image: 'line' art or 'grey' ('asis':
     the image is the drawing already, read as grey)."""

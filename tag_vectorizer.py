@@ -218,6 +218,19 @@ class TagVectorizer:
         """The tags that have no vector at all, even through their words."""
         return [tag for tag in tags if self.tag_vector(tag) is None]
 
+    def known_in_part(self, tags):
+        """(tag, its known words, its unknown words) for each tag not in the vocabulary
+        whose vector comes from some of its words only (赤い服: 服 known, 赤い not)."""
+        parts = []
+        for tag in tags:
+            if tag in self.kv.key_to_index:
+                continue
+            words = tokens_of(tag)
+            known = [w for w in words if w in self.kv.key_to_index]
+            if known and len(known) < len(words):
+                parts.append((tag, known, [w for w in words if w not in self.kv.key_to_index]))
+        return parts
+
     def vector(self, tags):
         """The values of a tag set's plane, in [-1, 1]: the standardised mean vector
         ('mean'; zeros for no known tag) or each known tag's standardised vector in its

@@ -157,3 +157,37 @@ def test_a_sheet_shows_the_drawing_read_and_keeps_each_picture_s_shape(tiny_mode
     assert (cell[:, :25] == 255).all() and (cell[:, -25:] == 255).all()  # white margins beside it
     line_art = np.asarray(dataset.make_drawing(picture, 'line'), np.int16)
     assert np.abs(cell[:, 30:120] - line_art).mean() < 2  # the line art, not the red picture
+
+
+def test_a_colour_picture_is_made_line_art_and_a_tag_known_in_part_is_named(tiny_model, small_data, tmp_path,
+                                                                             capsys):
+    """Say what happened: a colour picture given with no --drawing is coloured as the line
+    art made from it, with a note; 響の帽子 (響 known, 帽子 not) is coloured by 響, with a note."""
+    picture = Image.new('RGB', (96, 96), 'white')
+    picture.paste((210, 40, 60), (20, 20, 76, 76))
+    picture.save(tmp_path / 'colour.png')
+    argv = ['-i', str(tmp_path / 'colour.png'), '--model', str(tiny_model), '-t', '響の帽子']
+    assert colorize.main(argv + ['-o', str(tmp_path / 'auto.png')]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith('note: ')]
+    assert notes == ['note: {} is a colour picture: colouring line art made from it (--drawing line; '
+                     '--drawing asis uses it as it is)'.format(tmp_path / 'colour.png'),
+                     "note: 響の帽子 is not in the model's vocabulary: coloured by its words 響 "
+                     "(帽子 unknown)"]
+    assert colorize.main(argv + ['--drawing', 'line', '-o', str(tmp_path / 'line.png')]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'auto.png')),
+                                  np.asarray(Image.open(tmp_path / 'line.png')))
+    capsys.readouterr()
+    assert colorize.main(argv + ['--drawing', 'asis', '-o', str(tmp_path / 'asis.png')]) == 0
+    assert 'colour picture' not in capsys.readouterr().err
+    assert not dataset.is_colour_picture(Image.open(drawing_path(small_data)))
+
+
+def test_a_large_drawing_says_what_its_colouring_did(tiny_model, tmp_path, capsys):
+    drawing = Image.new('L', (1100, 300), 255)
+    drawing.paste(0, (100, 100, 1000, 104))
+    drawing.save(tmp_path / 'wide.png')
+    assert colorize.main(['-i', str(tmp_path / 'wide.png'), '--model', str(tiny_model), '-t', '響',
+                          '-o', str(tmp_path / 'out.png')]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith('wrote {}: a 1100x300 drawing coloured at 128 px, its lines kept at full size, in '
+                           .format(tmp_path / 'out.png')) and said.endswith(' s')
