@@ -176,3 +176,21 @@ def test_snapshots_hold_what_earlier_releases_resume_from(tiny_model):
                      'extension_triggers/save_model', 'extension_triggers/snapshot',
                      'extension_triggers/stop_on_signal', 'extensions/LogReport', 'extensions/PlotReport',
                      'extensions/random_states']
+
+
+def test_compare_runs_finds_the_same_models_the_same_and_others_different(small_data, tiny_model, tmp_path,
+                                                                          capsys):
+    """benchmarks/compare_runs.py, a refactor's check: a run repeated with the same flags is
+    identical to the bit; one with another seed is not."""
+    import compare_runs
+    from conftest import TINY_TRAINING
+    again, other = tmp_path / 'again', tmp_path / 'other'
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(again)] + TINY_TRAINING) == 0
+    assert train_facade_text.main(['-i', str(small_data), '-o', str(other), '--seed', '1']
+                                  + TINY_TRAINING) == 0
+    capsys.readouterr()
+    assert compare_runs.main([str(tiny_model), str(again)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(' identical') == 4 and out.endswith('identical\n')  # enc, dec, 2 snapshots
+    assert compare_runs.main([str(tiny_model), str(other)]) == 1
+    assert 'DIFFER: c0/W' in capsys.readouterr().out
