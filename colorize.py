@@ -65,7 +65,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description='Colour a drawing with a pix2pix-with-text model')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--input', '-i', help='drawing (PNG, JPEG or WebP; any size and mode)')
-    source.add_argument('--blank', type=int, metavar='SIZE',
+    source.add_argument('--blank', type=compat.number(int, 1, MAX_SIDE), metavar='SIZE',
                         help='no drawing: colour blank paper of SIZE x SIZE pixels from the tags alone')
     parser.add_argument('--tag', '-t', action='append', default=[],
                         help='tags for one output, comma-separated; repeat for several outputs')
@@ -76,7 +76,7 @@ def main(argv=None):
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines the colouring '
                              'at up to its size')
     compat.add_device_arguments(parser)
-    parser.add_argument('--size', type=int, default=None,
+    parser.add_argument('--size', type=compat.number(int, 1, MAX_SIDE), default=None,
                         help='side in pixels the network runs at (a multiple of 128; '
                              'default: the training size)')
     parser.add_argument('--drawing', choices=('asis',) + dataset.DRAWINGS, default=None,
@@ -95,10 +95,8 @@ def main(argv=None):
     if args.layers and args.lines != 'keep':
         parser.error('--layers comes with --lines keep, on a drawing of lines')
 
-    if args.size is not None and not (0 < args.size <= MAX_SIDE and args.size % 128 == 0):
-        parser.error('--size must be a positive multiple of 128, at most {}'.format(MAX_SIDE))
-    if args.blank is not None and not 0 < args.blank <= MAX_SIDE:
-        parser.error('--blank takes a side from 1 to {} pixels'.format(MAX_SIDE))
+    if args.size is not None and args.size % 128:
+        parser.error('--size must be a multiple of 128')
     tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
     paths, sheet_path = output_paths(args.out, tag_sets)
     layers = ([layer_path(path, 'flat') for path in paths] + [layer_path(args.out, 'lines')]
