@@ -4,6 +4,7 @@
     python colorize.py -i line.png -t 響 -t 暁 -o hibiki_vs_akatsuki.png
     python colorize.py --blank 256 -t 初音ミク -o miku.png     # no drawing: tags alone
     python colorize.py --model STAGE1 --refine STAGE2 -i big_line.png -t 初音ミク   # two stages
+    python colorize.py -i pages/ -o coloured/ --tags-from-files     # a whole folder
 
 Each ``-t`` is one tag set (tags separated by commas, e.g. ``-t 響,銀髪``); several give
 one picture each and a side-by-side sheet; none colours with no tag (the post's Fig. 5).
@@ -11,8 +12,15 @@ The output has the input's size. ``--blank SIZE`` colours white paper from the t
 alone. The model folder is what train_facade_text.py writes; ``--refine DIR`` adds a
 stage-2 model (docs/hires.md). Every output path is checked before the model runs, and
 every picture is written whole or not at all (atomic.py), never onto the input.
+
+``-i DIR -o OUTDIR`` colours every image under DIR into the same sub-folders of OUTDIR
+(NAME.png, or NAME_1_TAG.png ... for several tag sets), loading the model once. A drawing
+whose outputs are all there is skipped (``--overwrite`` redoes it), so a run that was
+stopped carries on where it stopped when started again.
 """
 import argparse
+import collections
+import datetime
 import os
 import sys
 import time
@@ -64,13 +72,20 @@ def output_problem(path, drawing=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Colour a drawing with a pix2pix-with-text model')
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--input', '-i', help='drawing (PNG, JPEG or WebP; any size and mode)')
+    source.add_argument('--input', '-i',
+                        help='drawing (PNG, JPEG or WebP; any size and mode), or a folder of them')
     source.add_argument('--blank', type=compat.number(int, 1, MAX_SIDE), metavar='SIZE',
                         help='no drawing: colour blank paper of SIZE x SIZE pixels from the tags alone')
     parser.add_argument('--tag', '-t', action='append', default=[],
                         help='tags for one output, comma-separated; repeat for several outputs')
-    parser.add_argument('--out', '-o', default='colorized.png',
-                        help='output image (.png; .jpg and .webp also work); its folder must exist')
+    parser.add_argument('--out', '-o', default=None,
+                        help='output image (.png; .jpg and .webp also work; default colorized.png); its '
+                             'folder must exist. For a folder of drawings: the output folder')
+    parser.add_argument('--tags-from-files', action='store_true',
+                        help="for a folder: each drawing's own tags, from NAME.txt beside it or the "
+                             "folder's tags.tsv / tags.json (as training reads them), instead of -t")
+    parser.add_argument('--overwrite', action='store_true',
+                        help='for a folder: colour again the drawings whose outputs are already there')
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model folder written by training')
     parser.add_argument('--refine', default=None, metavar='DIR',
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines the colouring '
@@ -89,6 +104,14 @@ def main(argv=None):
                         help='with --lines keep, also write the flat colours (_flat) and the lines '
                              '(_lines, transparent PNG) as layers for a paint program')
     args = parser.parse_args(argv)
+    folder = args.input is not None and os.path.isdir(args.input)
+    if folder and args.out is None:
+        parser.error('a folder of drawings needs an output folder: -o OUTDIR')
+    if (args.tags_from_files or args.overwrite) and not folder:
+        parser.error('--tags-from-files and --overwrite are for a folder of drawings (-i DIR)')
+    if args.tags_from_files and args.tag:
+        parser.error("--tags-from-files takes each drawing's tags from its files: give no -t")
+    args.out = args.out or 'colorized.png'
     args.lines = args.lines or ('network' if args.blank or args.drawing == 'grey' else 'keep')
     if args.blank and args.lines == 'keep':
         parser.error('--lines keep needs a drawing of lines, not --blank paper')
@@ -98,40 +121,56 @@ def main(argv=None):
     if args.size is not None and args.size % 128:
         parser.error('--size must be a multiple of 128')
     tag_sets = [dataset.parse_tags(t.replace('、', ',')) for t in args.tag] or [[]]
+    if folder:
+        return colour_folder(args, tag_sets)
     paths, sheet_path = output_paths(args.out, tag_sets)
-    layers = ([layer_path(path, 'flat') for path in paths] + [layer_path(args.out, 'lines')]
-              if args.layers else [])
-    outputs = paths + [sheet_path] * bool(sheet_path) + layers
+    outputs = paths + [sheet_path] * bool(sheet_path) + layer_paths(args, args.out, paths)
     problems = [problem for problem in (output_problem(path, args.input) for path in outputs) if problem]
     if problems:
         print('error: {}'.format(problems[0]), file=sys.stderr)
         return 1
     try:
-        if args.blank:
-            drawing = Image.new('L', (args.blank, args.blank), 255)
-        else:
-            image = dataset.load_image(args.input)
-            kind = args.drawing or ('line' if dataset.is_colour_picture(image) else 'asis')
-            if kind != (args.drawing or 'asis'):
-                print('note: {} is a colour picture: colouring line art made from it (--drawing line; '
-                      '--drawing asis uses it as it is)'.format(args.input), file=sys.stderr)
-            drawing = dataset.make_drawing(image, kind)
+        drawing = (Image.new('L', (args.blank, args.blank), 255) if args.blank
+                   else drawing_of(args.input, args.drawing, print_note))
         model = load_model(args.model, args.refine, compat.device_of(args))
     except (dataset.ImageError, ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
-    if model.vectorizer is None and any(tag_sets):
-        print('warning: the model in {} was trained without tags (--no-tag); the tags are '
-              'ignored'.format(args.model), file=sys.stderr)
+    warn_if_tags_ignored(model, tag_sets, args)
     try:
-        for path in outputs:
-            atomic.remove_stale_of(path)  # what a colorize.py killed inside a write left
-        if args.layers:
-            atomic.write_image(flatting.line_layer(drawing), layers[-1])
-        return colour_all(model, drawing, tag_sets, paths, sheet_path, args)
+        failed, outputs = colour_all(model, drawing, tag_sets, args.out, args, set(), print)
+        if sheet_path:
+            atomic.remove_stale_of(sheet_path)
+        if sheet_path and outputs:
+            sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs],
+                                cell=min(SHEET_CELL, max(drawing.size)))
+            atomic.write_image(sheet, sheet_path)
+            print('wrote {}'.format(sheet_path))
+        return 1 if failed else 0
     except OSError as error:
         print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)
         return 1
+
+
+def print_note(text):
+    print('note: {}'.format(text), file=sys.stderr)
+
+
+def drawing_of(path, kind, note):
+    """The 'L' drawing the network reads from the image at path: as it is, or line art
+    (the default for a colour picture, said through ``note``) or grey made from it."""
+    image = dataset.load_image(path)
+    chosen = kind or ('line' if dataset.is_colour_picture(image) else 'asis')
+    if chosen != (kind or 'asis'):
+        note('{} is a colour picture: colouring line art made from it (--drawing line; '
+             '--drawing asis uses it as it is)'.format(path))
+    return dataset.make_drawing(image, chosen)
+
+
+def warn_if_tags_ignored(model, tag_sets, args):
+    if model.vectorizer is None and (any(tag_sets) or args.tags_from_files):
+        print('warning: the model in {} was trained without tags (--no-tag); the tags are '
+              'ignored'.format(args.model), file=sys.stderr)
 
 
 def layer_path(path, layer):
@@ -139,11 +178,22 @@ def layer_path(path, layer):
     return '{}_{}.png'.format(os.path.splitext(path)[0], layer)
 
 
-def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
-    """Colours the drawing with each tag set into its path (and its flat layer), and the
-    sheet, whose first column is the drawing the network read; the exit code."""
-    failed = False
-    outputs = []
+def layer_paths(args, out, paths):
+    """With --layers, each picture's flat layer and the drawing's one line layer, last."""
+    return [layer_path(path, 'flat') for path in paths] + [layer_path(out, 'lines')] if args.layers else []
+
+
+def colour_all(model, drawing, tag_sets, out, args, said, say):
+    """Colours the drawing with each tag set into its path of output_paths(out) (and, with
+    --layers, its flat layer and the line layer); returns whether a tag set failed, and the (label, picture)
+    pairs made. ``said`` holds the notes already printed, so that a folder's run names a
+    tag known in part once; ``say`` prints what was written."""
+    paths, _ = output_paths(out, tag_sets)
+    for path in paths + layer_paths(args, out, paths):
+        atomic.remove_stale_of(path)  # what a colorize.py killed inside a write left
+    if args.layers:
+        atomic.write_image(flatting.line_layer(drawing), layer_path(out, 'lines'))
+    failed, outputs = False, []
     for tags, path in zip(tag_sets, paths):
         problem = model.tag_problem(tags)
         if problem:
@@ -151,9 +201,11 @@ def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
             failed = True
             continue
         for tag, known, unknown in model.vectorizer.known_in_part(tags) if model.vectorizer else []:
-            print('note: {} is not in the model\'s vocabulary: coloured by its words {} ({} unknown)'.format(
-                *(tag_vectorizer.shorten(text) for text in (tag, ' '.join(known), ' '.join(unknown)))),
-                file=sys.stderr)
+            note = '{} is not in the model\'s vocabulary: coloured by its words {} ({} unknown)'.format(
+                *(tag_vectorizer.shorten(text) for text in (tag, ' '.join(known), ' '.join(unknown))))
+            if note not in said:
+                said.add(note)
+                print_note(note)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
@@ -164,16 +216,127 @@ def colour_all(model, drawing, tag_sets, paths, sheet_path, args):
                 atomic.write_image(flat, layer_path(path, 'flat'))
         atomic.write_image(result, path)
         outputs.append((','.join(tags) or '(no tag)', result))
-        said = ': a {}x{} drawing coloured at {} px{}, in {:.1f} s'.format(
+        said_size = ': a {}x{} drawing coloured at {} px{}, in {:.1f} s'.format(
             *drawing.size, args.size or model.size, ', its lines kept at full size' * (args.lines == 'keep'),
             time.perf_counter() - start) if max(drawing.size) > LARGE else ''
-        print('wrote {}{}'.format(path, said))
-    if sheet_path and outputs:
-        sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs],
-                            cell=min(SHEET_CELL, max(drawing.size)))
-        atomic.write_image(sheet, sheet_path)
-        print('wrote {}'.format(sheet_path))
-    return 1 if failed else 0
+        say('wrote {}{}'.format(path, said_size))
+    return failed, outputs
+
+
+def folder_jobs(folder, out):
+    """(drawing, output) paths for every image under folder, the output mirroring its
+    place as NAME.png in out; what lies in out, when out is inside folder, is left out.
+    Two drawings of one name (a.png, a.jpg) keep their extension in it (a_png.png)."""
+    out_root = os.path.abspath(out)
+    jobs = []
+    for path in dataset.find_images(folder):
+        if os.path.commonpath([os.path.abspath(path), out_root]) == out_root:
+            continue
+        stem = os.path.splitext(os.path.relpath(path, folder))[0]
+        jobs.append((path, os.path.join(out, stem)))
+    repeated = collections.Counter(stem for _, stem in jobs)
+    return [(path, '{}{}.png'.format(stem, '_' + os.path.splitext(path)[1][1:].lower()
+                                     if repeated[stem] > 1 else ''))
+            for path, stem in jobs]
+
+
+def file_tags(path, folder, table, model, said):
+    """A drawing's own tags (--tags-from-files), less those the model knows no word of:
+    the pixiv tags of a real page hold many such, and each is named once."""
+    tags = dataset.tags_for(path, folder, table)
+    unknown = set(model.unknown_tags(tags)) if model.vectorizer else set()
+    for tag in sorted(unknown - said):
+        said.add(tag)
+        print_note('tag {} is not in the model\'s vocabulary: left out (first in {})'.format(
+            tag_vectorizer.shorten(tag), path))
+    return [tag for tag in tags if tag not in unknown]
+
+
+def colour_folder(args, tag_sets):
+    """Colours every drawing under args.input into args.out, the model loaded once: a
+    progress line per drawing with the rate and the time left, one error line per file
+    that fails (the rest go on), and a summary; the exit code (1 if any failed)."""
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print('error: {} is a file: for a folder of drawings -o names a folder'.format(args.out),
+              file=sys.stderr)
+        return 1
+    if os.path.isdir(args.out) and os.path.samefile(args.out, args.input):
+        print('error: -o is the input folder: give another folder, so that no drawing is '
+              'written over', file=sys.stderr)
+        return 1
+    jobs = folder_jobs(args.input, args.out)
+    if not jobs:
+        print('error: no images ({}) under {}'.format(', '.join(dataset.IMAGE_EXTENSIONS), args.input),
+              file=sys.stderr)
+        return 1
+    table, problems = dataset.read_tag_table(args.input) if args.tags_from_files else ({}, [])
+    for where, reason in problems:
+        print('warning: {}: {}; left out'.format(where, reason), file=sys.stderr)
+    try:
+        model = load_model(args.model, args.refine, compat.device_of(args))
+    except (ModelError, compat.DeviceError) as error:
+        print('error: {}'.format(error), file=sys.stderr)
+        return 1
+    warn_if_tags_ignored(model, tag_sets, args)
+    said, counts = set(), collections.Counter()
+
+    def tag_sets_of(path):
+        return [file_tags(path, args.input, table, model, said)] if args.tags_from_files else tag_sets
+
+    start, coloured_time = time.perf_counter(), 0.0
+    try:
+        for number, (path, out) in enumerate(jobs, 1):
+            began = time.perf_counter()
+            outcome, remark = colour_one_file(model, path, out, tag_sets_of, args, said)
+            counts[outcome] += 1
+            if outcome != 'skipped':
+                coloured_time += time.perf_counter() - began
+            name = os.path.relpath(path, args.input)
+            print(progress_line(number, len(jobs), name, outcome + remark, counts, coloured_time), flush=True)
+    except KeyboardInterrupt:
+        print('stopped: run the same command again to colour the rest', file=sys.stderr)
+        print(summary(counts, time.perf_counter() - start))
+        return 130
+    print(summary(counts, time.perf_counter() - start))
+    return 1 if counts['failed'] else 0
+
+
+def colour_one_file(model, path, out, tag_sets_of, args, said):
+    """('done' | 'skipped' (its outputs are there) | 'failed' (said in one line), a remark)."""
+    remark = []
+    try:
+        tag_sets = tag_sets_of(path)
+        paths, _ = output_paths(out, tag_sets)
+        if not args.overwrite and all(os.path.exists(p) for p in paths + layer_paths(args, out, paths)):
+            return 'skipped', ''
+        os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+        drawing = drawing_of(path, args.drawing, remark.append)
+        failed, _ = colour_all(model, drawing, tag_sets, out, args, said, lambda text: None)
+        made_lines = ' (a colour picture: coloured as line art made from it)' * bool(remark)
+        return ('failed' if failed else 'done'), made_lines
+    except dataset.ImageError as error:
+        print('error: {}'.format(error), file=sys.stderr)
+    except dataset.TagFileError as error:
+        print('error: {}.txt: {}'.format(os.path.splitext(path)[0], error), file=sys.stderr)
+    except OSError as error:
+        print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)
+    return 'failed', ''
+
+
+def progress_line(number, total, path, outcome, counts, coloured_time):
+    """'[ 12/100] a/b.png done · 2.41 images/s · 0:00:36 left', the time left reckoned as if
+    every drawing still to come were coloured."""
+    coloured = counts['done'] + counts['failed']
+    rate = coloured / coloured_time if coloured_time else None
+    left = '{} left'.format(datetime.timedelta(seconds=round((total - number) / rate))) if rate else ''
+    return '[{:>{width}}/{}] {} {}{}'.format(
+        number, total, path, outcome,
+        ' · {:.2f} images/s · {}'.format(rate, left) if rate else '', width=len(str(total)))
+
+
+def summary(counts, seconds):
+    return '{} done, {} skipped (there already), {} failed, in {}'.format(
+        counts['done'], counts['skipped'], counts['failed'], datetime.timedelta(seconds=round(seconds)))
 
 
 if __name__ == '__main__':
