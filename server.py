@@ -11,11 +11,16 @@ can be downloaded. The API:
 
     POST /api/colorize   multipart: ``image`` (PNG, JPEG or WebP; checked by decoding),
                          ``tags`` (one comma-separated tag set; repeat the field for several;
-                         none or empty = no tag), optional ``drawing`` (asis | line | grey)
-                         and ``lines`` (keep: the drawing's own over flat colours, the
-                         default but for grey; network: as the network draws them).
-                         -> image/png at the input's size; several ``tags`` fields -> one
-                         sheet (input + one labelled column per tag set).
+                         none or empty = no tag), optional ``drawing`` (auto | asis |
+                         line | grey; auto, the default: line art made from a colour
+                         picture, any other as it is), ``lines`` (keep: the drawing's own
+                         over flat colours, the default but for grey; network: as the
+                         network draws them) and ``output`` (picture, the default; flat:
+                         the flat colour layer; lines: the line layer, transparent;
+                         drawing: the drawing the network read).
+                         -> image/png at the input's size, with the header X-Drawing-Read
+                         (asis | line | grey); several ``tags`` fields -> one sheet (the
+                         drawing read + one labelled column per tag set).
                          Errors -> JSON {"error": "..."} with a 4xx status; unknown tags ->
                          422 with {"unknown": [...]}; a full waiting line or a timeout -> 503.
     GET  /api/tags       -> {"tags": [training tags, most frequent first], "pairs": [[tag, twin], ...]}
@@ -38,9 +43,11 @@ are answered: a web page elsewhere cannot point its own name at this server (DNS
 rebinding).
 """
 import argparse
+import collections
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -72,6 +79,11 @@ MAX_TAGS_PER_SET = 16
 MAX_TAG_CHARS = 64
 MAX_SAMPLES = 12
 SHEET_CELL = 512
+# What /api/colorize returns: the coloured picture, its two layers, or the drawing read.
+OUTPUTS = ('picture', 'flat', 'lines', 'drawing')
+# The network's colourings kept for the drawings and tag sets asked for last, in pixels:
+# a layer asked for after its picture, or the same drawing again, costs no network pass.
+CACHE_PIXELS = 64 * 1024 * 1024
 # Seconds a connection may stay silent, and a request may take to arrive whole.
 IDLE_TIMEOUT = 30
 REQUEST_READ_TIMEOUT = 30
@@ -110,9 +122,11 @@ class Upload(io.BytesIO):
     __repr__ = __str__
 
 
-def decode_drawing(data, max_pixels, drawing='asis'):
-    """Upload bytes -> the 'L' drawing the network reads. The size in the header is checked
-    before any pixel is decoded, so a decompression bomb costs nothing."""
+def decode_drawing(data, max_pixels, drawing='auto'):
+    """Upload bytes -> the 'L' drawing the network reads, and what it was read as (asis,
+    line or grey; ``auto`` makes line art of a colour picture, as colorize.py does). The
+    size in the header is checked before any pixel is decoded, so a decompression bomb
+    costs nothing."""
     if not data:
         raise ApiError(400, 'the image field is empty')
     try:
@@ -132,7 +146,8 @@ def decode_drawing(data, max_pixels, drawing='asis'):
         image = dataset.load_image(Upload(data))
     except dataset.ImageError as error:
         raise ApiError(415, str(error)) from None
-    return dataset.make_drawing(image, drawing)
+    kind = drawing if drawing != 'auto' else 'line' if dataset.is_colour_picture(image) else 'asis'
+    return dataset.make_drawing(image, kind), kind
 
 
 def parse_tag_sets(fields):
@@ -226,6 +241,7 @@ class Colouriser:
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._cache = collections.OrderedDict()
         # The worker makes the model's device current in its own thread (CuPy's current
         # device is per thread).
         self._worker = concurrent.futures.ThreadPoolExecutor(
@@ -245,10 +261,11 @@ class Colouriser:
             self._busy -= 1
         self._slots.release()
 
-    def run(self, prepare, tag_sets, lines='network'):
+    def run(self, prepare, tag_sets, lines='network', output='picture'):
         """prepare() (the upload's decoding, in the caller's thread once a slot is held)
-        -> the drawing; returns it and one PIL image per tag set, or raises ApiError.
-        ``lines``: 'keep' lays the drawing's own lines over flat colours (flatting.py)."""
+        -> the drawing; returns it and one PIL image per tag set (the picture, or the
+        layer ``output`` names), or raises ApiError. ``lines``: 'keep' lays the drawing's
+        own lines over flat colours (flatting.py)."""
         if not self._slots.acquire(blocking=False):
             raise ApiError(503, 'the server is busy ({} requests in progress); try again shortly'.format(
                 self.capacity), retry_after=1)
@@ -256,7 +273,7 @@ class Colouriser:
             self._busy += 1
         try:
             drawing = prepare()
-            future = self._worker.submit(self._colour, drawing, tag_sets, lines)
+            future = self._worker.submit(self._colour, drawing, tag_sets, lines, output)
         except BaseException:
             self._release()
             raise
@@ -271,27 +288,52 @@ class Colouriser:
             raise outcome
         return drawing, outcome
 
-    def _colour(self, drawing, tag_sets, lines):
+    def _colour(self, drawing, tag_sets, lines, output):
+        if output == 'drawing':
+            return [drawing]
+        if output == 'lines':
+            return [flatting.line_layer(drawing)]
+        problem = self._tag_problem(tag_sets)
+        if problem:
+            return problem
+        colourings = [self._network_colouring(drawing, tags) for tags in tag_sets]
+        if lines == 'network':
+            return colourings
+        composed = [flatting.compose(colouring, drawing) for colouring in colourings]
+        return [flat if output == 'flat' else picture for picture, flat in composed]
+
+    def _tag_problem(self, tag_sets):
+        """The ApiError for tag sets this model cannot colour, or None."""
         model = self.model
         if model.vectorizer is None:
             if any(tag_sets):
                 return ApiError(422, 'this model was trained without tags (--no-tag); send no tags',
                                 unknown=sorted({t for tags in tag_sets for t in tags}))
-        else:
-            unknown = []
-            for tags in tag_sets:
-                unknown.extend(t for t in model.unknown_tags(tags) if t not in unknown)
-            if unknown:
-                return ApiError(422, 'unknown tag {} (not in the model\'s vocabulary, nor any of its '
-                                'words)'.format(', '.join(unknown)), unknown=unknown)
-            if model.most_tags and any(len(tags) > model.most_tags for tags in tag_sets):
-                return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            colourings = [model.colour(drawing, tags) for tags in tag_sets]
-        if lines == 'keep':
-            return [flatting.compose(colouring, drawing)[0] for colouring in colourings]
-        return colourings
+            return None
+        unknown = []
+        for tags in tag_sets:
+            unknown.extend(t for t in model.unknown_tags(tags) if t not in unknown)
+        if unknown:
+            return ApiError(422, 'unknown tag {} (not in the model\'s vocabulary, nor any of its '
+                            'words)'.format(', '.join(unknown)), unknown=unknown)
+        if model.most_tags and any(len(tags) > model.most_tags for tags in tag_sets):
+            return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
+        return None
+
+    def _network_colouring(self, drawing, tags):
+        """The model's colouring of drawing with tags, from the cache when this drawing and
+        tag set were coloured lately (only the worker thread touches the cache)."""
+        key = (hashlib.blake2b(drawing.tobytes(), digest_size=16).digest(), drawing.size, tuple(tags))
+        colouring = self._cache.pop(key, None)
+        if colouring is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+                colouring = self.model.colour(drawing, tags)
+        self._cache[key] = colouring
+        while len(self._cache) > 1 and sum(w * h for w, h in (c.size for c in self._cache.values())) > \
+                CACHE_PIXELS:
+            self._cache.popitem(last=False)
+        return colouring
 
     def close(self):
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -418,25 +460,38 @@ def add_colour_route(app, colouriser, max_pixels):
         upload = request.files.get('image')
         if upload is None:
             raise ApiError(400, 'send the drawing as a multipart/form-data file part named "image"')
-        drawing_kind = request.form.get('drawing', 'asis')
-        if drawing_kind not in ('asis',) + dataset.DRAWINGS:
-            raise ApiError(400, 'drawing must be one of asis, {}'.format(', '.join(dataset.DRAWINGS)))
+        drawing_kind = request.form.get('drawing', 'auto')
+        if drawing_kind not in ('auto', 'asis') + dataset.DRAWINGS:
+            raise ApiError(400, 'drawing must be one of auto, asis, {}'.format(', '.join(dataset.DRAWINGS)))
         lines = request.form.get('lines', 'network' if drawing_kind == 'grey' else 'keep')
         if lines not in ('keep', 'network'):
             raise ApiError(400, 'lines must be keep (the drawing\'s own, over flat colours) or network')
+        output = request.form.get('output', 'picture')
+        if output not in OUTPUTS:
+            raise ApiError(400, 'output must be one of {}'.format(', '.join(OUTPUTS)))
+        if output in ('flat', 'lines') and lines != 'keep':
+            raise ApiError(400, 'the {} layer comes with lines=keep'.format(output))
         if 'tags' in request.files:
             raise ApiError(400, 'send the tags as form fields named "tags", not as a file part')
         tag_sets = parse_tag_sets(request.form.getlist('tags'))
+        if output == 'flat' and len(tag_sets) > 1:
+            raise ApiError(400, 'the flat layer is one tag set\'s: send one "tags" field')
         data = upload.read()
-        drawing, results = colouriser.run(lambda: decode_drawing(data, max_pixels, drawing_kind), tag_sets,
-                                          lines)
+        read = {}
+
+        def prepare():
+            drawing, read['kind'] = decode_drawing(data, max_pixels, drawing_kind)
+            return drawing
+
+        drawing, results = colouriser.run(prepare, tag_sets, lines, output)
         if len(results) == 1:
             body = png_bytes(results[0])
         else:
-            labels = ['input'] + [','.join(tags) or '(no tag)' for tags in tag_sets]
+            labels = ['drawing read'] + [','.join(tags) or '(no tag)' for tags in tag_sets]
             cell = min(SHEET_CELL, max(drawing.size))
             body = png_bytes(sheets.grid([[drawing] + results], labels, cell=cell))
-        return app.response_class(body, mimetype='image/png', headers={'Cache-Control': 'no-store'})
+        return app.response_class(body, mimetype='image/png',
+                                  headers={'Cache-Control': 'no-store', 'X-Drawing-Read': read['kind']})
 
 
 class JsonErrorTask(ErrorTask):

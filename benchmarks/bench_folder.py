@@ -46,7 +46,8 @@ def make_folder(folder, count, size, seed):
 def run(command, kill_after=None):
     """(progress lines, last line, seconds); killed with SIGKILL after kill_after lines."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               cwd=ROOT)
     lines = []
     for line in process.stdout:
         lines.append(line.rstrip('\n'))

@@ -1,5 +1,6 @@
 // The page of server.py: one drawing, several tag sets, one POST /api/colorize per tag set
-// (so each result shows up as soon as it is ready and can be downloaded on its own).
+// (so each result shows up as soon as it is ready and can be downloaded on its own, with
+// its flat colour layer and line layer for a paint program).
 'use strict';
 
 const MAX_RETRIES = 5;
@@ -7,6 +8,8 @@ const MAX_RETRIES = 5;
 const state = {
   drawing: null,        // Blob of the drawing being coloured
   drawingName: 'drawing',
+  drawingUrl: null,     // object URL of the drawing as uploaded
+  readShown: null,      // what the preview shows: 'asis' (the upload) or the line art / grey read
   vocabulary: null,     // null: the model has no tags (--no-tag)
   known: new Set(),
   cards: [],
@@ -48,6 +51,9 @@ function addCard(tags = []) {
   });
   input.addEventListener('blur', () => { if (input.value.trim()) commitInput(card); });
   $('.remove', node).addEventListener('click', () => removeCard(card));
+  for (const button of node.querySelectorAll('.layer')) {
+    button.addEventListener('click', () => downloadLayer(card, button));
+  }
   $('#cards').appendChild(node);
   state.cards.push(card);
   setTags(card, tags);
@@ -109,19 +115,30 @@ function setCardState(card, name, error = '') {
 
 // ---- colouring ----
 
+function colourForm(tags, output = 'picture') {
+  const form = new FormData();
+  form.append('image', state.drawing, state.drawingName);
+  if (tags.length) form.append('tags', tags.join(','));
+  form.append('drawing', $('#drawing-kind').value);
+  form.append('output', output);
+  return form;
+}
+
+function layerButtons(card, enabled) {
+  for (const button of card.node.querySelectorAll('.layer')) button.disabled = !enabled;
+}
+
 async function colourCard(card, attempt = 0) {
   if (card.controller) card.controller.abort();
   if (!state.drawing) { setCardState(card, 'empty'); return; }
   const controller = new AbortController();
   card.controller = controller;
   setCardState(card, 'loading');
-  const form = new FormData();
-  form.append('image', state.drawing, state.drawingName);
-  if (card.tags.length) form.append('tags', card.tags.join(','));
-  form.append('drawing', $('#drawing-kind').value);
+  layerButtons(card, false);
   let response;
   try {
-    response = await fetch('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
+    response = await fetch('/api/colorize', { method: 'POST', body: colourForm(card.tags),
+                                              signal: controller.signal });
   } catch (error) {
     if (error.name !== 'AbortError') setCardState(card, 'error', 'The server cannot be reached.');
     return;
@@ -144,6 +161,9 @@ async function colourCard(card, attempt = 0) {
   }
   const blob = await response.blob();
   if (card.controller !== controller) return;
+  const read = response.headers.get('X-Drawing-Read');
+  showDrawingRead(read);
+  layerButtons(card, read !== 'grey');  // a grey drawing is coloured as the network draws it
   if (card.url) URL.revokeObjectURL(card.url);
   card.url = URL.createObjectURL(blob);
   const image = $('.result-image', card.node);
@@ -153,8 +173,7 @@ async function colourCard(card, attempt = 0) {
   image.hidden = false;
   const download = $('.download', card.node);
   download.href = card.url;
-  download.download = safeName(state.drawingName.replace(/\.[^.]*$/, '')) + '_' +
-    safeName(card.tags.join('+')) + '.png';
+  download.download = baseName() + '_' + safeName(card.tags.join('+')) + '.png';
   download.removeAttribute('aria-disabled');
 }
 
@@ -162,13 +181,69 @@ function colourAll() {
   for (const card of state.cards) colourCard(card);
 }
 
+function baseName() {
+  return safeName(state.drawingName.replace(/\.[^.]*$/, ''));
+}
+
+async function downloadLayer(card, button) {
+  const layer = button.dataset.layer;
+  button.disabled = true;
+  try {
+    const response = await fetch('/api/colorize', { method: 'POST', body: colourForm(card.tags, layer) });
+    if (!response.ok) {
+      let body = {};
+      try { body = await response.json(); } catch (_) { /* not JSON */ }
+      setCardState(card, 'error', body.error || ('The server answered ' + response.status + '.'));
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = baseName() + (layer === 'flat' ? '_' + safeName(card.tags.join('+')) : '') +
+      '_' + layer + '.png';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// The preview shows what the network reads: the upload itself, or the line art (or grey
+// picture) the server made from a colour upload, with a line that says so.
+async function showDrawingRead(read) {
+  if (!read || read === state.readShown) return;
+  state.readShown = read;
+  const preview = $('#drawing-preview');
+  const note = $('#drawing-read');
+  const drawing = state.drawing;
+  if (read === 'asis') {
+    preview.src = state.drawingUrl;
+    note.hidden = true;
+    return;
+  }
+  const response = await fetch('/api/colorize', { method: 'POST', body: colourForm([], 'drawing') });
+  if (!response.ok || drawing !== state.drawing || state.readShown !== read) return;
+  if (preview.src !== state.drawingUrl) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(await response.blob());
+  note.textContent = read === 'line'
+    ? 'Shown: the line art made from your colour picture, which the network colours.'
+    : 'Shown: your picture made grey, which the network colours.';
+  note.hidden = false;
+}
+
 function setDrawing(blob, name) {
   if (!blob) return;
   state.drawing = blob;
   state.drawingName = name || 'drawing.png';
   const preview = $('#drawing-preview');
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(blob);
+  if (preview.src && preview.src !== state.drawingUrl) URL.revokeObjectURL(preview.src);
+  if (state.drawingUrl) URL.revokeObjectURL(state.drawingUrl);
+  state.drawingUrl = URL.createObjectURL(blob);
+  state.readShown = 'asis';
+  preview.src = state.drawingUrl;
+  $('#drawing-read').hidden = true;
   preview.hidden = false;
   $('#dropzone').classList.add('has-image');
   colourAll();

@@ -75,7 +75,7 @@ def running_server(model_dir):
 
 
 @contextlib.contextmanager
-def chromium(paths, width=1400, height=900):
+def chromium(paths, width=1400, height=900, downloads=None):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
@@ -83,6 +83,9 @@ def chromium(paths, width=1400, height=900):
     profile = tempfile.mkdtemp(prefix='chromium-profile-')
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    if downloads:
+        options.add_experimental_option('prefs', {'download.default_directory': str(downloads),
+                                                  'download.prompt_for_download': False})
     options.add_argument('--user-data-dir=' + profile)
     options.add_argument('--window-size={},{}'.format(width, height))
     driver = webdriver.Chrome(options=options, service=Service(executable_path=paths[1]))
@@ -189,6 +192,66 @@ def test_page_colours_an_uploaded_drawing(tiny_model, small_data, tmp_path):
         assert severe == []
         driver.save_screenshot(str(tmp_path / 'server_page.png'))
     assert (tmp_path / 'server_page.png').stat().st_size > 0
+
+
+SHOWN_WHOLE_JS = """
+const fits = (inner, outer) => {
+  const a = inner.getBoundingClientRect(), b = outer.getBoundingClientRect();
+  return a.width > 0 && a.top >= b.top - 1 && a.bottom <= b.bottom + 1
+    && a.left >= b.left - 1 && a.right <= b.right + 1;
+};
+const preview = document.getElementById('drawing-preview');
+const canvas = document.createElement('canvas');
+canvas.width = preview.naturalWidth; canvas.height = preview.naturalHeight;
+canvas.getContext('2d').drawImage(preview, 0, 0);
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let coloured = 0;
+for (let i = 0; i < data.length; i += 4) {
+  if (data[i] !== data[i + 1] || data[i + 1] !== data[i + 2]) coloured += 1;
+}
+const note = document.getElementById('drawing-read');
+const result = document.querySelector('.card .result-image');
+return {preview: [preview.naturalWidth, preview.naturalHeight], coloured: coloured,
+        previewFits: fits(preview, document.getElementById('dropzone')),
+        resultFits: fits(result, result.parentElement),
+        note: note.hidden ? '' : note.textContent};
+"""
+
+
+def test_a_colour_portrait_is_shown_whole_as_the_line_art_read_and_its_layers_download(tiny_model, tmp_path):
+    paths, reason = find_browser()
+    if paths is None:
+        pytest.skip(reason)
+    from PIL import Image
+    portrait = Image.new('RGB', (90, 150), 'white')
+    portrait.paste((200, 30, 30), (20, 40, 70, 120))
+    portrait.save(tmp_path / 'portrait.png')
+    downloads = tmp_path / 'downloads'
+    downloads.mkdir()
+    with running_server(tiny_model) as url, chromium(paths, downloads=downloads) as driver:
+        open_page(driver, url)
+        driver.find_element('id', 'file').send_keys(str(tmp_path / 'portrait.png'))
+        type_tags(driver, 0, ['響'])
+        assert wait_for_results(driver, 1) == ['done'], cards(driver)[0].text
+        def line_art_shown(d):
+            shown = d.execute_script(SHOWN_WHOLE_JS)
+            return shown if shown['note'] else None
+
+        shown = wait_for(driver, line_art_shown, what='the line art read to be shown')
+        # The preview is the line art the server made (grey pixels only), 90x150, shown
+        # whole in its square box, and so is the result in its card.
+        assert shown['preview'] == [90, 150] and shown['coloured'] == 0, shown
+        assert shown['previewFits'] and shown['resultFits'], shown
+        assert 'line art made from your colour picture' in shown['note']
+        for layer in ('flat', 'lines'):
+            button = cards(driver)[0].find_element('css selector', '.layer[data-layer="{}"]'.format(layer))
+            assert button.is_enabled()
+            button.click()
+        names = {'portrait_響_flat.png', 'portrait_lines.png'}
+        wait_for(driver, lambda d: names <= {p.name for p in downloads.iterdir()},
+                 what='the layers to download')
+    flat, lines = Image.open(downloads / 'portrait_響_flat.png'), Image.open(downloads / 'portrait_lines.png')
+    assert flat.size == lines.size == (90, 150) and flat.mode == 'RGB' and lines.mode == 'RGBA'
 
 
 def main(argv=None):

@@ -17,7 +17,8 @@ def pages(small_data, tmp_path):
     folder = tmp_path / 'pages'
     (folder / 'chapter 2').mkdir(parents=True)
     lines, colours = small_data / 'test' / 'line', small_data / 'test' / 'color'
-    for name, where in (('hibiki_0000', folder), ('akatsuki_0000', folder), ('miku_0000', folder / 'chapter 2')):
+    for name, where in (('hibiki_0000', folder), ('akatsuki_0000', folder),
+                        ('miku_0000', folder / 'chapter 2')):
         shutil.copy(lines / (name + '.png'), where / (name + '.png'))
         shutil.copy(colours / (name + '.txt'), where / (name + '.txt'))
     (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not a picture')
@@ -54,7 +55,8 @@ def test_a_folder_is_coloured_into_the_same_tree_with_each_drawing_s_own_tags(ti
     alone = tmp_path / 'alone.png'
     assert colorize.main(['-i', str(pages / 'hibiki_0000.png'), '-o', str(alone), '--model', str(tiny_model),
                           '-t', tags]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(alone)), np.asarray(Image.open(out / 'hibiki_0000.png')))
+    np.testing.assert_array_equal(np.asarray(Image.open(alone)),
+                                  np.asarray(Image.open(out / 'hibiki_0000.png')))
     assert Image.open(out / 'chapter 2' / 'miku_0000.png').size == Image.open(
         pages / 'chapter 2' / 'miku_0000.png').size
 
@@ -114,6 +116,6 @@ def test_folder_mistakes_are_one_line_errors(tiny_model, pages, tmp_path, capsys
                        (['-i', str(tmp_path / 'empty'), '-o', str(tmp_path / 'o')], 'no images')):
         code, out, err = run(capsys, argv + model)
         assert code == 1 and len(err) == 1 and said in err[0] and not out
-    assert sorted(p.name for p in pages.iterdir()) == ['a.jpg', 'a.png', 'akatsuki_0000.png', 'akatsuki_0000.txt',
-                                                       'broken.png', 'chapter 2', 'hibiki_0000.png',
-                                                       'hibiki_0000.txt']
+    assert sorted(p.name for p in pages.iterdir()) == [
+        'a.jpg', 'a.png', 'akatsuki_0000.png', 'akatsuki_0000.txt', 'broken.png', 'chapter 2',
+        'hibiki_0000.png', 'hibiki_0000.txt']

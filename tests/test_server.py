@@ -123,6 +123,54 @@ def test_line_and_grey_drawings_from_a_colour_picture(client):
     error_of(post(client, png(), drawing='../etc'), 400)
 
 
+def colour_picture(size=(96, 96)):
+    picture = Image.new('RGB', size, 'white')
+    picture.paste((210, 40, 60), (20, 20, 76, 76))
+    buffer = io.BytesIO()
+    picture.save(buffer, 'PNG')
+    return picture, buffer.getvalue()
+
+
+def test_a_colour_picture_is_read_as_line_art_and_the_header_says_so(client):
+    picture, data = colour_picture()
+    response = post(client, data, ['響'], output='drawing')
+    assert response.headers['X-Drawing-Read'] == 'line'
+    np.testing.assert_array_equal(np.asarray(decoded(response)),
+                                  np.asarray(server.dataset.make_drawing(picture, 'line')))
+    response = post(client, data, ['響'], output='drawing', drawing='asis')
+    assert response.headers['X-Drawing-Read'] == 'asis'
+    np.testing.assert_array_equal(np.asarray(decoded(response)), np.asarray(picture.convert('L')))
+    assert post(client, png(), ['響']).headers['X-Drawing-Read'] == 'asis'  # grey noise: no colour
+
+
+def test_the_layers_a_paint_program_opens(client, model):
+    drawing = Image.open(io.BytesIO(png((100, 60)))).convert('L')
+    picture, flat = flatting.compose(model.colour(drawing, ['響']), drawing)
+    np.testing.assert_array_equal(np.asarray(decoded(post(client, png((100, 60)), ['響'], output='flat'))),
+                                  np.asarray(flat))
+    lines = decoded(post(client, png((100, 60)), ['響'], output='lines'))
+    assert lines.mode == 'RGBA' and lines.size == (100, 60)
+    np.testing.assert_array_equal(np.asarray(lines), np.asarray(flatting.line_layer(drawing)))
+    error_of(post(client, png(), ['響'], output='flat', lines='network'), 400)
+    error_of(post(client, png(), ['響', '暁'], output='flat'), 400)
+    error_of(post(client, png(), ['響'], output='layers'), 400)
+
+
+def test_a_drawing_coloured_again_costs_no_network_pass(app, client, model, monkeypatch):
+    calls = []
+    colour = model.colour
+    monkeypatch.setattr(model, 'colour',
+                        lambda *args, **kwargs: calls.append(args[1]) or colour(*args, **kwargs))
+    data = png((90, 70))
+    first = decoded(post(client, data, ['暁']))
+    decoded(post(client, data, ['暁'], output='flat'))
+    again = decoded(post(client, data, ['暁']))
+    assert calls == [['暁']]
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    decoded(post(client, data, ['響']))
+    assert calls == [['暁'], ['響']]
+
+
 # ---- bad input ----
 
 def test_unknown_tags_are_named_not_ignored(client):
