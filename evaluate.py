@@ -27,6 +27,7 @@ import compat
 import colour_model
 import dataset
 import figures
+import flatting
 import sheets
 import tag_vectorizer
 
@@ -64,6 +65,12 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   chroma over the character's pixels (mask > 0), with the full tags (モノクロ / ノート
   among them) and with the same list without the monochrome tags.
 * L1: mean absolute difference per channel on 0..255; PSNR: per image (peak 255), averaged.
+* Lines kept (``lines_kept``): every test drawing at the data's own size (not the
+  model's), coloured with its full tags as colorize.py colours it: the network's
+  colouring enlarged to that size (``--lines network``) and the drawing's own lines over
+  flat colours (``--lines keep``, flatting.py); PSNR, edge sharpness (the output's mean
+  colour gradient on the truth's edges over the truth's own there: 1 is as sharp as the
+  truth) and region ΔE00, averaged over the images.
 
 Tags: each image's full list (its .txt) for the main scores; the accuracies also with
 the character tag alone, which is what a user types. The baseline always gets the
@@ -231,6 +238,69 @@ class ScoredModel:
         if key not in self._outputs:
             self._outputs[key] = self.colour_drawing(self.by_name[name].drawing, key[1])
         return self._outputs[key]
+
+
+def kept_line_scores(model, images, description):
+    """``lines_kept`` of METHOD for a ColourModel on test images at the data's size:
+    {'size', 'n', 'network': {...}, 'kept_lines': {...}}, each with the means of psnr,
+    edge_sharpness and region_delta_e, the twins' hair accuracy, and the monochrome
+    drawings' chroma with their tags and without the monochrome ones; and the pictures
+    of the first colour image for the figure: (image, network, kept picture, flat layer)."""
+    labels = description['labels']
+    characters = {c['tag']: c for c in description['characters']}
+    rows = {'network': collections.defaultdict(list), 'kept_lines': collections.defaultdict(list)}
+    example = None
+
+    def colourings(image, tags):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+            network = model.colour(image.drawing, tags)
+        kept, flat = flatting.compose(network, image.drawing)
+        outputs = {'network': np.asarray(network.convert('RGB')), 'kept_lines': np.asarray(kept)}
+        return outputs, (network, kept, flat)
+
+    for image in images:
+        outputs, pictures = colourings(image, image.tags)
+        if example is None and not image.mono:
+            example = (image,) + pictures
+        without_mono = colourings(image, image.tags_no_mono)[0] if image.mono else {}
+        for label, output in outputs.items():
+            row = rows[label]
+            row['psnr'].append(psnr(output, image.target))
+            row['edge_sharpness'].append(edge_sharpness(output, image.target))
+            row['region_delta_e'].append(mean_or_none(region_errors(output, image.target, image.mask,
+                                                                    labels).values()))
+            own = image.character
+            hair = region_lab(output, image.mask, labels['hair'])
+            if own['twin'] is not None and not image.mono and hair is not None:
+                row['ambiguous_hair_accuracy'].append(nearer_to_first(
+                    hair, own['colors']['hair'], characters[own['twin']]['colors']['hair']))
+            if image.mono:
+                row['mono_chroma_with_tag'].append(mean_chroma(output, image.mask))
+                row['mono_chroma_without_tag'].append(mean_chroma(without_mono[label], image.mask))
+    scores = {label: {key: mean_or_none(values) for key, values in row.items()}
+              for label, row in rows.items()}
+    return dict(size=images[0].drawing.size[0], n=len(images), **scores), example
+
+
+def kept_line_figure(example, labels, crop=128):
+    """A 1:1 crop around the eyes of the drawing, the network's colouring enlarged, the
+    kept lines, their two layers (the line layer over a checkerboard, as a paint program
+    shows transparency) and the truth."""
+    image, network, kept, flat = example
+    side = image.drawing.size[0]
+    crop = min(crop, side)
+    eyes = np.argwhere(image.mask == labels['eyes'])
+    y, x = eyes.mean(axis=0) if len(eyes) else (side / 2, side / 2)
+    left, top = (int(min(max(0, centre - crop / 2), side - crop)) for centre in (x, y))
+    box = (left, top, left + crop, top + crop)
+    checks = (np.indices((side, side)) // 8).sum(axis=0) % 2
+    board = Image.fromarray(np.where(checks[..., None], 205, 245).astype(np.uint8).repeat(3, axis=2))
+    board.paste(flatting.line_layer(image.drawing), (0, 0), flatting.line_layer(image.drawing))
+    pictures = [image.drawing, network, kept, flat, board, Image.fromarray(image.target)]
+    return sheets.grid([[picture.crop(box) for picture in pictures]],
+                       ['drawing', 'network', 'lines kept', 'flat layer', 'line layer', 'truth'],
+                       [image.character['tag']], cell=crop)
 
 
 def character_tag(image):
@@ -677,6 +747,17 @@ def evaluate(args):
 
     os.makedirs(args.out, exist_ok=True)
     result['figures'] = figures.make_all(models, description, args.out)
+    data_size = dataset.image_size(os.path.join(args.data, 'test', 'line',
+                                                models['tag'].images[0].name + '.png'))[0]
+    result['lines_kept'], example = kept_line_scores(models['tag'].model, images_at(data_size), description)
+    if example is not None:
+        kept_line_figure(example, description['labels']).save(os.path.join(args.out, 'lines_kept.png'))
+        result['figures'].append(dict(
+            file='lines_kept.png', title='Lines kept at the drawing\'s size',
+            caption='{} at {} px, a 1:1 crop: the drawing, the network\'s colouring enlarged from {} px, '
+                    'the drawing\'s own lines over flat colours (colorize.py\'s default), its flat colour '
+                    'layer and line layer, and the truth.'.format(
+                        example[0].name, data_size, models['tag'].size)))
     result['unknown_tags'] = {label: sorted(model.unknown)
                               for label, model in models.items() if model.unknown}
     result['seconds'] = round(time.perf_counter() - started, 2)

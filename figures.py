@@ -225,7 +225,7 @@ def report(result, command, method):
              'behind the pair accuracies. Written by `{}` in {:.1f} s.\n\n'.format(
                  result['data'], counts['test_images'], counts['mono'], counts['ambiguous'], command,
                  result['seconds'])]
-    parts += [targets_section(result), scores_section(result, labels, header),
+    parts += [targets_section(result), scores_section(result, labels, header), lines_kept_section(result),
               pairs_section(result, labels, header), characters_section(result, labels, header),
               similarity_section(result), figures_section(result), settings_section(result, labels, header),
               '\n## How the numbers are made\n\n' + method.strip() + '\n']
@@ -246,6 +246,24 @@ def scores_section(result, labels, header):
             'The baseline always gets the zero tag plane.\n\n'
             + table(['score'] + header, [[name] + [row(models[label]) for label in labels]
                                          for name, row in score_rows(models)]))
+
+
+def lines_kept_section(result):
+    kept = result.get('lines_kept')
+    if not kept:
+        return ''
+    names = {'network': "the network's colouring enlarged (`--lines network`)",
+             'kept_lines': "the drawing's lines over flat colours (`--lines keep`, the default)"}
+    return ('\n### Lines kept at the drawing\'s size\n\nThe tag model on the {} test drawings at their own '
+            'size, {} px, with their full tags; edge sharpness 1 is as sharp as the truth.\n\n'.format(
+                kept['n'], kept['size'])
+            + table(['output', 'PSNR dB', 'edge sharpness', 'region ΔE00', 'twins\' hair right',
+                     'monochrome chroma, with / without its tags'],
+                    [(names[label], fmt(kept[label]['psnr'], 2), fmt(kept[label]['edge_sharpness']),
+                      fmt(kept[label]['region_delta_e'], 2), fmt(kept[label].get('ambiguous_hair_accuracy')),
+                      '{} / {}'.format(fmt(kept[label].get('mono_chroma_with_tag'), 2),
+                                       fmt(kept[label].get('mono_chroma_without_tag'), 2)))
+                     for label in ('network', 'kept_lines')]))
 
 
 def pairs_section(result, labels, header):

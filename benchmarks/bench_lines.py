@@ -6,8 +6,8 @@
 Scores the test drawings of the default data drawn at 512 px (made in --data with
 make_default_data.py when that folder has none) coloured by --model, as the network
 draws them (its 128-px colouring enlarged) and with the drawing's lines kept over flat
-colours: PSNR, edge sharpness (1 = the truth's, evaluate.edge_sharpness) and region
-ΔE00 (evaluate.region_errors), averaged. Then colours one test drawing enlarged to
+colours, as evaluate.py's ``lines_kept`` scores them (PSNR, edge sharpness, region
+ΔE00, the twins' hair, the monochrome chroma). Then colours one test drawing enlarged to
 --side and prints the time of each step and the process's peak resident memory.
 """
 import argparse
@@ -15,9 +15,7 @@ import os
 import resource
 import sys
 import time
-import warnings
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,28 +25,6 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import flatting  # noqa: E402
 import make_default_data  # noqa: E402
-import tag_vectorizer  # noqa: E402
-
-
-def scores(model, root):
-    """{'network': (PSNR, edge, ΔE00), 'kept lines': (...)}, means over root/test."""
-    labels = evaluate.read_description(root)['labels']
-    rows = {'network': [], 'kept lines': []}
-    for name in sorted(os.listdir(os.path.join(root, 'test', 'line'))):
-        stem = os.path.splitext(name)[0]
-        truth = np.asarray(dataset.load_image(os.path.join(root, 'test', 'color', name)))
-        mask = np.asarray(Image.open(os.path.join(root, 'test', 'mask', name)))
-        drawing = Image.open(os.path.join(root, 'test', 'line', name)).convert('L')
-        tags = evaluate.read_tags(os.path.join(root, 'test', 'color', stem + '.txt'))
-        with warnings.catch_warnings():  # the model may know fewer tags than the data has
-            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            network = model.colour(drawing, tags)
-        for label, picture in (('network', network), ('kept lines', flatting.compose(network, drawing)[0])):
-            output = np.asarray(picture)
-            regions = evaluate.region_errors(output, truth, mask, labels)
-            rows[label].append((evaluate.psnr(output, truth), evaluate.edge_sharpness(output, truth),
-                                np.mean(list(regions.values()))))
-    return {label: np.mean(values, axis=0) for label, values in rows.items()}
 
 
 def main(argv=None):
@@ -66,9 +42,17 @@ def main(argv=None):
         return 1
     if not os.path.isdir(os.path.join(args.data, 'test', 'line')):
         make_default_data.generate(args.data, train_per_char=1, test_per_char=3, size=512, seed=0)
-    print('| 512 px, {} | PSNR dB | edge sharpness | region ΔE00 |\n|---|---|---|---|'.format(args.data))
-    for label, (psnr, edge, delta_e) in scores(model, args.data).items():
-        print('| {} | {:.2f} | {:.3f} | {:.2f} |'.format(label, psnr, edge, delta_e))
+    description = evaluate.read_description(args.data)
+    side = dataset.image_size(os.path.join(args.data, 'test', 'line', 'hibiki_0000.png'))[0]
+    scores, _ = evaluate.kept_line_scores(model, evaluate.load_test_images(args.data, description, side),
+                                          description)
+    print('| {} px, {} test drawings | PSNR dB | edge sharpness | region ΔE00 | twins\' hair right | '
+          'monochrome chroma with / without its tags |\n|---|---|---|---|---|---|'.format(side, scores['n']))
+    for label in ('network', 'kept_lines'):
+        row = scores[label]
+        print('| {} | {:.2f} | {:.3f} | {:.2f} | {:.3f} | {:.2f} / {:.2f} |'.format(
+            label, row['psnr'], row['edge_sharpness'], row['region_delta_e'], row['ambiguous_hair_accuracy'],
+            row['mono_chroma_with_tag'], row['mono_chroma_without_tag']))
     drawing = Image.open(os.path.join(args.data, 'test', 'line', 'hibiki_0000.png')).convert('L')
     drawing = drawing.resize(tuple(args.side), Image.BICUBIC)
     start = time.perf_counter()

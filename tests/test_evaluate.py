@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import colour_space
 import evaluate
@@ -223,6 +224,29 @@ def test_the_truth_scores_perfectly(small_data):
     assert set(always_miku['nearest'].values()) == {'初音ミク'}
 
 
+def test_kept_lines_sharpen_a_blurred_colouring(small_data):
+    """lines_kept on a 'model' that returns the truth blurred as an enlargement blurs it
+    (shrunk to 32 px and back): the lines kept over flat colours bring the edges back
+    (measured: edge sharpness 0.32 -> 0.89, PSNR 17.0 -> 21.6 dB)."""
+    description = evaluate.read_description(str(small_data))
+    images = evaluate.load_test_images(str(small_data), description, 128)
+    truth = {image.drawing.tobytes(): image.target for image in images}
+
+    class Blurred:
+        def colour(self, drawing, tags):
+            small = Image.fromarray(truth[drawing.tobytes()]).resize((32, 32), Image.BICUBIC)
+            return small.resize(drawing.size, Image.BICUBIC)
+
+    scores, (image, network, kept, flat) = evaluate.kept_line_scores(Blurred(), images, description)
+    assert scores['size'] == 128 and scores['n'] == len(images)
+    blurred, lines = scores['network'], scores['kept_lines']
+    assert blurred['edge_sharpness'] < 0.4 and lines['edge_sharpness'] > 0.8
+    assert lines['psnr'] > blurred['psnr'] + 3
+    assert blurred['ambiguous_hair_accuracy'] == lines['ambiguous_hair_accuracy'] == 1
+    assert lines['mono_chroma_with_tag'] == pytest.approx(0, abs=1e-6)  # the grey truth stays grey
+    assert not image.mono and kept.size == flat.size == network.size == image.drawing.size
+
+
 @pytest.fixture(scope='module')
 def notag_model(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('notag')
@@ -265,7 +289,12 @@ def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_dat
         ['アルトリア・ペンドラゴン', 'アルトリア・ペンドラゴン〔オルタ〕'], ['暁', '響']]
     report = (out / 'REPORT.md').read_text('utf-8')
     links = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
-    assert len(links) == len(scores['figures']) == 5
+    assert len(links) == len(scores['figures']) == 6 and 'lines_kept.png' in links
+    kept = scores['lines_kept']
+    assert kept['size'] == 128 and kept['n'] == counts['test_images']
+    assert set(kept) == {'size', 'n', 'network', 'kept_lines'}
+    assert all(isinstance(kept[label][key], float) for label in ('network', 'kept_lines')
+               for key in ('psnr', 'edge_sharpness', 'region_delta_e', 'mono_chroma_with_tag'))
     for link in links:
         assert (out / link).stat().st_size > 0
     assert 'ambiguous_hair_accuracy_tag' in report
