@@ -6,6 +6,7 @@ port are replaced; the tags are the README's. A command the README no longer has
 with a message naming it. Also: every relative link of README.md and docs/*.md resolves."""
 import json
 import os
+import shutil
 import re
 import shlex
 import socket
@@ -93,7 +94,7 @@ def mapped(argv, drawing, model, out_dir):
         elif word == '--model':
             result += [word, str(model)]
         elif word in ('-o', '--out'):
-            out = out_dir / os.path.basename(argv[i + 1])
+            out = out_dir / os.path.basename(argv[i + 1].rstrip('/'))
             result += [word, str(out)]
         else:
             result.append(word)
@@ -199,7 +200,24 @@ def test_readme_every_colour_command(tiny_model, drawing, tmp_path):
             continue
         out_dir = tmp_path / str(n)
         out_dir.mkdir()
-        run_colour_command(argv, comment, line, drawing, tiny_model, out_dir)
+        if any(value.endswith('/') for value in option_values(argv, '-i', '--input')):
+            run_folder_command(argv, line, drawing, tiny_model, out_dir)
+        else:
+            run_colour_command(argv, comment, line, drawing, tiny_model, out_dir)
+
+
+def run_folder_command(argv, line, drawing, model, tmp_path):
+    """A README line that colours a folder (-i DIR/ -o OUTDIR/): run on a folder holding
+    the test drawing and its sidecar tags, it writes the drawing's picture in OUTDIR."""
+    folder = tmp_path / 'drawings'
+    folder.mkdir()
+    shutil.copy(drawing, folder / drawing.name)
+    shutil.copy(drawing.parent.parent / 'color' / (drawing.stem + '.txt'), folder / (drawing.stem + '.txt'))
+    argv, out = mapped(argv, folder, model, tmp_path)
+    code = colorize.main(argv)
+    assert code == 0, f'README command `{line}` exited with {code} (run as colorize.main({argv}))'
+    with Image.open(drawing) as image:
+        assert_png(out / (drawing.stem + '.png'), image.size, line)
 
 
 def free_port():
