@@ -19,12 +19,20 @@ import numpy as np
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 
+from colour_space import ciede2000, srgb_to_lab
 import dataset
 import net
 import tag_vectorizer
 
 # The model folder the commands read when none is given: the demo's (run.sh demo).
 DEFAULT_MODEL = os.path.join('result', 'demo')
+# Colour hints spread to the regions the network colours as one part (flatting.py); the
+# network's colourings under this many other tags, as unlike each other as can be,
+# tell those parts apart where one colouring does not (暁's navy hair beside her navy
+# uniform is coloured teal and grey under 初音ミク).
+PROBES = 8
+# The side of the thumbnails the probes are chosen on.
+PROBE_SIDE = 32
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
 DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
@@ -223,6 +231,26 @@ class ColourModel:
         if self.refiner is not None:
             return self.refiner.refine(drawing, coloured, tags)
         return coloured.resize(drawing.size, Image.BICUBIC)
+
+    def probe_colourings(self, drawing, colouring):
+        """PROBES colourings of the drawing under single tags of the vocabulary, chosen
+        one by one as the furthest (mean ΔE00 over PROBE_SIDE-px thumbnails) from
+        ``colouring`` and from those already chosen; none for a model without tags."""
+        def thumbnail(picture):
+            return srgb_to_lab(np.asarray(picture.convert('RGB').resize((PROBE_SIDE, PROBE_SIDE), Image.BOX),
+                                          np.float64))
+        candidates = [self.colour(drawing, [tag]) for tag in self.tags]
+        if len(candidates) <= PROBES:
+            return candidates
+        thumbnails = [thumbnail(picture) for picture in candidates]
+        reference = thumbnail(colouring)
+        distance = np.array([ciede2000(t, reference).mean() for t in thumbnails])
+        chosen = []
+        for _ in range(PROBES):
+            best = int(np.argmax(distance))
+            chosen.append(candidates[best])
+            distance = np.minimum(distance, [ciede2000(t, thumbnails[best]).mean() for t in thumbnails])
+        return chosen
 
     def refine(self, drawing, coarse, tags, size=None):
         """Stage 2: the drawing at up to this model's size (refine_side) with a coarse

@@ -20,7 +20,8 @@ import time
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from colour_space import chroma, ciede2000, srgb_to_lab
 import compat
@@ -65,6 +66,17 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   chroma over the character's pixels (mask > 0), with the full tags (モノクロ / ノート
   among them) and with the same list without the monochrome tags.
 * L1: mean absolute difference per channel on 0..255; PSNR: per image (peak 255), averaged.
+* Hints (``hints``; the first HINTED_PER_CHARACTER colour test images of each
+  character at the data's size, lines kept): ``region_delta_e_{0,1,3}_hints``, region
+  ΔE00 with no hint, one on the hair, and three (hair, clothes, eyes), each at the
+  part's centre (the pixel furthest from its edge and from lines) in the truth's median
+  colour over the line-closed region there. ``hint_obeyed``: one dot of a colour the
+  character never has (of red, green, magenta and orange, the furthest from its
+  colours) at the hair's centre; the share of the hair's pixels off the lines, on the
+  flat layer, within 15 ΔE00 of it. ``hint_bleed``: the mean ΔE00 change of the skin's,
+  eyes' and clothes' mean colours on the flat layer. ``..._gap_{1,2,4}px``: the same with
+  a gap of that many pixels cut through the line between the hair and the face (the
+  network's colourings of the whole drawing kept).
 * Lines kept (``lines_kept``): every test drawing at the data's own size (not the
   model's), coloured with its full tags as colorize.py colours it: the network's
   colouring enlarged to that size (``--lines network``) and the drawing's own lines over
@@ -301,6 +313,145 @@ def kept_line_figure(example, labels, crop=128):
     return sheets.grid([[picture.crop(box) for picture in pictures]],
                        ['drawing', 'network', 'lines kept', 'flat layer', 'line layer', 'truth'],
                        [image.character['tag']], cell=crop)
+
+
+# A hint of a colour the character never has, for hint_obeyed: of these, the one
+# furthest (ΔE00) from all of the character's colours.
+STRANGE_COLOURS = ((220, 30, 40), (40, 200, 60), (230, 60, 220), (250, 140, 0))
+# A pixel of the hinted part within this many ΔE00 of the hint's colour obeys it.
+OBEYED_WITHIN = 15.0
+# Gaps (pixels) cut into the hair's outline where it meets the face: gap closing's test.
+GAPS = (1, 2, 4)
+# Hints are scored on this many colour test images of each character: each costs a
+# network pass per tag of the vocabulary (the probes).
+HINTED_PER_CHARACTER = 3
+
+
+def part_centre(part, lines):
+    """(y, x): the pixel of a part (bool mask) furthest from its edge and from lines."""
+    inside = part & ~lines
+    if not inside.any():
+        return None
+    distance = ndimage.distance_transform_edt(inside)
+    return np.unravel_index(np.argmax(distance), distance.shape)
+
+
+def strange_colour(character):
+    labs = srgb_to_lab(np.array(list(character['colors'].values()), np.float64))
+    return max(STRANGE_COLOURS, key=lambda c: ciede2000(labs, srgb_to_lab(np.array(c, np.float64))).min())
+
+
+def cut_gap(drawing, hair, skin, width):
+    """The drawing with a gap of ``width`` pixels cut through the line between the hair
+    and the face, where that line is longest, across the line's whole thickness; None
+    when they do not meet."""
+    lines = flatting.line_mask(drawing)
+    near = lambda part: ndimage.binary_dilation(part, iterations=3)  # noqa: E731
+    between = np.argwhere(lines & near(hair) & near(skin))
+    if len(between) < 5:
+        return None
+    centre = between[np.argmin(np.abs(between - np.median(between, axis=0)).sum(axis=1))]
+    local = between[np.abs(between - centre).max(axis=1) <= 8] - centre
+    tangent = np.linalg.svd(local - local.mean(axis=0), full_matrices=False)[2][0]  # (dy, dx)
+    normal = np.array([-tangent[1], tangent[0]])
+    ys, xs = np.mgrid[0:lines.shape[0], 0:lines.shape[1]]
+    offset = np.stack([ys - centre[0], xs - centre[1]], axis=-1)
+    along, across = offset @ tangent, offset @ normal
+    pixels = np.array(drawing)
+    pixels[(np.abs(along + 0.5) < width / 2) & (np.abs(across) <= 6)] = 255
+    return Image.fromarray(pixels, 'L')
+
+
+def hint_scores(model, images, description, per_character=HINTED_PER_CHARACTER):
+    """``hints`` of METHOD for a ColourModel on the first ``per_character`` colour test
+    images of each character at the data's size."""
+    labels = description['labels']
+    parts = {name: labels[name] for name in ('hair', 'clothes', 'eyes')}
+    rows = collections.defaultdict(list)
+    taken = collections.Counter()
+    examples = []
+    for image in images:
+        if image.mono or taken[image.character['tag']] >= per_character:
+            continue
+        taken[image.character['tag']] += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+            network = model.colour(image.drawing, image.tags)
+            probes = model.probe_colourings(image.drawing, network)
+        lines = flatting.line_mask(image.drawing)
+        centres = {name: part_centre(image.mask == label, lines) for name, label in parts.items()}
+        if any(centre is None for centre in centres.values()):
+            continue
+        dots = truth_dots(image, centres, lines)
+        if taken[image.character['tag']] == 1:
+            examples.append((image, network, probes, dots))
+        for count in (0, 1, 3):
+            hints = flatting.hint_picture(image.drawing.size, dots[:count]) if count else None
+            picture = np.asarray(flatting.compose(network, image.drawing, hints, probes=probes)[0])
+            errors = region_errors(picture, image.target, image.mask, labels)
+            rows['region_delta_e_{}_hints'.format(count)].append(mean_or_none(errors.values()))
+            for part, error in errors.items():
+                rows['region_delta_e_{}_hints_{}'.format(count, part)].append(error)
+        strange = strange_colour(image.character)
+        y, x = centres['hair']
+        for gap in (0,) + GAPS:
+            drawing = image.drawing if gap == 0 else cut_gap(image.drawing, image.mask == labels['hair'],
+                                                              image.mask == labels['skin'], gap)
+            if drawing is None:
+                continue
+            obeyed, bleed = hint_effect(network, probes, drawing, image.mask, labels, (x, y, strange))
+            suffix = '' if gap == 0 else '_gap_{}px'.format(gap)
+            rows['hint_obeyed' + suffix].append(obeyed)
+            rows['hint_bleed' + suffix].append(bleed)
+    scores = {key: mean_or_none(values) for key, values in rows.items()}
+    scores['n'] = len(rows['region_delta_e_0_hints'])
+    return scores, examples
+
+
+def truth_dots(image, centres, lines):
+    """The three hints from the truth: at the centres of the hair, the clothes and the
+    eyes, each of the truth's median colour over the line-closed region it falls in."""
+    regions, _ = flatting.regions(lines)
+    dots = []
+    for name in ('hair', 'clothes', 'eyes'):
+        y, x = centres[name]
+        truth = np.median(image.target[regions == regions[y, x]], axis=0)
+        dots.append((int(x), int(y), tuple(int(v) for v in np.round(truth))))
+    return dots
+
+
+def hint_figure(examples, count=4):
+    """One row per character: the drawing with the three dots, no hint, the three hints,
+    a dot of a colour the character never has on the hair, and the truth."""
+    rows, row_labels = [], []
+    for image, network, probes, dots in examples[:count]:
+        marked = image.drawing.convert('RGB')
+        pen = ImageDraw.Draw(marked)
+        strange = (dots[0][0], dots[0][1], strange_colour(image.character))
+        for x, y, colour in dots:
+            pen.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour, outline=(255, 0, 0))
+        size = image.drawing.size
+        pictures = [flatting.compose(network, image.drawing, flatting.hint_picture(size, chosen),
+                                     probes=probes)[0] for chosen in ([], dots, [strange])]
+        rows.append([marked] + pictures + [Image.fromarray(image.target)])
+        row_labels.append(image.character['tag'])
+    return sheets.grid(rows, ['dots', 'no hint', 'three hints', 'a strange hint on the hair', 'truth'],
+                       row_labels)
+
+
+def hint_effect(network, probes, drawing, mask, labels, dot):
+    """(obeyed, bleed) of one dot on the hair, on the flat layers: the share of the hair's
+    pixels off the lines within OBEYED_WITHIN ΔE00 of the dot's colour, and the mean ΔE00
+    between the other parts' mean colours with and without the dot."""
+    before = np.asarray(flatting.flat_colours(network, drawing))
+    after = np.asarray(flatting.flat_colours(network, drawing, flatting.hint_picture(drawing.size, [dot]),
+                                             probes=probes))
+    hair = (mask == labels['hair']) & ~flatting.line_mask(drawing)
+    obeyed = float((ciede2000(srgb_to_lab(after[hair]), srgb_to_lab(np.array(dot[2], np.float64)))
+                    <= OBEYED_WITHIN).mean())
+    changes = [ciede2000(region_lab(after, mask, labels[name]), region_lab(before, mask, labels[name]))
+               for name in ('skin', 'eyes', 'clothes') if (mask == labels[name]).any()]
+    return obeyed, float(np.mean(changes))
 
 
 def character_tag(image):
@@ -750,6 +901,13 @@ def evaluate(args):
     data_size = dataset.image_size(os.path.join(args.data, 'test', 'line',
                                                 models['tag'].images[0].name + '.png'))[0]
     result['lines_kept'], example = kept_line_scores(models['tag'].model, images_at(data_size), description)
+    result['hints'], hint_examples = hint_scores(models['tag'].model, images_at(data_size), description)
+    if hint_examples:
+        hint_figure(hint_examples).save(os.path.join(args.out, 'hints.png'))
+        result['figures'].append(dict(
+            file='hints.png', title='Colour hints',
+            caption='Dots on the drawing (flatting.py): three from the truth (hair, clothes, eyes), and '
+                    'one of a colour the character never has on the hair; at {} px.'.format(data_size)))
     if example is not None:
         kept_line_figure(example, description['labels']).save(os.path.join(args.out, 'lines_kept.png'))
         result['figures'].append(dict(

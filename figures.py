@@ -226,6 +226,7 @@ def report(result, command, method):
                  result['data'], counts['test_images'], counts['mono'], counts['ambiguous'], command,
                  result['seconds'])]
     parts += [targets_section(result), scores_section(result, labels, header), lines_kept_section(result),
+              hints_section(result),
               pairs_section(result, labels, header), characters_section(result, labels, header),
               similarity_section(result), figures_section(result), settings_section(result, labels, header),
               '\n## How the numbers are made\n\n' + method.strip() + '\n']
@@ -264,6 +265,29 @@ def lines_kept_section(result):
                       '{} / {}'.format(fmt(kept[label].get('mono_chroma_with_tag'), 2),
                                        fmt(kept[label].get('mono_chroma_without_tag'), 2)))
                      for label in ('network', 'kept_lines')]))
+
+
+def hints_section(result):
+    hints = result.get('hints')
+    if not hints or not hints.get('n'):
+        return ''
+
+    def errors(suffix):
+        return tuple(fmt(hints.get('region_delta_e_{}_hints{}'.format(count, suffix)), 2)
+                     for count in (0, 1, 3))
+
+    rows = [('region ΔE00 (hair, eyes, clothes)',) + errors('')]
+    rows += [('… {}'.format(part),) + errors('_' + part) for part in ('hair', 'eyes', 'clothes')]
+    text = ('\n### Colour hints\n\nThe tag model on {} colour test drawings at their own size, lines kept, '
+            'with dots from the truth:\n\n'.format(hints['n'])
+            + table(['', 'no hint', 'one (hair)', 'three (hair, clothes, eyes)'], rows))
+    gaps = [('intact', '')] + [('a gap of {} px in the outline'.format(gap), '_gap_{}px'.format(gap))
+                               for gap in (1, 2, 4)]
+    text += ('\nOne dot of a colour the character never has, on the hair:\n\n'
+             + table(['drawing', 'hair obeying it', 'change of the other parts (ΔE00)'],
+                     [(name, fmt(hints.get('hint_obeyed' + suffix)), fmt(hints.get('hint_bleed' + suffix), 2))
+                      for name, suffix in gaps]))
+    return text
 
 
 def pairs_section(result, labels, header):

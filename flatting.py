@@ -19,10 +19,28 @@ every region the line art closes gets one colour, and the lines go on top. Here:
 Shading or a gradient inside one region is flattened (a colourist shades on top of the
 flats); ``--lines network`` keeps the network's own colours. The thresholds were chosen
 on the default data drawn at 512 px (docs/hires.md, "Lines kept").
+
+Colour hints (a dot, or a stroke, of the colour the artist wants) act on the regions:
+the region a hint lies in takes its colour exactly, and the colour flows on into the
+neighbouring regions (across one line, and on from them) that the network coloured as
+the same part: within SPREAD ΔE00 of the hinted region's colour, on average over the
+colouring and the ``probes`` (the network's colourings of the same drawing under other
+tags, colour_model.probe_colourings, which tell apart parts one colouring paints alike,
+as 暁's navy hair and navy uniform). A hair drawn as many strands is one part to the
+network, and one dot recolours all of it, while the face beside it keeps its colour;
+only neighbours, so that a dot in an eye never recolours a skirt the network happened
+to colour alike. A region reached from two hints takes the nearer one's (in regions
+crossed); the paper never takes a spread colour. A region holding hints of several
+colours is split between them, each pixel taking the nearest hint's colour, and that is
+said (``notes``).
 """
+import collections
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from colour_space import ciede2000, srgb_to_lab
 
 # A pixel darker than this (0..255) is line; the default data's anti-aliased lines fade
 # out towards 255, and 200 takes their soft edges into the lines.
@@ -34,6 +52,11 @@ CLOSE_GAPS = 1
 MIN_AREA = 16
 # A border region whose median colour has every channel above this is paper.
 PAPER = 200
+# A hint's colour spreads to neighbouring regions whose network colour lies within this
+# many ΔE00 of the hinted region's; 0 keeps every hint to its own region.
+SPREAD = 20.0
+# A pixel of a hints picture with at least this opacity is a hint.
+HINT_OPACITY = 128
 
 
 def line_mask(drawing):
@@ -48,19 +71,28 @@ def regions(lines):
     return ndimage.label(~closed)
 
 
-def flat_colours(colouring, drawing):
+def flat_colours(colouring, drawing, hints=None, spread=None, notes=None, probes=()):
     """The flat colour layer (an RGB image of the drawing's size): each region of the
     drawing's line art in the median colour of ``colouring`` (an RGB image of the same
-    size) over it, as the module's docstring says."""
+    size) over it, as the module's docstring says; ``hints`` (an RGBA image of that
+    size, see hint_picture) sets the colours of the regions it touches and of those its
+    colours spread to. What a hint conflict did is appended to ``notes`` (a list)."""
     colours = np.asarray(colouring.convert('RGB'))
     labels, count = regions(line_mask(drawing))
     if count == 0:  # all line, or an empty drawing
         return colouring.convert('RGB')
     index = np.arange(1, count + 1)
     median = np.stack([ndimage.median(colours[..., c], labels, index) for c in range(3)], axis=1)
+    network = [np.concatenate([[[255, 255, 255]], median])]  # before the paper is made white
+    for probe in probes:
+        pixels = np.asarray(probe.convert('RGB'))
+        network.append(np.concatenate([[[255, 255, 255]], np.stack(
+            [ndimage.median(pixels[..., c], labels, index) for c in range(3)], axis=1)]))
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]
-    median[border[median[border - 1].min(axis=1) > PAPER] - 1] = 255
+    paper = np.zeros(count + 1, bool)
+    paper[border[median[border - 1].min(axis=1) > PAPER]] = True
+    median[paper[1:]] = 255
     large = np.zeros(count + 1, bool)
     large[1:] = np.bincount(labels.ravel(), minlength=count + 1)[1:] >= MIN_AREA
     if not large.any():
@@ -69,12 +101,102 @@ def flat_colours(colouring, drawing):
     palette[1:] = np.round(median)
     # Every pixel outside a large region takes the label of the nearest pixel inside one.
     nearest = ndimage.distance_transform_edt(~large[labels], return_distances=False, return_indices=True)
-    return Image.fromarray(palette[labels[nearest[0], nearest[1]]], 'RGB')
+    filled = labels[nearest[0], nearest[1]]
+    flat = palette[filled]
+    if hints is not None:
+        apply_hints(flat, filled, palette, network, paper, hints, SPREAD if spread is None else spread, notes)
+    return Image.fromarray(flat, 'RGB')
 
 
-def compose(colouring, drawing):
-    """The picture with the drawing's lines kept, and the flat colour layer under them."""
-    flat = flat_colours(colouring, drawing)
+def apply_hints(flat, filled, palette, network, paper, hints, spread, notes):
+    """Recolours ``flat`` (H, W, 3) in place from the hints, as the module's docstring says.
+    ``filled``: every pixel's region; ``network``: each region's network colour."""
+    rgba = np.asarray(hints.convert('RGBA'))
+    where = rgba[..., 3] >= HINT_OPACITY
+    if not where.any():
+        return
+    ys, xs = np.nonzero(where)
+    hinted = collections.defaultdict(list)  # region -> [(y, x, colour)], in reading order
+    for y, x in zip(ys, xs):
+        hinted[filled[y, x]].append((y, x, tuple(int(v) for v in rgba[y, x, :3])))
+    colour_of = {}
+    for region, dots in hinted.items():
+        kinds = list(dict.fromkeys(colour for _, _, colour in dots))
+        if len(kinds) == 1:
+            colour_of[region] = kinds[0]
+            continue
+        split_region(flat, filled == region, dots)
+        if notes is not None:
+            y, x = dots[0][:2]
+            notes.append('the region at x={}, y={} holds hints of {} colours ({}): split between them, each '
+                         'pixel the nearest hint\'s'.format(x, y, len(kinds), ', '.join(
+                             '#{:02x}{:02x}{:02x}'.format(*colour) for colour in kinds)))
+    for region, colour in spread_hints(colour_of, neighbours(filled), network, paper, spread,
+                                       set(hinted)).items():
+        flat[filled == region] = colour
+
+
+def split_region(flat, inside, dots):
+    """Each pixel of one region in the colour of the nearest of its hints."""
+    seeds = np.ones(inside.shape, bool)
+    colour_at = {}
+    for y, x, colour in dots:
+        seeds[y, x] = False
+        colour_at[y, x] = colour
+    nearest_y, nearest_x = ndimage.distance_transform_edt(seeds, return_distances=False, return_indices=True)
+    for y, x in zip(*np.nonzero(inside)):
+        flat[y, x] = colour_at[nearest_y[y, x], nearest_x[y, x]]
+
+
+def neighbours(filled):
+    """{region: set of regions}: the regions that meet across a line (every pixel given
+    to its nearest region, the pairs of regions side by side)."""
+    pairs = np.concatenate([np.stack([filled[:, :-1].ravel(), filled[:, 1:].ravel()], axis=1),
+                            np.stack([filled[:-1].ravel(), filled[1:].ravel()], axis=1)])
+    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    graph = collections.defaultdict(set)
+    for a, b in pairs:
+        graph[a].add(b)
+        graph[b].add(a)
+    return graph
+
+
+def spread_hints(colour_of, graph, network, paper, spread, held):
+    """{region: colour}: the hinted regions' colours, spread breadth first over ``graph``
+    (all hints at once, so a region goes to the hint fewest regions away) to the regions
+    whose colours in ``network`` (one array of region colours per colouring) lie within
+    ``spread`` ΔE00 of their hinted region's, on average over the colourings; ``held``
+    regions (hinted ones) and the paper take no spread colour."""
+    result = dict(colour_of)
+    if spread <= 0:
+        return result
+    labs = [srgb_to_lab(colours) for colours in network]
+    frontier = [(region, region) for region in colour_of]  # (region, the hinted region it came from)
+    while frontier:
+        reached = []
+        for region, source in frontier:
+            for other in sorted(graph[region]):
+                if other in result or other in held or paper[other]:
+                    continue
+                if np.mean([ciede2000(lab[other], lab[source]) for lab in labs]) <= spread:
+                    result[other] = colour_of[source]
+                    reached.append((other, source))
+        frontier = reached
+    return result
+
+
+def hint_picture(size, dots):
+    """An RGBA hints picture of ``size`` (W, H) with one opaque pixel per (x, y, (r, g, b))."""
+    picture = np.zeros((size[1], size[0], 4), np.uint8)
+    for x, y, colour in dots:
+        picture[y, x] = tuple(colour) + (255,)
+    return Image.fromarray(picture, 'RGBA')
+
+
+def compose(colouring, drawing, hints=None, notes=None, probes=()):
+    """The picture with the drawing's lines kept, and the flat colour layer under them
+    (with ``hints``, an RGBA hints picture, as flat_colours takes)."""
+    flat = flat_colours(colouring, drawing, hints, notes=notes, probes=probes)
     return with_lines(flat, drawing), flat
 
 

@@ -51,7 +51,8 @@ def main(argv=None):
     for label in ('network', 'kept_lines'):
         row = scores[label]
         print('| {} | {:.2f} | {:.3f} | {:.2f} | {:.3f} | {:.2f} / {:.2f} |'.format(
-            label.replace('_', ' '), row['psnr'], row['edge_sharpness'], row['region_delta_e'], row['ambiguous_hair_accuracy'],
+            label.replace('_', ' '), row['psnr'], row['edge_sharpness'], row['region_delta_e'],
+            row['ambiguous_hair_accuracy'],
             row['mono_chroma_with_tag'], row['mono_chroma_without_tag']))
     drawing = Image.open(os.path.join(args.data, 'test', 'line', 'hibiki_0000.png')).convert('L')
     drawing = drawing.resize(tuple(args.side), Image.BICUBIC)

@@ -289,7 +289,13 @@ def test_end_to_end_scores_figures_and_report(tiny_model, notag_model, small_dat
         ['アルトリア・ペンドラゴン', 'アルトリア・ペンドラゴン〔オルタ〕'], ['暁', '響']]
     report = (out / 'REPORT.md').read_text('utf-8')
     links = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
-    assert len(links) == len(scores['figures']) == 6 and 'lines_kept.png' in links
+    assert len(links) == len(scores['figures']) == 7 and {'lines_kept.png', 'hints.png'} <= set(links)
+    hints = scores['hints']
+    assert hints['n'] == sum(1 for name in description['mono']['test']) * 0 + hints['n'] > 0
+    for key in ('region_delta_e_0_hints', 'region_delta_e_3_hints', 'hint_obeyed', 'hint_bleed',
+                'hint_obeyed_gap_2px', 'hint_bleed_gap_4px'):
+        assert isinstance(hints[key], float), key
+    assert 0 <= hints['hint_obeyed'] <= 1
     kept = scores['lines_kept']
     assert kept['size'] == 128 and kept['n'] == counts['test_images']
     assert set(kept) == {'size', 'n', 'network', 'kept_lines'}

@@ -81,3 +81,60 @@ def test_the_lines_benchmark_scores_both_ways_and_times_a_large_drawing(tiny_mod
     assert set(rows) == {'network', 'kept lines'}
     assert all(0 < value < 100 for values in rows.values() for value in values)
     assert '600x800 drawing: network' in out and 'peak resident memory' in out
+
+
+def hinted_drawing():
+    """A 60x40 frame split by a vertical line into left and right, the right split again
+    by a horizontal line into top and bottom; the colouring: left red, right top and
+    right bottom the same blue, the paper white."""
+    drawing = np.full((40, 60), 255, np.uint8)
+    drawing[5, 5:55] = drawing[35, 5:55] = 0
+    drawing[5:36, 5] = drawing[5:36, 54] = 0
+    drawing[5:36, 30] = 0
+    drawing[20, 30:55] = 0
+    colouring = np.full((40, 60, 3), 255, np.uint8)
+    colouring[6:35, 6:30] = (200, 40, 40)
+    colouring[6:35, 31:54] = (40, 60, 200)
+    return Image.fromarray(drawing, 'L'), Image.fromarray(colouring, 'RGB')
+
+
+def test_a_dot_sets_its_region_and_the_alike_neighbour_and_nothing_else():
+    drawing, colouring = hinted_drawing()
+    green = (30, 200, 60)
+    dot = flatting.hint_picture((60, 40), [(40, 10, green)])
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, dot))
+    # Its own region (right top) exactly, the right bottom too (the network coloured it
+    # alike), not the red left beside it, not the paper.
+    assert (flat[6:20, 32:53] == green).all() and (flat[22:35, 32:53] == green).all()
+    assert (flat[7:34, 7:29] == (200, 40, 40)).all() and (flat[0:4] == 255).all()
+    # With no spread the dot keeps to its own region.
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, dot, spread=0))
+    assert (flat[6:20, 32:53] == green).all() and (flat[22:35, 32:53] == (40, 60, 200)).all()
+
+
+def test_a_probe_that_colours_two_regions_apart_stops_the_spread():
+    drawing, colouring = hinted_drawing()
+    probe = np.array(colouring)
+    probe[21:35, 31:54] = (250, 250, 0)  # under another tag the right bottom is yellow
+    green = (30, 200, 60)
+    dot = flatting.hint_picture((60, 40), [(40, 10, green)])
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, dot, probes=[Image.fromarray(probe)]))
+    assert (flat[6:20, 32:53] == green).all() and (flat[22:35, 32:53] == (40, 60, 200)).all()
+
+
+def test_two_colours_in_one_region_split_it_and_say_so():
+    drawing, colouring = hinted_drawing()
+    notes = []
+    hints = flatting.hint_picture((60, 40), [(8, 20, (0, 0, 0)), (28, 20, (255, 255, 0)),
+                                             (40, 30, (0, 0, 255))])
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, hints, notes=notes))
+    assert (flat[7:34, 7:17] == 0).all() and (flat[7:34, 19:29] == (255, 255, 0)).all()  # nearer dot's colour
+    assert (flat[22:35, 32:53] == (0, 0, 255)).all()
+    assert notes == ['the region at x=8, y=20 holds hints of 2 colours (#000000, #ffff00): split between '
+                     "them, each pixel the nearest hint's"]
+    # A hints picture from a paint program: strokes of opaque pixels; faint ones are no hint.
+    stroke = np.zeros((40, 60, 4), np.uint8)
+    stroke[10:12, 10:25] = (255, 0, 255, 255)
+    stroke[25, 40] = (0, 255, 0, 100)
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, Image.fromarray(stroke, 'RGBA')))
+    assert (flat[7:34, 7:29] == (255, 0, 255)).all() and (flat[22:35, 32:53] == (40, 60, 200)).all()
