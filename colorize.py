@@ -43,6 +43,8 @@ MAX_SIDE = 4096
 LARGE = 1024
 # The largest cell of a sheet, so that a large drawing's sheet stays a sensible size.
 SHEET_CELL = 1024
+# In a folder, NAME.hints.png beside NAME.png holds that drawing's hints.
+HINTS_SUFFIX = '.hints.png'
 
 
 def output_paths(out, tag_sets):
@@ -100,6 +102,13 @@ def main(argv=None):
     parser.add_argument('--lines', choices=('keep', 'network'), default=None,
                         help="keep: the drawing's own lines over flat colours, at its full size (the "
                              'default for line art); network: the colouring as the network draws it')
+    parser.add_argument('--hint', action='append', default=[], metavar='X,Y,#RRGGBB',
+                        help='a colour hint: the region of the drawing at X,Y (pixels from the top left) '
+                             'and the regions the network colours as the same part take this colour; '
+                             'repeatable')
+    parser.add_argument('--hints', metavar='FILE',
+                        help="a transparent PNG of the drawing's size with dots or strokes of colour, as "
+                             "PaintsChainer's; in a folder, NAME.hints.png beside a drawing is its hints")
     parser.add_argument('--layers', action='store_true',
                         help='with --lines keep, also write the flat colours (_flat) and the lines '
                              '(_lines, transparent PNG) as layers for a paint program')
@@ -117,6 +126,12 @@ def main(argv=None):
         parser.error('--lines keep needs a drawing of lines, not --blank paper')
     if args.layers and args.lines != 'keep':
         parser.error('--layers comes with --lines keep, on a drawing of lines')
+    if (args.hint or args.hints) and args.lines != 'keep':
+        parser.error('hints colour the regions of a drawing of lines: they come with --lines keep')
+    try:
+        args.dots = [flatting.parse_hint(text) for text in args.hint]
+    except flatting.HintError as error:
+        parser.error(str(error))
 
     if args.size is not None and args.size % 128:
         parser.error('--size must be a multiple of 128')
@@ -132,17 +147,20 @@ def main(argv=None):
     try:
         drawing = (Image.new('L', (args.blank, args.blank), 255) if args.blank
                    else drawing_of(args.input, args.drawing, print_note))
+        hints = hints_for(drawing, args.dots, args.hints)
         model = load_model(args.model, args.refine, compat.device_of(args))
-    except (dataset.ImageError, ModelError, compat.DeviceError) as error:
+    except (dataset.ImageError, ModelError, compat.DeviceError, flatting.HintError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
     warn_if_tags_ignored(model, tag_sets, args)
     try:
-        failed, outputs = colour_all(model, drawing, tag_sets, args.out, args, set(), print)
+        failed, outputs = colour_all(model, drawing, tag_sets, args.out, args, set(), print, hints)
         if sheet_path:
             atomic.remove_stale_of(sheet_path)
         if sheet_path and outputs:
-            sheet = sheets.grid([[drawing] + [r for _, r in outputs]], ['drawing'] + [t for t, _ in outputs],
+            shown = drawing if hints is None else flatting.with_hints_shown(drawing, hints)
+            labels = ['drawing' if hints is None else 'drawing and hints'] + [t for t, _ in outputs]
+            sheet = sheets.grid([[shown] + [r for _, r in outputs]], labels,
                                 cell=min(SHEET_CELL, max(drawing.size)))
             atomic.write_image(sheet, sheet_path)
             print('wrote {}'.format(sheet_path))
@@ -150,6 +168,14 @@ def main(argv=None):
     except OSError as error:
         print('error: cannot write {} ({})'.format(error.filename, error.strerror), file=sys.stderr)
         return 1
+
+
+def hints_for(drawing, dots, hints_file):
+    """The RGBA hints picture of --hint dots and a --hints file, or None for neither."""
+    if not dots and not hints_file:
+        return None
+    picture = dataset.load_image(hints_file, mode='RGBA') if hints_file else None
+    return flatting.hints_of(drawing.size, dots, picture)
 
 
 def print_note(text):
@@ -183,11 +209,12 @@ def layer_paths(args, out, paths):
     return [layer_path(path, 'flat') for path in paths] + [layer_path(out, 'lines')] if args.layers else []
 
 
-def colour_all(model, drawing, tag_sets, out, args, said, say):
+def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
     """Colours the drawing with each tag set into its path of output_paths(out) (and, with
     --layers, its flat layer and the line layer); returns whether a tag set failed, and the (label, picture)
     pairs made. ``said`` holds the notes already printed, so that a folder's run names a
-    tag known in part once; ``say`` prints what was written."""
+    tag known in part once; ``say`` prints what was written; ``hints``: an RGBA hints
+    picture (flatting.py) for the flat colours."""
     paths, _ = output_paths(out, tag_sets)
     for path in paths + layer_paths(args, out, paths):
         atomic.remove_stale_of(path)  # what a colorize.py killed inside a write left
@@ -211,7 +238,11 @@ def colour_all(model, drawing, tag_sets, out, args, said, say):
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             result = model.colour(drawing, tags, args.size)
         if args.lines == 'keep':
-            result, flat = flatting.compose(result, drawing)
+            notes = []
+            probes = model.probe_colourings(drawing, result) if hints is not None else ()
+            result, flat = flatting.compose(result, drawing, hints, notes, probes)
+            for note in notes:
+                print_note(note)
             if args.layers:
                 atomic.write_image(flat, layer_path(path, 'flat'))
         atomic.write_image(result, path)
@@ -230,7 +261,7 @@ def folder_jobs(folder, out):
     out_root = os.path.abspath(out)
     jobs = []
     for path in dataset.find_images(folder):
-        if os.path.commonpath([os.path.abspath(path), out_root]) == out_root:
+        if os.path.commonpath([os.path.abspath(path), out_root]) == out_root or path.endswith(HINTS_SUFFIX):
             continue
         stem = os.path.splitext(os.path.relpath(path, folder))[0]
         jobs.append((path, os.path.join(out, stem)))
@@ -311,11 +342,15 @@ def colour_one_file(model, path, out, tag_sets_of, args, said):
             return 'skipped', ''
         os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
         drawing = drawing_of(path, args.drawing, remark.append)
-        failed, _ = colour_all(model, drawing, tag_sets, out, args, said, lambda text: None)
+        hints_file = os.path.splitext(path)[0] + HINTS_SUFFIX
+        hints = hints_for(drawing, args.dots, hints_file if os.path.exists(hints_file) else args.hints)
+        failed, _ = colour_all(model, drawing, tag_sets, out, args, said, lambda text: None, hints)
         made_lines = ' (a colour picture: coloured as line art made from it)' * bool(remark)
         return ('failed' if failed else 'done'), made_lines
     except dataset.ImageError as error:
         print('error: {}'.format(error), file=sys.stderr)
+    except flatting.HintError as error:
+        print('error: {}: {}'.format(path, error), file=sys.stderr)
     except dataset.TagFileError as error:
         print('error: {}.txt: {}'.format(os.path.splitext(path)[0], error), file=sys.stderr)
     except OSError as error:

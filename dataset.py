@@ -135,7 +135,8 @@ def load_image(path, min_side=None, mode='RGB'):
 
     ``min_side``: the short side the caller will resize to; a JPEG at least twice as
     large is decoded at a reduced scale (still at least that large), much faster.
-    ``mode='L'`` gives the grey of that RGB image (a grey file without a detour)."""
+    ``mode='L'`` gives the grey of that RGB image (a grey file without a detour);
+    ``mode='RGBA'`` keeps the transparency."""
     try:
         with Image.open(path) as image:
             if min_side and image.format == 'JPEG' and min(image.size) >= 2 * min_side:
@@ -153,6 +154,8 @@ def load_image(path, min_side=None, mode='RGB'):
         image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), 'L')
     elif image.mode == 'F':
         image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), 'L')
+    if mode == 'RGBA':  # a hints layer (flatting.py): its transparency is what it says
+        return image.convert('RGBA')
     if image.mode == 'P' or image.mode in ('LA', 'PA', 'RGBa', 'La') or 'A' in image.getbands():
         rgba = image.convert('RGBA')
         white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))

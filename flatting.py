@@ -185,6 +185,48 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
     return result
 
 
+class HintError(ValueError):
+    """A hint that cannot be read; the message says why in one line."""
+
+
+def parse_hint(text):
+    """'X,Y,#RRGGBB' (X, Y in the drawing's pixels) -> (x, y, (r, g, b)); HintError if not."""
+    parts = [part.strip() for part in text.split(',')]
+    colour = parts[2].lstrip('#') if len(parts) == 3 else ''
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(colour) != 6 or \
+            any(c not in '0123456789abcdefABCDEF' for c in colour):
+        raise HintError('hint {!r}: give X,Y,#RRGGBB (pixels from the top left, a hex colour)'.format(text))
+    return int(parts[0]), int(parts[1]), tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def hints_of(size, dots=(), picture=None):
+    """The RGBA hints picture of a drawing of ``size`` (W, H): the dots (x, y, colour) over
+    a hints picture of the same size, if given; HintError for a dot outside the drawing
+    or a picture of another size."""
+    if picture is not None and picture.size != tuple(size):
+        raise HintError('the hints picture is {}x{}, the drawing {}x{}: draw the hints on a layer of the '
+                        "drawing's size".format(*picture.size, *size))
+    for x, y, _ in dots:
+        if not (0 <= x < size[0] and 0 <= y < size[1]):
+            raise HintError('hint at x={}, y={} lies outside the {}x{} drawing'.format(x, y, *size))
+    layer = hint_picture(size, dots)
+    if picture is not None:
+        layer = Image.alpha_composite(picture.convert('RGBA'), layer)
+    return layer
+
+
+def with_hints_shown(drawing, hints, radius=3):
+    """The drawing (RGB) with each hint pixel shown as a dot of ``radius`` in its colour."""
+    rgba = np.asarray(hints.convert('RGBA'))
+    where = rgba[..., 3] >= HINT_OPACITY
+    shown = np.array(drawing.convert('RGB'))
+    if where.any():
+        distance, (ys, xs) = ndimage.distance_transform_edt(~where, return_indices=True)
+        near = distance <= radius
+        shown[near] = rgba[ys[near], xs[near], :3]
+    return Image.fromarray(shown, 'RGB')
+
+
 def hint_picture(size, dots):
     """An RGBA hints picture of ``size`` (W, H) with one opaque pixel per (x, y, (r, g, b))."""
     picture = np.zeros((size[1], size[0], 4), np.uint8)

@@ -191,3 +191,37 @@ def test_a_large_drawing_says_what_its_colouring_did(tiny_model, tmp_path, capsy
     said = capsys.readouterr().out.splitlines()[-1]
     assert said.startswith('wrote {}: a 1100x300 drawing coloured at 128 px, its lines kept at full size, in '
                            .format(tmp_path / 'out.png')) and said.endswith(' s')
+
+
+def test_a_hint_sets_its_region_s_colour_and_the_sheet_shows_it(tiny_model, small_data, tmp_path, capsys):
+    import flatting
+    path = drawing_path(small_data)
+    drawing = Image.open(path).convert('L')
+    labels, _ = flatting.regions(flatting.line_mask(drawing))
+    y, x = np.argwhere(labels == np.bincount(labels[labels > 0]).argmax())[0]  # in the largest region
+    out = tmp_path / 'hinted.png'
+    argv = ['-i', path, '--model', str(tiny_model), '-t', '響', '-t', '暁', '--layers', '-o', str(out)]
+    assert colorize.main(argv + ['--hint', '{},{},#12ab34'.format(x, y)]) == 0
+    for name in ('hinted_1_響_flat.png', 'hinted_2_暁_flat.png'):
+        flat = np.asarray(Image.open(tmp_path / name))
+        assert (flat[labels == labels[y, x]] == (0x12, 0xab, 0x34)).all()
+    sheet = np.asarray(Image.open(tmp_path / 'hinted_sheet.png').convert('RGB')).reshape(-1, 3)
+    assert ((sheet == (0x12, 0xab, 0x34)).all(axis=1)).sum() >= 25  # the dot, shown on the drawing
+    # The same from a hints picture, as a paint program saves it.
+    layer = Image.new('RGBA', drawing.size, (0, 0, 0, 0))
+    layer.putpixel((int(x), int(y)), (0x12, 0xab, 0x34, 255))
+    layer.save(tmp_path / 'layer.png')
+    assert colorize.main(['-i', path, '--model', str(tiny_model), '-t', '響', '--hints',
+                          str(tmp_path / 'layer.png'), '-o', str(tmp_path / 'from_file.png')]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'from_file.png')),
+                                  np.asarray(Image.open(tmp_path / 'hinted_1_響.png')))
+    capsys.readouterr()
+    for wrong, said in ((['--hint', '{},5,#12ab34'.format(drawing.size[0])], 'lies outside'),
+                        (['--hints', str(tmp_path / 'hinted_sheet.png')], 'the hints picture is')):
+        code, err = run_error(['-i', path, '--model', str(tiny_model), '-o', str(tmp_path / 'x.png')] + wrong,
+                              capsys)
+        assert code == 1 and len(err) == 1 and said in err[0]
+    for wrong in (['--hint', '1,2,red'], ['--hint', '1,2,#123456', '--lines', 'network']):
+        with pytest.raises(SystemExit) as exit:
+            colorize.main(['-i', path, '--model', str(tiny_model)] + wrong)
+        assert exit.value.code == 2

@@ -119,3 +119,16 @@ def test_folder_mistakes_are_one_line_errors(tiny_model, pages, tmp_path, capsys
     assert sorted(p.name for p in pages.iterdir()) == [
         'a.jpg', 'a.png', 'akatsuki_0000.png', 'akatsuki_0000.txt', 'broken.png', 'chapter 2',
         'hibiki_0000.png', 'hibiki_0000.txt']
+
+
+def test_a_drawing_s_hints_picture_beside_it_is_used_and_not_coloured(tiny_model, pages, tmp_path, capsys):
+    drawing = Image.open(pages / 'hibiki_0000.png').convert('L')
+    layer = Image.new('RGBA', drawing.size, (0, 0, 0, 0))
+    layer.putpixel((5, 5), (0x12, 0xab, 0x34, 255))  # the paper, a corner: one region, never spread to
+    layer.save(pages / 'hibiki_0000.hints.png')
+    out = tmp_path / 'out'
+    code, said, _ = run(capsys, ['-i', str(pages), '-o', str(out), '--model', str(tiny_model), '-t', '響'])
+    assert said[-1].startswith('6 done, 0 skipped (there already), 1 failed')  # the hints file is no drawing
+    picture = np.asarray(Image.open(out / 'hibiki_0000.png'))
+    assert (picture[0:3, 0:3] == (0x12, 0xab, 0x34)).all()
+    assert not (np.asarray(Image.open(out / 'akatsuki_0000.png'))[0:3, 0:3] == (0x12, 0xab, 0x34)).all()
