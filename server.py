@@ -15,7 +15,10 @@ can be downloaded. The API:
                          line | grey; auto, the default: line art made from a colour
                          picture, any other as it is), ``lines`` (keep: the drawing's own
                          over flat colours, the default but for grey; network: as the
-                         network draws them) and ``output`` (picture, the default; flat:
+                         network draws them), ``hint`` (X,Y,#RRGGBB: a colour hint at a
+                         pixel of the drawing; repeat the field for several) and/or a
+                         ``hints`` file part (a transparent PNG of the drawing's size with
+                         dots or strokes), and ``output`` (picture, the default; flat:
                          the flat colour layer; lines: the line layer, transparent;
                          drawing: the drawing the network read).
                          -> image/png at the input's size, with the header X-Drawing-Read
@@ -77,6 +80,7 @@ IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP')
 MAX_TAG_SETS = 8
 MAX_TAGS_PER_SET = 16
 MAX_TAG_CHARS = 64
+MAX_HINTS = 64
 MAX_SAMPLES = 12
 SHEET_CELL = 512
 # What /api/colorize returns: the coloured picture, its two layers, or the drawing read.
@@ -122,30 +126,35 @@ class Upload(io.BytesIO):
     __repr__ = __str__
 
 
-def decode_drawing(data, max_pixels, drawing='auto'):
-    """Upload bytes -> the 'L' drawing the network reads, and what it was read as (asis,
-    line or grey; ``auto`` makes line art of a colour picture, as colorize.py does). The
-    size in the header is checked before any pixel is decoded, so a decompression bomb
-    costs nothing."""
+def decode_picture(data, max_pixels, field='image', mode='RGBA'):
+    """Upload bytes -> a PIL image (RGBA keeps a hints layer's transparency; RGB lays it on
+    white). The size in the header is checked before any pixel is decoded, so a
+    decompression bomb costs nothing."""
     if not data:
-        raise ApiError(400, 'the image field is empty')
+        raise ApiError(400, 'the {} field is empty'.format(field))
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as header:
             width, height = header.size
     except Image.DecompressionBombError:  # Pillow's message quotes twice the cap it checks
-        raise ApiError(413, 'the image has more than {} pixels; at most {} are accepted'.format(
-            max_pixels, max_pixels)) from None
+        raise ApiError(413, 'the {} has more than {} pixels; at most {} are accepted'.format(
+            field, max_pixels, max_pixels)) from None
     except Image.UnidentifiedImageError:
-        raise ApiError(415, 'the upload is not a PNG, JPEG or WebP image') from None
+        raise ApiError(415, 'the {} is not a PNG, JPEG or WebP image'.format(field)) from None
     except (OSError, ValueError) as error:
-        raise ApiError(415, 'the upload is not a PNG, JPEG or WebP image ({})'.format(error)) from None
+        raise ApiError(415, 'the {} is not a PNG, JPEG or WebP image ({})'.format(field, error)) from None
     if width * height > max_pixels:
-        raise ApiError(413, 'the image is {}x{} pixels; at most {} pixels are accepted'.format(
-            width, height, max_pixels))
+        raise ApiError(413, 'the {} is {}x{} pixels; at most {} pixels are accepted'.format(
+            field, width, height, max_pixels))
     try:
-        image = dataset.load_image(Upload(data))
+        return dataset.load_image(Upload(data), mode=mode)
     except dataset.ImageError as error:
         raise ApiError(415, str(error)) from None
+
+
+def decode_drawing(data, max_pixels, drawing='auto'):
+    """Upload bytes -> the 'L' drawing the network reads, and what it was read as (asis,
+    line or grey; ``auto`` makes line art of a colour picture, as colorize.py does)."""
+    image = decode_picture(data, max_pixels, mode='RGB')
     kind = drawing if drawing != 'auto' else 'line' if dataset.is_colour_picture(image) else 'asis'
     return dataset.make_drawing(image, kind), kind
 
@@ -261,11 +270,13 @@ class Colouriser:
             self._busy -= 1
         self._slots.release()
 
-    def run(self, prepare, tag_sets, lines='network', output='picture'):
+    def run(self, prepare, tag_sets, lines='network', output='picture', hints=None):
         """prepare() (the upload's decoding, in the caller's thread once a slot is held)
         -> the drawing; returns it and one PIL image per tag set (the picture, or the
         layer ``output`` names), or raises ApiError. ``lines``: 'keep' lays the drawing's
-        own lines over flat colours (flatting.py)."""
+        own lines over flat colours (flatting.py); ``hints(drawing)`` -> its RGBA hints
+        picture or None, for them. The notes of the colouring are in self.notes of the
+        returned list."""
         if not self._slots.acquire(blocking=False):
             raise ApiError(503, 'the server is busy ({} requests in progress); try again shortly'.format(
                 self.capacity), retry_after=1)
@@ -273,7 +284,8 @@ class Colouriser:
             self._busy += 1
         try:
             drawing = prepare()
-            future = self._worker.submit(self._colour, drawing, tag_sets, lines, output)
+            hint_picture = hints(drawing) if hints else None
+            future = self._worker.submit(self._colour, drawing, tag_sets, lines, output, hint_picture)
         except BaseException:
             self._release()
             raise
@@ -288,19 +300,23 @@ class Colouriser:
             raise outcome
         return drawing, outcome
 
-    def _colour(self, drawing, tag_sets, lines, output):
+    def _colour(self, drawing, tag_sets, lines, output, hints=None):
         if output == 'drawing':
-            return [drawing]
+            return Results([drawing])
         if output == 'lines':
-            return [flatting.line_layer(drawing)]
+            return Results([flatting.line_layer(drawing)])
         problem = self._tag_problem(tag_sets)
         if problem:
             return problem
         colourings = [self._network_colouring(drawing, tags) for tags in tag_sets]
         if lines == 'network':
-            return colourings
-        composed = [flatting.compose(colouring, drawing) for colouring in colourings]
-        return [flat if output == 'flat' else picture for picture, flat in composed]
+            return Results(colourings)
+        notes = []
+        composed = [flatting.compose(colouring, drawing, hints, notes,
+                                     self._probes(drawing, tags, colouring) if hints is not None else ())
+                    for tags, colouring in zip(tag_sets, colourings)]
+        return Results([flat if output == 'flat' else picture for picture, flat in composed],
+                       list(dict.fromkeys(notes)))
 
     def _tag_problem(self, tag_sets):
         """The ApiError for tag sets this model cannot colour, or None."""
@@ -320,6 +336,20 @@ class Colouriser:
             return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
         return None
 
+    def _probes(self, drawing, tags, colouring):
+        """The probe colourings hints spread by (flatting.py), kept like the colourings:
+        a dot moved on the same drawing and tags costs no network pass."""
+        key = ('probes', hashlib.blake2b(drawing.tobytes(), digest_size=16).digest(), drawing.size,
+               tuple(tags))
+        probes = self._cache.pop(key, None)
+        if probes is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
+                probes = self.model.probe_colourings(drawing, colouring)
+        self._cache[key] = probes
+        self._trim_cache()
+        return probes
+
     def _network_colouring(self, drawing, tags):
         """The model's colouring of drawing with tags, from the cache when this drawing and
         tag set were coloured lately (only the worker thread touches the cache)."""
@@ -330,13 +360,52 @@ class Colouriser:
                 warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
                 colouring = self.model.colour(drawing, tags)
         self._cache[key] = colouring
-        while len(self._cache) > 1 and sum(w * h for w, h in (c.size for c in self._cache.values())) > \
-                CACHE_PIXELS:
-            self._cache.popitem(last=False)
+        self._trim_cache()
         return colouring
+
+    def _trim_cache(self):
+        def pixels(entry):
+            pictures = entry if isinstance(entry, list) else [entry]
+            return sum(picture.size[0] * picture.size[1] for picture in pictures)
+
+        while len(self._cache) > 1 and sum(pixels(entry) for entry in self._cache.values()) > CACHE_PIXELS:
+            self._cache.popitem(last=False)
 
     def close(self):
         self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+class Results(list):
+    """The pictures of one request, and what the colouring said of its hints."""
+
+    def __init__(self, pictures, notes=()):
+        super().__init__(pictures)
+        self.notes = list(notes)
+
+
+def read_hints(form, files, max_pixels):
+    """The request's ``hint`` fields and ``hints`` file part -> a function of the drawing
+    giving its RGBA hints picture (flatting.hints_of), or None without hints."""
+    if len(form.getlist('hint')) > MAX_HINTS:
+        raise ApiError(400, 'at most {} hints per request'.format(MAX_HINTS))
+    try:
+        dots = [flatting.parse_hint(text) for text in form.getlist('hint')]
+    except flatting.HintError as error:
+        raise ApiError(400, str(error)) from None
+    upload = files.get('hints')
+    data = upload.read() if upload is not None else None
+    if not dots and not data:
+        return None
+
+    def hints(drawing):
+        picture = None
+        if data:
+            picture = decode_picture(data, max_pixels, 'hints')
+        try:
+            return flatting.hints_of(drawing.size, dots, picture)
+        except flatting.HintError as error:
+            raise ApiError(400, str(error)) from None
+    return hints
 
 
 def png_bytes(image):
@@ -352,7 +421,7 @@ def create_app(model, max_upload_mb=10, max_pixels=4096 * 4096, max_waiting=16, 
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path='/static')
     app.request_class = InMemoryRequest
     app.config['MAX_CONTENT_LENGTH'] = int(max_upload_mb * 1024 * 1024)
-    app.config['MAX_FORM_PARTS'] = 4 + MAX_TAG_SETS
+    app.config['MAX_FORM_PARTS'] = 6 + MAX_TAG_SETS + MAX_HINTS
     app.json.ensure_ascii = False
     colouriser = Colouriser(model, max_waiting=max_waiting, timeout=timeout)
     app.extensions['colouriser'] = colouriser
@@ -473,6 +542,9 @@ def add_colour_route(app, colouriser, max_pixels):
             raise ApiError(400, 'the {} layer comes with lines=keep'.format(output))
         if 'tags' in request.files:
             raise ApiError(400, 'send the tags as form fields named "tags", not as a file part')
+        hints = read_hints(request.form, request.files, max_pixels)
+        if hints and lines != 'keep':
+            raise ApiError(400, 'hints colour the regions of a drawing of lines: they come with lines=keep')
         tag_sets = parse_tag_sets(request.form.getlist('tags'))
         if output == 'flat' and len(tag_sets) > 1:
             raise ApiError(400, 'the flat layer is one tag set\'s: send one "tags" field')
@@ -483,15 +555,17 @@ def add_colour_route(app, colouriser, max_pixels):
             drawing, read['kind'] = decode_drawing(data, max_pixels, drawing_kind)
             return drawing
 
-        drawing, results = colouriser.run(prepare, tag_sets, lines, output)
+        drawing, results = colouriser.run(prepare, tag_sets, lines, output, hints)
         if len(results) == 1:
             body = png_bytes(results[0])
         else:
             labels = ['drawing read'] + [','.join(tags) or '(no tag)' for tags in tag_sets]
             cell = min(SHEET_CELL, max(drawing.size))
             body = png_bytes(sheets.grid([[drawing] + results], labels, cell=cell))
-        return app.response_class(body, mimetype='image/png',
-                                  headers={'Cache-Control': 'no-store', 'X-Drawing-Read': read['kind']})
+        headers = {'Cache-Control': 'no-store', 'X-Drawing-Read': read['kind']}
+        if getattr(results, 'notes', None):
+            headers['X-Hint-Notes'] = ' | '.join(results.notes)
+        return app.response_class(body, mimetype='image/png', headers=headers)
 
 
 class JsonErrorTask(ErrorTask):

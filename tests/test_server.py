@@ -171,6 +171,41 @@ def test_a_drawing_coloured_again_costs_no_network_pass(app, client, model, monk
     assert calls == [['暁'], ['響']]
 
 
+def test_hints_set_their_regions_and_a_moved_dot_costs_no_network_pass(client, model, monkeypatch):
+    drawing = Image.new('L', (96, 96), 255)
+    drawing.paste(0, (10, 10, 86, 12))
+    drawing.paste(0, (10, 84, 86, 86))
+    drawing.paste(0, (10, 10, 12, 86))
+    drawing.paste(0, (84, 10, 86, 86))
+    drawing.paste(0, (47, 10, 49, 86))  # two boxes side by side
+    buffer = io.BytesIO()
+    drawing.save(buffer, 'PNG')
+    data = buffer.getvalue()
+    flat = np.asarray(decoded(post(client, data, ['響'], output='flat', hint='30,50,#12ab34')))
+    assert (flat[14:82, 14:45] == (0x12, 0xab, 0x34)).all()
+    calls = []
+    colour = model.colour
+    monkeypatch.setattr(model, 'colour',
+                        lambda *args, **kwargs: calls.append(args[1]) or colour(*args, **kwargs))
+    moved = np.asarray(decoded(post(client, data, ['響'], output='flat', hint='70,50,#12ab34')))
+    assert calls == [] and (moved[14:82, 52:82] == (0x12, 0xab, 0x34)).all()
+    # A hints picture, as a paint program saves it, does the same as the field.
+    layer = Image.new('RGBA', (96, 96), (0, 0, 0, 0))
+    layer.putpixel((70, 50), (0x12, 0xab, 0x34, 255))
+    buffer = io.BytesIO()
+    layer.save(buffer, 'PNG')
+    response = client.post('/api/colorize', content_type='multipart/form-data', data={
+        'image': (io.BytesIO(data), 'd.png'), 'tags': '響', 'output': 'flat',
+        'hints': (io.BytesIO(buffer.getvalue()), 'hints.png')})
+    np.testing.assert_array_equal(np.asarray(decoded(response)), moved)
+    # Two colours in one region: split, and said in a header.
+    response = post(client, data, ['響'], hint=['20,50,#000000', '40,50,#ffffff'])
+    assert 'holds hints of 2 colours' in response.headers['X-Hint-Notes']
+    for fields in ({'hint': 'x,1,#000000'}, {'hint': '500,1,#000000'},
+                   {'hint': '1,1,#000000', 'lines': 'network'}):
+        error_of(post(client, data, ['響'], **fields), 400)
+
+
 # ---- bad input ----
 
 def test_unknown_tags_are_named_not_ignored(client):
