@@ -10,6 +10,8 @@ const state = {
   drawingName: 'drawing',
   drawingUrl: null,     // object URL of the drawing as uploaded
   readShown: null,      // what the preview shows: 'asis' (the upload) or the line art / grey read
+  dots: [],             // colour hints: {x, y, colour} in the drawing's pixels
+  selected: -1,         // the dot the colour picker and "Remove dot" act on
   vocabulary: null,     // null: the model has no tags (--no-tag)
   known: new Set(),
   cards: [],
@@ -121,6 +123,10 @@ function colourForm(tags, output = 'picture') {
   if (tags.length) form.append('tags', tags.join(','));
   form.append('drawing', $('#drawing-kind').value);
   form.append('output', output);
+  // A grey drawing keeps the network's colours: hints act on the regions of line art.
+  if ($('#drawing-kind').value !== 'grey') {
+    for (const dot of state.dots) form.append('hint', dot.x + ',' + dot.y + ',' + dot.colour);
+  }
   return form;
 }
 
@@ -163,6 +169,9 @@ async function colourCard(card, attempt = 0) {
   if (card.controller !== controller) return;
   const read = response.headers.get('X-Drawing-Read');
   showDrawingRead(read);
+  const note = $('.note', card.node);
+  note.textContent = response.headers.get('X-Hint-Notes') || '';
+  note.hidden = !note.textContent;
   layerButtons(card, read !== 'grey');  // a grey drawing is coloured as the network draws it
   if (card.url) URL.revokeObjectURL(card.url);
   card.url = URL.createObjectURL(blob);
@@ -245,8 +254,109 @@ function setDrawing(blob, name) {
   preview.src = state.drawingUrl;
   $('#drawing-read').hidden = true;
   preview.hidden = false;
+  state.dots = [];  // a new drawing: the old one's hints mean nothing here
+  state.selected = -1;
+  for (const id of ['#dots', '#hint-bar', '#hint-help']) $(id).hidden = false;
+  renderDots();
   $('#dropzone').classList.add('has-image');
   colourAll();
+}
+
+// ---- colour hints: dots on the drawing ----
+
+// The drawing's box shows the picture whole (object-fit: contain): where its pixels lie.
+function pictureBox() {
+  const preview = $('#drawing-preview');
+  const box = preview.getBoundingClientRect();
+  const scale = Math.min(box.width / preview.naturalWidth, box.height / preview.naturalHeight);
+  return { box, scale, left: (box.width - preview.naturalWidth * scale) / 2,
+           top: (box.height - preview.naturalHeight * scale) / 2,
+           width: preview.naturalWidth, height: preview.naturalHeight };
+}
+
+function pixelAt(event) {
+  const { box, scale, left, top, width, height } = pictureBox();
+  const x = Math.round((event.clientX - box.left - left) / scale);
+  const y = Math.round((event.clientY - box.top - top) / scale);
+  return x >= 0 && y >= 0 && x < width && y < height ? { x, y } : null;
+}
+
+function renderDots() {
+  const layer = $('#dots');
+  layer.replaceChildren();
+  const { scale, left, top } = pictureBox();
+  state.dots.forEach((dot, index) => {
+    const mark = document.createElement('span');
+    mark.className = 'dot' + (index === state.selected ? ' selected' : '');
+    mark.style.left = (left + dot.x * scale) + 'px';
+    mark.style.top = (top + dot.y * scale) + 'px';
+    mark.style.background = dot.colour;
+    mark.dataset.index = index;
+    mark.title = 'hint ' + dot.colour + ' at ' + dot.x + ', ' + dot.y;
+    layer.appendChild(mark);
+  });
+  $('#remove-dot').disabled = state.selected < 0;
+  $('#clear-dots').disabled = !state.dots.length;
+}
+
+let hintTimer = null;
+function hintsChanged() {
+  renderDots();
+  clearTimeout(hintTimer);
+  hintTimer = setTimeout(colourAll, 120);
+}
+
+function setupHints() {
+  const layer = $('#dots');
+  let dragging = null;
+  layer.addEventListener('pointerdown', (event) => {
+    event.preventDefault();
+    const index = event.target.dataset.index;
+    if (index !== undefined) {
+      state.selected = Number(index);
+      $('#hint-colour').value = state.dots[state.selected].colour;
+      dragging = { index: state.selected, moved: false };
+      layer.setPointerCapture(event.pointerId);
+      renderDots();
+      return;
+    }
+    const at = pixelAt(event);
+    if (!at) return;
+    state.dots.push({ x: at.x, y: at.y, colour: $('#hint-colour').value });
+    state.selected = state.dots.length - 1;
+    hintsChanged();
+  });
+  layer.addEventListener('pointermove', (event) => {
+    if (!dragging) return;
+    const at = pixelAt(event);
+    if (!at) return;
+    Object.assign(state.dots[dragging.index], at);
+    dragging.moved = true;
+    renderDots();
+  });
+  layer.addEventListener('pointerup', () => {
+    if (dragging && dragging.moved) hintsChanged();
+    dragging = null;
+  });
+  layer.addEventListener('click', (event) => event.preventDefault());  // not the file chooser
+  $('#hint-colour').addEventListener('input', () => {
+    if (state.selected < 0) return;
+    state.dots[state.selected].colour = $('#hint-colour').value;
+    hintsChanged();
+  });
+  $('#remove-dot').addEventListener('click', () => {
+    state.dots.splice(state.selected, 1);
+    state.selected = -1;
+    hintsChanged();
+  });
+  $('#clear-dots').addEventListener('click', () => {
+    state.dots = [];
+    state.selected = -1;
+    hintsChanged();
+  });
+  $('#change-drawing').addEventListener('click', () => $('#file').click());
+  window.addEventListener('resize', renderDots);
+  $('#drawing-preview').addEventListener('load', renderDots);
 }
 
 // ---- drawing input: file, drop, paste, samples ----
@@ -358,6 +468,7 @@ async function loadVocabulary() {
 
 async function start() {
   setupDrawingInput();
+  setupHints();
   $('#add-set').addEventListener('click', () => $('.tag-input', addCard().node).focus());
   try {
     await loadVocabulary();

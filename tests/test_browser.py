@@ -254,6 +254,59 @@ def test_a_colour_portrait_is_shown_whole_as_the_line_art_read_and_its_layers_do
     assert flat.size == lines.size == (90, 150) and flat.mode == 'RGB' and lines.mode == 'RGBA'
 
 
+PIXEL_JS = """
+const image = arguments[0].querySelector('.result-image');
+const canvas = document.createElement('canvas');
+canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+canvas.getContext('2d').drawImage(image, 0, 0);
+return Array.from(canvas.getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data.slice(0, 3));
+"""
+WHERE_JS = """
+const {box, scale, left, top} = pictureBox();
+return [box.left + left + (arguments[0] + 0.5) * scale, box.top + top + (arguments[1] + 0.5) * scale];
+"""
+
+
+def test_a_dot_on_the_drawing_recolours_its_region_and_stays_when_tags_change(tiny_model, small_data):
+    paths, reason = find_browser()
+    if paths is None:
+        pytest.skip(reason)
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    import flatting
+    path = os.path.join(str(small_data), 'test', 'line', 'hibiki_0000.png')
+    labels, _ = flatting.regions(flatting.line_mask(Image.open(path).convert('L')))
+    largest = np.bincount(labels[labels > 0]).argmax()
+    inside = np.argwhere(labels == largest)
+    y, x = (int(v) for v in inside[len(inside) // 2])
+    with running_server(tiny_model) as url, chromium(paths) as driver:
+        open_page(driver, url)
+        driver.find_element('id', 'file').send_keys(path)
+        type_tags(driver, 0, ['響'])
+        assert wait_for_results(driver, 1) == ['done']
+        driver.execute_script("document.getElementById('hint-colour').value = '#12ab34'")
+        where = driver.execute_script(WHERE_JS, x, y)
+        click = ActionBuilder(driver)
+        click.pointer_action.move_to_location(int(where[0]), int(where[1])).click()
+        click.perform()
+        assert len(driver.find_elements('css selector', '.dot')) == 1
+        wait_for(driver, lambda d: d.execute_script(PIXEL_JS, cards(d)[0], x, y) == [0x12, 0xab, 0x34],
+                 what='the dot\'s colour in the result')
+        assert driver.find_element('id', 'file').get_attribute('value').endswith('hibiki_0000.png')
+        # Switching tags keeps the dot, and its region keeps its colour.
+        chip = cards(driver)[0].find_element('css selector', '.chip button')
+        chip.click()
+        type_tags(driver, 0, ['暁'])
+        wait_for(driver, lambda d: [c.text.rstrip('×').strip() for c in
+                                    cards(d)[0].find_elements('css selector', '.chip')] == ['暁'])
+        assert wait_for_results(driver, 1) == ['done']
+        assert driver.execute_script(PIXEL_JS, cards(driver)[0], x, y) == [0x12, 0xab, 0x34]
+        assert len(driver.find_elements('css selector', '.dot')) == 1
+        driver.find_element('id', 'clear-dots').click()
+        assert driver.find_elements('css selector', '.dot') == []
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Screenshot of the server page with a real result')
     parser.add_argument('--model', default=os.path.join(ROOT, 'result', 'demo'), help='model folder')
