@@ -339,29 +339,25 @@ class Colouriser:
     def _probes(self, drawing, tags, colouring):
         """The probe colourings hints spread by (flatting.py), kept like the colourings:
         a dot moved on the same drawing and tags costs no network pass."""
-        key = ('probes', hashlib.blake2b(drawing.tobytes(), digest_size=16).digest(), drawing.size,
-               tuple(tags))
-        probes = self._cache.pop(key, None)
-        if probes is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-                probes = self.model.probe_colourings(drawing, colouring)
-        self._cache[key] = probes
-        self._trim_cache()
-        return probes
+        return self._cached('probes', drawing, tags, lambda: self.model.probe_colourings(drawing, colouring))
 
     def _network_colouring(self, drawing, tags):
         """The model's colouring of drawing with tags, from the cache when this drawing and
-        tag set were coloured lately (only the worker thread touches the cache)."""
-        key = (hashlib.blake2b(drawing.tobytes(), digest_size=16).digest(), drawing.size, tuple(tags))
-        colouring = self._cache.pop(key, None)
-        if colouring is None:
+        tag set were coloured lately."""
+        return self._cached('colouring', drawing, tags, lambda: self.model.colour(drawing, tags))
+
+    def _cached(self, kind, drawing, tags, make):
+        """make()'s result for (kind, drawing, tags), kept in the cache, the least recently
+        used dropped past CACHE_PIXELS (only the worker thread touches the cache)."""
+        key = (kind, hashlib.blake2b(drawing.tobytes(), digest_size=16).digest(), drawing.size, tuple(tags))
+        made = self._cache.pop(key, None)
+        if made is None:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-                colouring = self.model.colour(drawing, tags)
-        self._cache[key] = colouring
+                made = make()
+        self._cache[key] = made
         self._trim_cache()
-        return colouring
+        return made
 
     def _trim_cache(self):
         def pixels(entry):
