@@ -147,6 +147,83 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
     return sum(losses) / batch
 
 
+def cell_colour_distribution_loss(x_out, t_out, cells):
+    """colour_distribution_loss within each cell of a cells x cells grid, every pixel of
+    it: the sliced 1-D Wasserstein distance between the output's and the target's colours
+    in the same cell, averaged over the directions, cells and examples. Zero for any
+    rearrangement of the target's pixels inside their cells: it scores the palette and,
+    at the cells' scale, where each colour is, without asking for the mean colour of a
+    cell (a blend that is no colour of the picture) where the poses differ."""
+    xp = chainer.backend.get_array_module(x_out)
+    batch, channels, height, width = x_out.shape
+    if height % cells or width % cells:
+        raise ValueError('a {}x{} picture is not {} cells a side'.format(height, width, cells))
+    directions = xp.asarray(COLOUR_DIRECTIONS)
+
+    def by_cell(x):  # (B, C, H, W) -> (C, B * cells * cells * pixels per cell), cell by cell
+        x = F.reshape(x, (batch, channels, cells, height // cells, cells, width // cells))
+        return F.reshape(F.transpose(x, (1, 0, 2, 4, 3, 5)), (channels, -1))
+
+    pixels = height * width // cells ** 2
+    out = F.reshape(F.matmul(directions, lab_of(by_cell(x_out))), (len(directions), -1, pixels))
+    with chainer.no_backprop_mode():  # the target's colours need no graph
+        target = xp.sort((directions @ lab_of(by_cell(t_out)).array).reshape(out.shape), axis=2)
+    # Indices into out, flattened: each (direction, cell) row sorted on its own.
+    order = xp.argsort(out.array, axis=2) + (xp.arange(out.shape[0] * out.shape[1]) * pixels).reshape(
+        out.shape[:2] + (1,))
+    return F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel()))
+
+
+def layout_loss(x_out, t_out, cells=(8,)):
+    """Mean absolute difference between the output and the target averaged over the cells
+    of a c x c grid, for each c of ``cells``, averaged over those grids: where the colours
+    are at those scales, whatever their arrangement inside a cell."""
+    side = x_out.shape[2]
+    losses = [F.mean_absolute_error(F.average_pooling_2d(x_out, side // c),
+                                    F.average_pooling_2d(t_out, side // c)) for c in cells]
+    return sum(losses) / len(losses)
+
+
+# The blank examples' loss options: (flag, attribute, default); the defaults are the loss
+# before them (docs/design.md, "Tags alone").
+BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', 1),
+                    ('--blank-layout-weight', 'blank_layout_weight', 0.0),
+                    ('--blank-layout-cells', 'blank_layout_cells', [8]))
+
+
+def add_blank_loss_arguments(parser):
+    """--blank-loss and the options of its 'colours' loss (train_facade_text.py)."""
+    parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
+                        help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
+                             "distance between the output's and the target's colour distributions")
+    parser.add_argument('--blank-colour-cells', type=compat.number(int, 1, 64), default=1, metavar='N',
+                        help="colours: compare the colour distributions within each cell of an N x N grid "
+                             "(1: over the whole canvas)")
+    parser.add_argument('--blank-layout-weight', type=compat.number(float, 0), default=0.0, metavar='W',
+                        help='colours: add W times the L1 between the output and the target averaged over '
+                             'coarse cells (0: none)')
+    parser.add_argument('--blank-layout-cells', type=compat.number(int, 1, 64), nargs='+', default=[8],
+                        metavar='N', help='colours: the grids (N x N cells) of --blank-layout-weight\'s L1')
+
+
+def check_blank_loss_arguments(parser, args):
+    """parser.error where a colour-loss option is given without --blank-loss colours or
+    does not divide the picture."""
+    changed = [flag for flag, name, default in BLANK_LOSS_FLAGS if getattr(args, name) != default]
+    if changed and args.blank_loss != 'colours':
+        parser.error('{} only with --blank-loss colours'.format(', '.join(changed)))
+    for cells in [args.blank_colour_cells] + args.blank_layout_cells:
+        if args.size % cells:
+            parser.error('{} cells do not divide --size {}'.format(cells, args.size))
+
+
+def blank_loss_options(args):
+    """The updater's keyword arguments for the blank examples' loss."""
+    return dict(blank_loss=args.blank_loss, blank_colour_cells=args.blank_colour_cells,
+                blank_layout_weight=args.blank_layout_weight,
+                blank_layout_cells=tuple(args.blank_layout_cells))
+
+
 def backward(loss, params, loss_scale=None):
     """``loss.backward()`` into ``params`` only: chainer.grad runs backprop along just the
     paths from the loss to them and leaves the gradients in ``param.grad`` as backward
@@ -174,6 +251,12 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.gate_weight = kwargs.pop('gate_weight', 0)
         # 'pixels' (the example's losses for every example) or 'colours' (see above).
         self.blank_loss = kwargs.pop('blank_loss', 'pixels')
+        # With 'colours': the colour loss over the whole canvas (1) or within each cell of
+        # an N x N grid (cell_colour_distribution_loss), and layout_loss's weight beside
+        # it (0: none) and its grids.
+        self.blank_colour_cells = kwargs.pop('blank_colour_cells', 1)
+        self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
+        self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
         record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
         # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
@@ -234,9 +317,18 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         xp = chainer.backend.get_array_module(blank)
         batch, drawn = len(blank), xp.flatnonzero(~blank)
         blank_ones = xp.flatnonzero(blank)
-        loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+        if self.blank_colour_cells > 1:
+            loss_colours = cell_colour_distribution_loss(x_out[blank_ones], t_out[blank_ones],
+                                                         self.blank_colour_cells)
+        else:
+            loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
         chainer.report({'colours': loss_colours}, self.dec)
-        loss_gen = L1_WEIGHT * loss_colours * (len(blank_ones) / batch)
+        loss_blank = loss_colours
+        if self.blank_layout_weight:
+            loss_layout = layout_loss(x_out[blank_ones], t_out[blank_ones], self.blank_layout_cells)
+            chainer.report({'layout': loss_layout}, self.dec)
+            loss_blank = loss_blank + self.blank_layout_weight * loss_layout
+        loss_gen = L1_WEIGHT * loss_blank * (len(blank_ones) / batch)
         loss_l1 = 0
         loss_dis = chainer.Variable(xp.zeros((), x_out.dtype))
         if len(drawn):

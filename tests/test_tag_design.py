@@ -332,6 +332,62 @@ def test_the_colour_directions_cover_every_direction_of_colour():
     assert worst(directions[:7]) > 45 and worst(directions) < 22
 
 
+def test_the_cell_colour_loss_compares_each_cells_colours_with_the_same_cells():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+
+    def cells_of(x, cells):  # (B, 3, 16, 16) -> (B, cells, cells, 3, pixels per cell)
+        side = 16 // cells
+        return x.reshape(2, 3, cells, side, cells, side).transpose(0, 2, 4, 1, 3, 5).reshape(
+            2, cells, cells, 3, side * side)
+
+    def from_cells(c, cells):
+        side = 16 // cells
+        return c.reshape(2, cells, cells, 3, side, side).transpose(0, 3, 1, 4, 2, 5).reshape(target.shape)
+
+    # Pixels moved inside their 4 x 4 cells: the same colours in each cell, loss 0.
+    inside = chainer.Variable(from_cells(cells_of(target, 4)[..., rng.permutation(16)], 4))
+    assert float(updater.cell_colour_distribution_loss(inside, target, 4).array) == 0
+    # One grid cell: the whole-canvas loss over every pixel.
+    shifted = chainer.Variable(np.clip(target + np.float32(0.25), -1, 1))
+    whole = (updater.colour_distribution_loss(shifted[:1], target[:1], pixels=None)
+             + updater.colour_distribution_loss(shifted[1:], target[1:], pixels=None)) / 2
+    assert float(updater.cell_colour_distribution_loss(shifted, target, 1).array) == pytest.approx(
+        float(whole.array), rel=1e-5)
+    # Pixels moved across the canvas: 0 for the whole canvas, the mean of each cell's own
+    # distance (sorted projections, by hand) for the 4 x 4 cells.
+    moved = chainer.Variable(target.reshape(2, 3, -1)[:, :, rng.permutation(256)].reshape(target.shape))
+    assert float(updater.cell_colour_distribution_loss(moved, target, 1).array) == pytest.approx(0, abs=1e-7)
+    lab = [updater.lab_of(chainer.Variable(np.moveaxis(cells_of(x, 4), 3, 0).reshape(3, -1))).array
+           for x in (moved.array, target)]
+    projections = [(updater.COLOUR_DIRECTIONS @ colours).reshape(-1, 32, 16) for colours in lab]
+    by_hand = np.abs(np.sort(projections[0], axis=2) - np.sort(projections[1], axis=2)).mean()
+    loss = updater.cell_colour_distribution_loss(moved, target, 4)
+    assert float(loss.array) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss.array) > 0.1  # as far as a shift by a quarter of the range
+    with pytest.raises(ValueError, match='not 3 cells'):
+        updater.cell_colour_distribution_loss(moved, target, 3)
+
+
+def test_the_layout_loss_is_the_l1_of_the_cell_means():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-0.5, 0.5, (1, 3, 32, 32)).astype(np.float32)
+    # The pixels of each 4 x 4 cell of an 8 x 8 grid in another order: the same cell means.
+    shuffled = target.reshape(1, 3, 8, 4, 8, 4)[:, :, :, rng.permutation(4)][..., rng.permutation(4)]
+    shuffled = chainer.Variable(shuffled.reshape(target.shape))
+    assert float(updater.layout_loss(shuffled, target, (8,)).array) == pytest.approx(0, abs=1e-7)
+    assert float(updater.layout_loss(shuffled, target, (8, 16)).array) > 0.05  # 16 x 16 cells see it
+    # One 8 x 8 cell's pixels 0.25 lighter: 0.25 in one cell of 64, channels alike, on
+    # either grid (that cell is 4 of the 16 x 16 grid's 256).
+    lighter = target.copy()
+    lighter[:, :, :4, :4] += np.float32(0.25)
+    for cells in ((8,), (16,), (8, 16)):
+        assert float(updater.layout_loss(chainer.Variable(lighter), target, cells).array) == pytest.approx(
+            0.25 / 64, rel=1e-5)
+
+
 def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
     import updater
     enc, dec, dis, _ = film_networks(width=4)
