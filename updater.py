@@ -186,7 +186,7 @@ def layout_loss(x_out, t_out, cells=(8,)):
 
 # The blank examples' loss options: (flag, attribute, default); the defaults are the loss
 # before them (docs/design.md, "Tags alone").
-BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', 1),
+BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', [1]),
                     ('--blank-layout-weight', 'blank_layout_weight', 0.0),
                     ('--blank-layout-cells', 'blank_layout_cells', [8]))
 
@@ -196,9 +196,9 @@ def add_blank_loss_arguments(parser):
     parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
                         help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
                              "distance between the output's and the target's colour distributions")
-    parser.add_argument('--blank-colour-cells', type=compat.number(int, 1, 64), default=1, metavar='N',
-                        help="colours: compare the colour distributions within each cell of an N x N grid "
-                             "(1: over the whole canvas)")
+    parser.add_argument('--blank-colour-cells', type=compat.number(int, 1, 64), nargs='+', default=[1],
+                        metavar='N', help="colours: compare the colour distributions within each cell of an "
+                                          "N x N grid (1: over the whole canvas); several: their mean")
     parser.add_argument('--blank-layout-weight', type=compat.number(float, 0), default=0.0, metavar='W',
                         help='colours: add W times the L1 between the output and the target averaged over '
                              'coarse cells (0: none)')
@@ -212,14 +212,14 @@ def check_blank_loss_arguments(parser, args):
     changed = [flag for flag, name, default in BLANK_LOSS_FLAGS if getattr(args, name) != default]
     if changed and args.blank_loss != 'colours':
         parser.error('{} only with --blank-loss colours'.format(', '.join(changed)))
-    for cells in [args.blank_colour_cells] + args.blank_layout_cells:
+    for cells in args.blank_colour_cells + args.blank_layout_cells:
         if args.size % cells:
             parser.error('{} cells do not divide --size {}'.format(cells, args.size))
 
 
 def blank_loss_options(args):
     """The updater's keyword arguments for the blank examples' loss."""
-    return dict(blank_loss=args.blank_loss, blank_colour_cells=args.blank_colour_cells,
+    return dict(blank_loss=args.blank_loss, blank_colour_cells=tuple(args.blank_colour_cells),
                 blank_layout_weight=args.blank_layout_weight,
                 blank_layout_cells=tuple(args.blank_layout_cells))
 
@@ -251,10 +251,11 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.gate_weight = kwargs.pop('gate_weight', 0)
         # 'pixels' (the example's losses for every example) or 'colours' (see above).
         self.blank_loss = kwargs.pop('blank_loss', 'pixels')
-        # With 'colours': the colour loss over the whole canvas (1) or within each cell of
-        # an N x N grid (cell_colour_distribution_loss), and layout_loss's weight beside
+        # With 'colours': the grids whose cells the colour loss compares, averaged over the
+        # grids (1: the whole canvas, colour_distribution_loss; N > 1: within each cell of
+        # an N x N grid, cell_colour_distribution_loss), and layout_loss's weight beside
         # it (0: none) and its grids.
-        self.blank_colour_cells = kwargs.pop('blank_colour_cells', 1)
+        self.blank_colour_cells = kwargs.pop('blank_colour_cells', (1,))
         self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
         self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
         record = kwargs.pop('cuda_graph', False)
@@ -317,11 +318,10 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         xp = chainer.backend.get_array_module(blank)
         batch, drawn = len(blank), xp.flatnonzero(~blank)
         blank_ones = xp.flatnonzero(blank)
-        if self.blank_colour_cells > 1:
-            loss_colours = cell_colour_distribution_loss(x_out[blank_ones], t_out[blank_ones],
-                                                         self.blank_colour_cells)
-        else:
-            loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+        losses = [cell_colour_distribution_loss(x_out[blank_ones], t_out[blank_ones], cells) if cells > 1
+                  else colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+                  for cells in self.blank_colour_cells]
+        loss_colours = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         chainer.report({'colours': loss_colours}, self.dec)
         loss_blank = loss_colours
         if self.blank_layout_weight:

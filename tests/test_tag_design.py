@@ -415,6 +415,29 @@ def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
     assert calls == [] and float(all_blank[2].array) == 0.0
 
 
+def test_the_blank_loss_options_add_up_as_documented(vectorizer):
+    # Colours compared over the whole canvas and within 4 x 4 cells (their mean), plus
+    # 0.5 times the L1 of 4 x 4 cell means: all times the L1 weight, 100.
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響']])
+    x[:, :3] = updater.PAPER
+    t = np.tanh(np.random.RandomState(0).normal(size=(1, 3) + x.shape[2:])).astype(np.float32)
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours', blank_colour_cells=(1, 4),
+        blank_layout_weight=0.5, blank_layout_cells=(4,))
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        np.random.seed(0)
+        gen = run.losses_with_blank_examples(x, x_out, t, np.array([True]))[0]
+        np.random.seed(0)
+        colours = (updater.colour_distribution_loss(x_out, t)
+                   + updater.cell_colour_distribution_loss(x_out, t, 4)) / 2
+        layout = updater.layout_loss(x_out, t, (4,))
+    assert float(layout.array) > 0.01 and float(colours.array) > 0.01  # both terms count
+    np.testing.assert_allclose(gen.array, 100 * (colours.array + 0.5 * layout.array), rtol=1e-5)
+
+
 def test_the_design_benchmark_prints_every_design(small_data, capsys):
     import bench_designs
     assert bench_designs.main(['--data', str(small_data), '--blocks', '1', '--block', '1', '--json']) == 0
