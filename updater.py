@@ -174,13 +174,35 @@ def cell_colour_distribution_loss(x_out, t_out, cells):
     return F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel()))
 
 
-def layout_loss(x_out, t_out, cells=(8,)):
-    """Mean absolute difference between the output and the target averaged over the cells
-    of a c x c grid, for each c of ``cells``, averaged over those grids: where the colours
-    are at those scales, whatever their arrangement inside a cell."""
+def lab_picture(x):
+    """(B, 3, H, W) pictures on [-1, 1] -> the same in CIELAB / LAB_SCALE (lab_of), differentiable."""
+    batch, channels, height, width = x.shape
+    lab = lab_of(F.reshape(F.transpose(x, (1, 0, 2, 3)), (channels, -1)))
+    return F.transpose(F.reshape(lab, (channels, batch, height, width)), (1, 0, 2, 3))
+
+
+# layout_loss's distances between cell means: 'l1', the mean absolute difference of the
+# RGB means on [-1, 1]; 'lab-squared', the squared Euclidean distance of the CIELAB means
+# (lab_of's scale), whose expectation over the poses is least at their mean, the
+# picture the layout score (evaluate.text_only_layout_scores) compares with.
+LAYOUT_DISTANCES = ('l1', 'lab-squared')
+
+
+def layout_loss(x_out, t_out, cells=(8,), distance='l1'):
+    """The distance (LAYOUT_DISTANCES) between the output's and the target's means over
+    the cells of a c x c grid, averaged over the cells, for each c of ``cells``, averaged
+    over those grids: where the colours are at those scales, whatever their arrangement
+    inside a cell."""
     side = x_out.shape[2]
-    losses = [F.mean_absolute_error(F.average_pooling_2d(x_out, side // c),
-                                    F.average_pooling_2d(t_out, side // c)) for c in cells]
+    if distance == 'lab-squared':
+        x_out, t_out = lab_picture(x_out), lab_picture(t_out).array
+    losses = []
+    for c in cells:
+        out, target = F.average_pooling_2d(x_out, side // c), F.average_pooling_2d(t_out, side // c).array
+        if distance == 'l1':
+            losses.append(F.mean_absolute_error(out, target))
+        else:
+            losses.append(F.sum(F.square(out - target)) / (out.shape[0] * c * c))
     return sum(losses) / len(losses)
 
 
@@ -188,7 +210,8 @@ def layout_loss(x_out, t_out, cells=(8,)):
 # before them (docs/design.md, "Tags alone").
 BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', [1]),
                     ('--blank-layout-weight', 'blank_layout_weight', 0.0),
-                    ('--blank-layout-cells', 'blank_layout_cells', [8]))
+                    ('--blank-layout-cells', 'blank_layout_cells', [8]),
+                    ('--blank-layout-distance', 'blank_layout_distance', 'l1'))
 
 
 def add_blank_loss_arguments(parser):
@@ -200,10 +223,13 @@ def add_blank_loss_arguments(parser):
                         metavar='N', help="colours: compare the colour distributions within each cell of an "
                                           "N x N grid (1: over the whole canvas); several: their mean")
     parser.add_argument('--blank-layout-weight', type=compat.number(float, 0), default=0.0, metavar='W',
-                        help='colours: add W times the L1 between the output and the target averaged over '
-                             'coarse cells (0: none)')
+                        help='colours: add W times the distance between the output and the target averaged '
+                             'over coarse cells (0: none)')
     parser.add_argument('--blank-layout-cells', type=compat.number(int, 1, 64), nargs='+', default=[8],
-                        metavar='N', help='colours: the grids (N x N cells) of --blank-layout-weight\'s L1')
+                        metavar='N', help="colours: the grids (N x N cells) of --blank-layout-weight's term")
+    parser.add_argument('--blank-layout-distance', choices=LAYOUT_DISTANCES, default='l1',
+                        help="colours: --blank-layout-weight's distance between cell means: L1 in RGB, or "
+                             "the squared distance in CIELAB (least at the poses' mean)")
 
 
 def check_blank_loss_arguments(parser, args):
@@ -221,7 +247,8 @@ def blank_loss_options(args):
     """The updater's keyword arguments for the blank examples' loss."""
     return dict(blank_loss=args.blank_loss, blank_colour_cells=tuple(args.blank_colour_cells),
                 blank_layout_weight=args.blank_layout_weight,
-                blank_layout_cells=tuple(args.blank_layout_cells))
+                blank_layout_cells=tuple(args.blank_layout_cells),
+                blank_layout_distance=args.blank_layout_distance)
 
 
 def backward(loss, params, loss_scale=None):
@@ -254,10 +281,11 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         # With 'colours': the grids whose cells the colour loss compares, averaged over the
         # grids (1: the whole canvas, colour_distribution_loss; N > 1: within each cell of
         # an N x N grid, cell_colour_distribution_loss), and layout_loss's weight beside
-        # it (0: none) and its grids.
+        # it (0: none), its grids and its distance.
         self.blank_colour_cells = kwargs.pop('blank_colour_cells', (1,))
         self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
         self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
+        self.blank_layout_distance = kwargs.pop('blank_layout_distance', 'l1')
         record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
         # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
@@ -325,7 +353,8 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         chainer.report({'colours': loss_colours}, self.dec)
         loss_blank = loss_colours
         if self.blank_layout_weight:
-            loss_layout = layout_loss(x_out[blank_ones], t_out[blank_ones], self.blank_layout_cells)
+            loss_layout = layout_loss(x_out[blank_ones], t_out[blank_ones], self.blank_layout_cells,
+                                      self.blank_layout_distance)
             chainer.report({'layout': loss_layout}, self.dec)
             loss_blank = loss_blank + self.blank_layout_weight * loss_layout
         loss_gen = L1_WEIGHT * loss_blank * (len(blank_ones) / batch)

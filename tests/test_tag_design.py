@@ -415,6 +415,25 @@ def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
     assert calls == [] and float(all_blank[2].array) == 0.0
 
 
+def test_the_squared_lab_layout_loss_is_the_layout_scores_cells_squared():
+    # lab-squared compares the cells evaluate's layout score compares (the mean CIELAB of
+    # each cell), squared, on lab_of's scale: the same number as evaluate computes, in float32.
+    import evaluate
+    import updater
+    rng = np.random.RandomState(0)
+    target, output = (rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+
+    def cells(x, grid):
+        return evaluate.layout_cells(((x[0].transpose(1, 2, 0) + 1) * 128).astype(np.float64), grid)
+
+    for grid in (4, 8):
+        by_hand = (np.linalg.norm(cells(output, grid) - cells(target, grid), axis=-1) ** 2).mean()
+        loss = updater.layout_loss(chainer.Variable(output), target, (grid,), 'lab-squared')
+        assert float(loss.array) * updater.LAB_SCALE ** 2 == pytest.approx(by_hand, rel=1e-3)
+        assert by_hand > 10  # two noise pictures' cells differ
+    assert float(updater.layout_loss(chainer.Variable(target), target, (4, 8), 'lab-squared').array) == 0
+
+
 def test_the_blank_loss_options_add_up_as_documented(vectorizer):
     # Colours compared over the whole canvas and within 4 x 4 cells (their mean), plus
     # 0.5 times the L1 of 4 x 4 cell means: all times the L1 weight, 100.
