@@ -209,6 +209,7 @@ def layout_loss(x_out, t_out, cells=(8,), distance='l1'):
 # The blank examples' loss options: (flag, attribute, default); the defaults are the loss
 # before them (docs/design.md, "Tags alone").
 BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', [1]),
+                    ('--blank-colour-pool', 'blank_colour_pool', 1),
                     ('--blank-layout-weight', 'blank_layout_weight', 0.0),
                     ('--blank-layout-cells', 'blank_layout_cells', [8]),
                     ('--blank-layout-distance', 'blank_layout_distance', 'l1'))
@@ -222,6 +223,8 @@ def add_blank_loss_arguments(parser):
     parser.add_argument('--blank-colour-cells', type=compat.number(int, 1, 64), nargs='+', default=[1],
                         metavar='N', help="colours: compare the colour distributions within each cell of an "
                                           "N x N grid (1: over the whole canvas); several: their mean")
+    parser.add_argument('--blank-colour-pool', type=compat.number(int, 1, 64), default=1, metavar='K',
+                        help='colours: compare the colours of K x K blocks (their mean) instead of pixels')
     parser.add_argument('--blank-layout-weight', type=compat.number(float, 0), default=0.0, metavar='W',
                         help='colours: add W times the distance between the output and the target averaged '
                              'over coarse cells (0: none)')
@@ -238,14 +241,17 @@ def check_blank_loss_arguments(parser, args):
     changed = [flag for flag, name, default in BLANK_LOSS_FLAGS if getattr(args, name) != default]
     if changed and args.blank_loss != 'colours':
         parser.error('{} only with --blank-loss colours'.format(', '.join(changed)))
-    for cells in args.blank_colour_cells + args.blank_layout_cells:
+    grids = [cells * args.blank_colour_pool for cells in args.blank_colour_cells] + args.blank_layout_cells
+    for cells in grids:
         if args.size % cells:
-            parser.error('{} cells do not divide --size {}'.format(cells, args.size))
+            parser.error('a grid of {} cells (--blank-colour-pool blocks counted in pixels) does not divide '
+                         '--size {}'.format(cells, args.size))
 
 
 def blank_loss_options(args):
     """The updater's keyword arguments for the blank examples' loss."""
     return dict(blank_loss=args.blank_loss, blank_colour_cells=tuple(args.blank_colour_cells),
+                blank_colour_pool=args.blank_colour_pool,
                 blank_layout_weight=args.blank_layout_weight,
                 blank_layout_cells=tuple(args.blank_layout_cells),
                 blank_layout_distance=args.blank_layout_distance)
@@ -283,6 +289,7 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         # an N x N grid, cell_colour_distribution_loss), and layout_loss's weight beside
         # it (0: none), its grids and its distance.
         self.blank_colour_cells = kwargs.pop('blank_colour_cells', (1,))
+        self.blank_colour_pool = kwargs.pop('blank_colour_pool', 1)  # colours of k x k blocks (1: pixels)
         self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
         self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
         self.blank_layout_distance = kwargs.pop('blank_layout_distance', 'l1')
@@ -346,8 +353,15 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         xp = chainer.backend.get_array_module(blank)
         batch, drawn = len(blank), xp.flatnonzero(~blank)
         blank_ones = xp.flatnonzero(blank)
-        losses = [cell_colour_distribution_loss(x_out[blank_ones], t_out[blank_ones], cells) if cells > 1
-                  else colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+        out, truth = x_out[blank_ones], t_out[blank_ones]
+        if self.blank_colour_pool > 1:
+            # The colours of k x k blocks: a truth's thin lines become the darker tint of
+            # the block they cross, which a blank canvas can paint where the figure is,
+            # instead of pure black that it can only heap somewhere (bars).
+            out = F.average_pooling_2d(out, self.blank_colour_pool)
+            truth = F.average_pooling_2d(truth, self.blank_colour_pool).array
+        losses = [cell_colour_distribution_loss(out, truth, cells) if cells > 1
+                  else colour_distribution_loss(out, truth)
                   for cells in self.blank_colour_cells]
         loss_colours = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         chainer.report({'colours': loss_colours}, self.dec)

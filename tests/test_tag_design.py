@@ -457,6 +457,27 @@ def test_the_blank_loss_options_add_up_as_documented(vectorizer):
     np.testing.assert_allclose(gen.array, 100 * (colours.array + 0.5 * layout.array), rtol=1e-5)
 
 
+def test_blank_colour_pool_compares_the_colours_of_blocks(vectorizer):
+    # --blank-colour-pool 4: the colour loss of the pictures averaged over 4 x 4 blocks; a
+    # one-pixel black line on white, spread over its blocks, is a grey there.
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響']])
+    x[:, :3] = updater.PAPER
+    t = np.ones((1, 3) + x.shape[2:], np.float32)
+    t[:, :, :, 10] = -1  # a vertical black line, one pixel wide
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours', blank_colour_pool=4)
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        gen = run.losses_with_blank_examples(x, x_out, t, np.array([True]))[0]
+        # 32 x 32 blocks: fewer than COLOUR_PIXELS, so every block counts, no random draw.
+        pooled = updater.colour_distribution_loss(F.average_pooling_2d(x_out, 4),
+                                                  F.average_pooling_2d(t, 4).array)
+    np.testing.assert_allclose(gen.array, 100 * pooled.array, rtol=1e-5)
+    assert np.unique(F.average_pooling_2d(t, 4).array).tolist() == [0.5, 1.0]  # 3/4 white, 1/4 black
+
+
 def test_the_design_benchmark_prints_every_design(small_data, capsys):
     import bench_designs
     assert bench_designs.main(['--data', str(small_data), '--blocks', '1', '--block', '1', '--json']) == 0
