@@ -4,7 +4,8 @@ Figures (PNG grids made by sheets.grid, Japanese labels included):
     fig5_6_miku.png        初音ミク with no tag (the baseline) and with the tag (Fig. 5, 6)
     fig7_characters.png    per character: drawing | no tag | tags | extra models | truth (Fig. 7)
     fig8_mono.png          monochrome targets: tags with モノクロ / ノート vs without (Fig. 8)
-    fig9_text_only.png     a white and a noise drawing with one tag each (Fig. 9, text to image)
+    fig9_text_only.png     a white and a noise drawing with one tag each, beside each character's
+                           mean test picture (Fig. 9, text to image)
     tag_swap.png           the twins' drawings with their own tag and the twin's (響 ↔ 暁, FGO)
 A figure whose images the test split lacks (e.g. no monochrome image) is left out and
 the report says so. evaluate.py calls this module; this module does not import it.
@@ -87,15 +88,25 @@ def fig_mono(models, description, limit=4):
     return sheets.grid(rows, columns, labels, cell=CELL)
 
 
+def mean_picture(images):
+    """The per-pixel mean (uint8 RGB) of the colour test pictures given."""
+    return np.mean([image.target for image in images if not image.mono], axis=0).round().astype(np.uint8)
+
+
 def fig_text_only(models, description, seed=0):
     tag = models['tag']
     size = tag.size
     white = Image.new('L', (size, size), 255)
     noise = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8), 'L')
-    tag_sets = [[]] + [[c['tag']] for c in description['characters']]
+    tag_sets = [[]] + [[c['tag']] for c in description['characters']
+                       if any(im.character['tag'] == c['tag'] and not im.mono for im in tag.images)]
     rows = [[tag.colour_drawing(drawing, tags) for tags in tag_sets] for drawing in (white, noise)]
-    return sheets.grid(rows, [tags[0] if tags else '(no tag)' for tags in tag_sets], ['white', 'noise'],
-                       cell=CELL)
+    # What the layout score compares the white canvases with: each character's mean
+    # colour test picture (under no tag, every character's).
+    rows.append([mean_picture([im for im in tag.images if not tags or im.character['tag'] == tags[0]])
+                 for tags in tag_sets])
+    return sheets.grid(rows, [tags[0] if tags else '(no tag)' for tags in tag_sets],
+                       ['white', 'noise', 'mean test picture'], cell=CELL)
 
 
 def fig_tag_swap(models, description):
@@ -128,7 +139,9 @@ FIGURES = (
      'tags and with the same tags less モノクロ / ノート.'),
     ('fig9_text_only.png', 'Fig. 9: text only (white and noise drawings)', fig_text_only,
      'No line art: a white and a noise drawing (seed 0) with no tag and with each '
-     'character tag, coloured by the tag model (the new design where there is one).'),
+     'character tag, coloured by the tag model (the new design where there is one); '
+     'below them, each character\'s mean colour test picture, what the layout score '
+     'compares the white canvas with.'),
     ('tag_swap.png', 'Tag swap: 響 ↔ 暁 and the FGO pair on one drawing', fig_tag_swap,
      'Each twin\'s first colour test drawing with its own character tag and with the twin\'s, '
      'by each tag model.'),
@@ -175,6 +188,9 @@ SCORE_ROWS = (
     ('tag swap, the image\'s other tags all kept',
      lambda m: counted(m.get('tag_swap_accuracy_full_tags'), 'accuracy')),
     ('text only: own palette nearest', lambda m: counted(m.get('text_only_palette'), 'accuracy')),
+    ('text only: own layout nearest', lambda m: counted(m.get('text_only_layout'), 'accuracy')),
+    ('text only: layout distance to the own mean picture',
+     lambda m: fmt(m['text_only_layout']['distance'], 2) if m.get('text_only_layout') else '–'),
     ('region ΔE00, overall', lambda m: fmt(m['region_delta_e']['overall'], 2)),
     ('REGIONS', None),  # one row per region of the scores, in their order
     ('monochrome targets: chroma, full tags', lambda m: counted(m['mono_chroma'], 'chroma')),

@@ -35,7 +35,8 @@ from speed import cuda_graph
 import stage2
 import tag_vectorizer
 import train_extensions as ext
-from updater import TextPix2pixUpdater, make_optimizer
+from updater import (BLANK_LOSS_FLAGS, TextPix2pixUpdater, add_blank_loss_arguments, blank_loss_options,
+                     check_blank_loss_arguments, make_optimizer)
 import visualizer
 
 # The CPU demo: a narrow network at 128 px, one core, minutes. Its learning rate is 30
@@ -92,9 +93,7 @@ def parse_args(argv):
     parser.add_argument('--blank-tag-keep', type=number(float, high=1, above=0), default=0.5,
                         help="Keep each of a blank example's tags with this probability (at least one; "
                              "1: all): the few tags typed for a blank canvas are then sets that training saw")
-    parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
-                        help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
-                             "distance between the output's and the target's colour distributions")
+    add_blank_loss_arguments(parser)
     parser.add_argument('--ema-decay', type=float, default=0.0, metavar='DECAY',
                         help="Save an exponential moving average of the generator's weights, each update "
                              "moving it by 1 - DECAY towards them (0: the weights as trained, the example's)")
@@ -166,6 +165,7 @@ def check_args(parser, args):
     if args.width % 2:
         parser.error('--width must be even (the discriminator halves it)')
     stage2.check_args(parser, args)
+    check_blank_loss_arguments(parser, args)
     if not 0 <= args.ema_decay < 1:
         parser.error('--ema-decay is at least 0 and under 1 (0: no average)')
     if args.bn_across_ranks and not args.communicator:
@@ -239,7 +239,8 @@ def settings_of(args, train_set):
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing)
     settings.update((name, getattr(args, name)) for name in ('tag_dropout', 'blank_fraction', 'blank_loss',
-                    'blank_tag_keep', 'ema_decay', 'adv_weight', 'lr', 'batchsize'))
+                    'blank_tag_keep', 'ema_decay', 'adv_weight', 'lr', 'batchsize')
+                    + tuple(name for _, name, _ in BLANK_LOSS_FLAGS))
     settings.update(dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
@@ -366,7 +367,7 @@ def main(argv=None):
             models=(enc, dec, dis),
             iterator={'main': dataset.make_iterator(train_share, args.batchsize, args.loaderjob)},
             optimizer=optimizers, device=device, adversarial_weight=args.adv_weight,
-            gate_weight=args.gate_loss if design else 0, blank_loss=args.blank_loss,
+            gate_weight=args.gate_loss if design else 0, **blank_loss_options(args),
             cuda_graph=args.cuda_graph)
         trainer = training.Trainer(updater, stop, out=args.out)
         preview = None

@@ -147,6 +147,116 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
     return sum(losses) / batch
 
 
+def cell_colour_distribution_loss(x_out, t_out, cells):
+    """colour_distribution_loss within each cell of a cells x cells grid, every pixel of
+    it: the sliced 1-D Wasserstein distance between the output's and the target's colours
+    in the same cell, averaged over the directions, cells and examples. Zero for any
+    rearrangement of the target's pixels inside their cells: it scores the palette and,
+    at the cells' scale, where each colour is, without asking for the mean colour of a
+    cell (a blend that is no colour of the picture) where the poses differ."""
+    xp = chainer.backend.get_array_module(x_out)
+    batch, channels, height, width = x_out.shape
+    if height % cells or width % cells:
+        raise ValueError('a {}x{} picture is not {} cells a side'.format(height, width, cells))
+    directions = xp.asarray(COLOUR_DIRECTIONS)
+
+    def by_cell(x):  # (B, C, H, W) -> (C, B * cells * cells * pixels per cell), cell by cell
+        x = F.reshape(x, (batch, channels, cells, height // cells, cells, width // cells))
+        return F.reshape(F.transpose(x, (1, 0, 2, 4, 3, 5)), (channels, -1))
+
+    pixels = height * width // cells ** 2
+    out = F.reshape(F.matmul(directions, lab_of(by_cell(x_out))), (len(directions), -1, pixels))
+    with chainer.no_backprop_mode():  # the target's colours need no graph
+        target = xp.sort((directions @ lab_of(by_cell(t_out)).array).reshape(out.shape), axis=2)
+    # Indices into out, flattened: each (direction, cell) row sorted on its own.
+    order = xp.argsort(out.array, axis=2) + (xp.arange(out.shape[0] * out.shape[1]) * pixels).reshape(
+        out.shape[:2] + (1,))
+    return F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel()))
+
+
+def lab_picture(x):
+    """(B, 3, H, W) pictures on [-1, 1] -> the same in CIELAB / LAB_SCALE (lab_of), differentiable."""
+    batch, channels, height, width = x.shape
+    lab = lab_of(F.reshape(F.transpose(x, (1, 0, 2, 3)), (channels, -1)))
+    return F.transpose(F.reshape(lab, (channels, batch, height, width)), (1, 0, 2, 3))
+
+
+# layout_loss's distances between cell means: 'l1', the mean absolute difference of the
+# RGB means on [-1, 1]; 'lab-squared', the squared Euclidean distance of the CIELAB means
+# (lab_of's scale), whose expectation over the poses is least at their mean, the
+# picture the layout score (evaluate.text_only_layout_scores) compares with.
+LAYOUT_DISTANCES = ('l1', 'lab-squared')
+
+
+def layout_loss(x_out, t_out, cells=(8,), distance='l1'):
+    """The distance (LAYOUT_DISTANCES) between the output's and the target's means over
+    the cells of a c x c grid, averaged over the cells, for each c of ``cells``, averaged
+    over those grids: where the colours are at those scales, whatever their arrangement
+    inside a cell."""
+    side = x_out.shape[2]
+    if distance == 'lab-squared':
+        x_out, t_out = lab_picture(x_out), lab_picture(t_out).array
+    losses = []
+    for c in cells:
+        out, target = F.average_pooling_2d(x_out, side // c), F.average_pooling_2d(t_out, side // c).array
+        if distance == 'l1':
+            losses.append(F.mean_absolute_error(out, target))
+        else:
+            losses.append(F.sum(F.square(out - target)) / (out.shape[0] * c * c))
+    return sum(losses) / len(losses)
+
+
+# The blank examples' loss options: (flag, attribute, default); the defaults are the loss
+# before them (docs/design.md, "Tags alone").
+BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', [1]),
+                    ('--blank-colour-pool', 'blank_colour_pool', 1),
+                    ('--blank-layout-weight', 'blank_layout_weight', 0.0),
+                    ('--blank-layout-cells', 'blank_layout_cells', [8]),
+                    ('--blank-layout-distance', 'blank_layout_distance', 'l1'))
+
+
+def add_blank_loss_arguments(parser):
+    """--blank-loss and the options of its 'colours' loss (train_facade_text.py)."""
+    parser.add_argument('--blank-loss', choices=('pixels', 'colours'), default='pixels',
+                        help="Blank examples' loss: the example's (per-pixel L1 and adversarial) or the "
+                             "distance between the output's and the target's colour distributions")
+    parser.add_argument('--blank-colour-cells', type=compat.number(int, 1, 64), nargs='+', default=[1],
+                        metavar='N', help="colours: compare the colour distributions within each cell of an "
+                                          "N x N grid (1: over the whole canvas); several: their mean")
+    parser.add_argument('--blank-colour-pool', type=compat.number(int, 1, 64), default=1, metavar='K',
+                        help='colours: compare the colours of K x K blocks (their mean) instead of pixels')
+    parser.add_argument('--blank-layout-weight', type=compat.number(float, 0), default=0.0, metavar='W',
+                        help='colours: add W times the distance between the output and the target averaged '
+                             'over coarse cells (0: none)')
+    parser.add_argument('--blank-layout-cells', type=compat.number(int, 1, 64), nargs='+', default=[8],
+                        metavar='N', help="colours: the grids (N x N cells) of --blank-layout-weight's term")
+    parser.add_argument('--blank-layout-distance', choices=LAYOUT_DISTANCES, default='l1',
+                        help="colours: --blank-layout-weight's distance between cell means: L1 in RGB, or "
+                             "the squared distance in CIELAB (least at the poses' mean)")
+
+
+def check_blank_loss_arguments(parser, args):
+    """parser.error where a colour-loss option is given without --blank-loss colours or
+    does not divide the picture."""
+    changed = [flag for flag, name, default in BLANK_LOSS_FLAGS if getattr(args, name) != default]
+    if changed and args.blank_loss != 'colours':
+        parser.error('{} only with --blank-loss colours'.format(', '.join(changed)))
+    grids = [cells * args.blank_colour_pool for cells in args.blank_colour_cells] + args.blank_layout_cells
+    for cells in grids:
+        if args.size % cells:
+            parser.error('a grid of {} cells (--blank-colour-pool blocks counted in pixels) does not divide '
+                         '--size {}'.format(cells, args.size))
+
+
+def blank_loss_options(args):
+    """The updater's keyword arguments for the blank examples' loss."""
+    return dict(blank_loss=args.blank_loss, blank_colour_cells=tuple(args.blank_colour_cells),
+                blank_colour_pool=args.blank_colour_pool,
+                blank_layout_weight=args.blank_layout_weight,
+                blank_layout_cells=tuple(args.blank_layout_cells),
+                blank_layout_distance=args.blank_layout_distance)
+
+
 def backward(loss, params, loss_scale=None):
     """``loss.backward()`` into ``params`` only: chainer.grad runs backprop along just the
     paths from the loss to them and leaves the gradients in ``param.grad`` as backward
@@ -174,6 +284,15 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.gate_weight = kwargs.pop('gate_weight', 0)
         # 'pixels' (the example's losses for every example) or 'colours' (see above).
         self.blank_loss = kwargs.pop('blank_loss', 'pixels')
+        # With 'colours': the grids whose cells the colour loss compares, averaged over the
+        # grids (1: the whole canvas, colour_distribution_loss; N > 1: within each cell of
+        # an N x N grid, cell_colour_distribution_loss), and layout_loss's weight beside
+        # it (0: none), its grids and its distance.
+        self.blank_colour_cells = kwargs.pop('blank_colour_cells', (1,))
+        self.blank_colour_pool = kwargs.pop('blank_colour_pool', 1)  # colours of k x k blocks (1: pixels)
+        self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
+        self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
+        self.blank_layout_distance = kwargs.pop('blank_layout_distance', 'l1')
         record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
         # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
@@ -234,9 +353,25 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         xp = chainer.backend.get_array_module(blank)
         batch, drawn = len(blank), xp.flatnonzero(~blank)
         blank_ones = xp.flatnonzero(blank)
-        loss_colours = colour_distribution_loss(x_out[blank_ones], t_out[blank_ones])
+        out, truth = x_out[blank_ones], t_out[blank_ones]
+        if self.blank_colour_pool > 1:
+            # The colours of k x k blocks: a truth's thin lines become the darker tint of
+            # the block they cross, which a blank canvas can paint where the figure is,
+            # instead of pure black that it can only heap somewhere (bars).
+            out = F.average_pooling_2d(out, self.blank_colour_pool)
+            truth = F.average_pooling_2d(truth, self.blank_colour_pool).array
+        losses = [cell_colour_distribution_loss(out, truth, cells) if cells > 1
+                  else colour_distribution_loss(out, truth)
+                  for cells in self.blank_colour_cells]
+        loss_colours = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         chainer.report({'colours': loss_colours}, self.dec)
-        loss_gen = L1_WEIGHT * loss_colours * (len(blank_ones) / batch)
+        loss_blank = loss_colours
+        if self.blank_layout_weight:
+            loss_layout = layout_loss(x_out[blank_ones], t_out[blank_ones], self.blank_layout_cells,
+                                      self.blank_layout_distance)
+            chainer.report({'layout': loss_layout}, self.dec)
+            loss_blank = loss_blank + self.blank_layout_weight * loss_layout
+        loss_gen = L1_WEIGHT * loss_blank * (len(blank_ones) / batch)
         loss_l1 = 0
         loss_dis = chainer.Variable(xp.zeros((), x_out.dtype))
         if len(drawn):

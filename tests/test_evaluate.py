@@ -222,6 +222,56 @@ def test_the_truth_scores_perfectly(small_data):
     always_miku = evaluate.text_only_scores(Oracle(oracle.images, always='初音ミク'))
     assert always_miku['accuracy'] == pytest.approx(1 / len(in_colour))
     assert set(always_miku['nearest'].values()) == {'初音ミク'}
+    # One colour test picture per character here: the oracle paints the mean picture.
+    layout = evaluate.text_only_layout_scores(oracle)
+    assert layout['accuracy'] == 1 and layout['n'] == len(in_colour)
+    assert layout['distance'] == layout['truth_distance'] == 0 and layout['white_distance'] > 10
+
+
+def test_layout_cells_are_the_mean_lab_of_each_cell():
+    picture = np.full((16, 16, 3), 255, np.uint8)
+    picture[:8, :4] = (200, 40, 40)  # half of the top-left 8 x 8 cell
+    cells = evaluate.layout_cells(picture, cells=2)
+    red, white = (colour_space.srgb_to_lab(np.array(c, np.float64)) for c in ((200, 40, 40), (255, 255, 255)))
+    np.testing.assert_allclose(cells[0, 0], (red + white) / 2, atol=1e-9)
+    np.testing.assert_allclose(cells[1:, :].reshape(-1, 3), np.tile(white, (2, 1)), atol=1e-9)
+    np.testing.assert_allclose(cells[0, 1], white, atol=1e-9)
+    # A side that is no multiple of the grid: cells of 2 and 3 pixels, each its own mean.
+    odd = evaluate.layout_cells(picture[:5, :5], cells=2)
+    np.testing.assert_allclose(odd[0, 0], red, atol=1e-9)  # edges 0, 2.5 -> 2, 5: rows and columns 0-1
+    assert evaluate.layout_distance(cells, cells) == 0
+
+
+class Painter:
+    """A 'model' with two characters' test pictures whose canvas for a tag is ``paint[tag]``."""
+
+    def __init__(self, images, paint):
+        self.images, self.paint, self.size = images, paint, images[0].target.shape[0]
+
+    def colour_drawing(self, drawing, tags):
+        return self.paint[tags[0]]
+
+
+def test_layout_score_finds_each_figure_by_where_its_colours_are():
+    red_top, red_bottom = (np.full((16, 16, 3), 255, np.uint8) for _ in range(2))
+    red_top[:8], red_bottom[8:] = (200, 40, 40), (200, 40, 40)
+    grey = np.full((16, 16, 3), 128, np.uint8)  # a monochrome picture: left out of the means
+
+    def image(tag, target, mono=False):
+        return evaluate.TestImage(tag, dict(tag=tag), [tag], [tag], mono, None, target, None)
+
+    images = [image('A', red_top), image('A', red_top), image('A', grey, mono=True), image('B', red_bottom)]
+    right = evaluate.text_only_layout_scores(Painter(images, dict(A=red_top, B=red_bottom)))
+    assert right['accuracy'] == 1 and right['n'] == 2 and right['distance'] == 0
+    assert right['truth_distance'] == 0  # every colour picture is its character's mean
+    # The same palettes, swapped places: every cell is red against white, or white against red.
+    swapped = evaluate.text_only_layout_scores(Painter(images, dict(A=red_bottom, B=red_top)))
+    red_to_white = np.linalg.norm(colour_space.srgb_to_lab(np.array([200, 40, 40], np.float64))
+                                  - colour_space.srgb_to_lab(np.array([255, 255, 255], np.float64)))
+    assert swapped['accuracy'] == 0 and swapped['nearest'] == dict(A='B', B='A')
+    assert swapped['distance'] == pytest.approx(red_to_white)
+    # A white canvas differs from each figure in its red half.
+    assert right['white_distance'] == pytest.approx(red_to_white / 2)
 
 
 def test_kept_lines_sharpen_a_blurred_colouring(small_data):

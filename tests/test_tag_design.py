@@ -332,6 +332,62 @@ def test_the_colour_directions_cover_every_direction_of_colour():
     assert worst(directions[:7]) > 45 and worst(directions) < 22
 
 
+def test_the_cell_colour_loss_compares_each_cells_colours_with_the_same_cells():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+
+    def cells_of(x, cells):  # (B, 3, 16, 16) -> (B, cells, cells, 3, pixels per cell)
+        side = 16 // cells
+        return x.reshape(2, 3, cells, side, cells, side).transpose(0, 2, 4, 1, 3, 5).reshape(
+            2, cells, cells, 3, side * side)
+
+    def from_cells(c, cells):
+        side = 16 // cells
+        return c.reshape(2, cells, cells, 3, side, side).transpose(0, 3, 1, 4, 2, 5).reshape(target.shape)
+
+    # Pixels moved inside their 4 x 4 cells: the same colours in each cell, loss 0.
+    inside = chainer.Variable(from_cells(cells_of(target, 4)[..., rng.permutation(16)], 4))
+    assert float(updater.cell_colour_distribution_loss(inside, target, 4).array) == 0
+    # One grid cell: the whole-canvas loss over every pixel.
+    shifted = chainer.Variable(np.clip(target + np.float32(0.25), -1, 1))
+    whole = (updater.colour_distribution_loss(shifted[:1], target[:1], pixels=None)
+             + updater.colour_distribution_loss(shifted[1:], target[1:], pixels=None)) / 2
+    assert float(updater.cell_colour_distribution_loss(shifted, target, 1).array) == pytest.approx(
+        float(whole.array), rel=1e-5)
+    # Pixels moved across the canvas: 0 for the whole canvas, the mean of each cell's own
+    # distance (sorted projections, by hand) for the 4 x 4 cells.
+    moved = chainer.Variable(target.reshape(2, 3, -1)[:, :, rng.permutation(256)].reshape(target.shape))
+    assert float(updater.cell_colour_distribution_loss(moved, target, 1).array) == pytest.approx(0, abs=1e-7)
+    lab = [updater.lab_of(chainer.Variable(np.moveaxis(cells_of(x, 4), 3, 0).reshape(3, -1))).array
+           for x in (moved.array, target)]
+    projections = [(updater.COLOUR_DIRECTIONS @ colours).reshape(-1, 32, 16) for colours in lab]
+    by_hand = np.abs(np.sort(projections[0], axis=2) - np.sort(projections[1], axis=2)).mean()
+    loss = updater.cell_colour_distribution_loss(moved, target, 4)
+    assert float(loss.array) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss.array) > 0.1  # as far as a shift by a quarter of the range
+    with pytest.raises(ValueError, match='not 3 cells'):
+        updater.cell_colour_distribution_loss(moved, target, 3)
+
+
+def test_the_layout_loss_is_the_l1_of_the_cell_means():
+    import updater
+    rng = np.random.RandomState(0)
+    target = rng.uniform(-0.5, 0.5, (1, 3, 32, 32)).astype(np.float32)
+    # The pixels of each 4 x 4 cell of an 8 x 8 grid in another order: the same cell means.
+    shuffled = target.reshape(1, 3, 8, 4, 8, 4)[:, :, :, rng.permutation(4)][..., rng.permutation(4)]
+    shuffled = chainer.Variable(shuffled.reshape(target.shape))
+    assert float(updater.layout_loss(shuffled, target, (8,)).array) == pytest.approx(0, abs=1e-7)
+    assert float(updater.layout_loss(shuffled, target, (8, 16)).array) > 0.05  # 16 x 16 cells see it
+    # One 8 x 8 cell's pixels 0.25 lighter: 0.25 in one cell of 64, channels alike, on
+    # either grid (that cell is 4 of the 16 x 16 grid's 256).
+    lighter = target.copy()
+    lighter[:, :, :4, :4] += np.float32(0.25)
+    for cells in ((8,), (16,), (8, 16)):
+        assert float(updater.layout_loss(chainer.Variable(lighter), target, cells).array) == pytest.approx(
+            0.25 / 64, rel=1e-5)
+
+
 def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
     import updater
     enc, dec, dis, _ = film_networks(width=4)
@@ -357,6 +413,69 @@ def test_blank_examples_are_left_out_of_the_adversarial_terms(vectorizer):
                                rtol=1e-5)
     # A batch of blank drawings never reaches the discriminator, and its loss is zero.
     assert calls == [] and float(all_blank[2].array) == 0.0
+
+
+def test_the_squared_lab_layout_loss_is_the_layout_scores_cells_squared():
+    # lab-squared compares the cells evaluate's layout score compares (the mean CIELAB of
+    # each cell), squared, on lab_of's scale: the same number as evaluate computes, in float32.
+    import evaluate
+    import updater
+    rng = np.random.RandomState(0)
+    target, output = (rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+
+    def cells(x, grid):
+        return evaluate.layout_cells(((x[0].transpose(1, 2, 0) + 1) * 128).astype(np.float64), grid)
+
+    for grid in (4, 8):
+        by_hand = (np.linalg.norm(cells(output, grid) - cells(target, grid), axis=-1) ** 2).mean()
+        loss = updater.layout_loss(chainer.Variable(output), target, (grid,), 'lab-squared')
+        assert float(loss.array) * updater.LAB_SCALE ** 2 == pytest.approx(by_hand, rel=1e-3)
+        assert by_hand > 10  # two noise pictures' cells differ
+    assert float(updater.layout_loss(chainer.Variable(target), target, (4, 8), 'lab-squared').array) == 0
+
+
+def test_the_blank_loss_options_add_up_as_documented(vectorizer):
+    # Colours compared over the whole canvas and within 4 x 4 cells (their mean), plus
+    # 0.5 times the L1 of 4 x 4 cell means: all times the L1 weight, 100.
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響']])
+    x[:, :3] = updater.PAPER
+    t = np.tanh(np.random.RandomState(0).normal(size=(1, 3) + x.shape[2:])).astype(np.float32)
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours', blank_colour_cells=(1, 4),
+        blank_layout_weight=0.5, blank_layout_cells=(4,))
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        np.random.seed(0)
+        gen = run.losses_with_blank_examples(x, x_out, t, np.array([True]))[0]
+        np.random.seed(0)
+        colours = (updater.colour_distribution_loss(x_out, t)
+                   + updater.cell_colour_distribution_loss(x_out, t, 4)) / 2
+        layout = updater.layout_loss(x_out, t, (4,))
+    assert float(layout.array) > 0.01 and float(colours.array) > 0.01  # both terms count
+    np.testing.assert_allclose(gen.array, 100 * (colours.array + 0.5 * layout.array), rtol=1e-5)
+
+
+def test_blank_colour_pool_compares_the_colours_of_blocks(vectorizer):
+    # --blank-colour-pool 4: the colour loss of the pictures averaged over 4 x 4 blocks; a
+    # one-pixel black line on white, spread over its blocks, is a grey there.
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響']])
+    x[:, :3] = updater.PAPER
+    t = np.ones((1, 3) + x.shape[2:], np.float32)
+    t[:, :, :, 10] = -1  # a vertical black line, one pixel wide
+    run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+        [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours', blank_colour_pool=4)
+    with chainer.using_config('train', True):
+        x_out = dec(enc(x))
+        gen = run.losses_with_blank_examples(x, x_out, t, np.array([True]))[0]
+        # 32 x 32 blocks: fewer than COLOUR_PIXELS, so every block counts, no random draw.
+        pooled = updater.colour_distribution_loss(F.average_pooling_2d(x_out, 4),
+                                                  F.average_pooling_2d(t, 4).array)
+    np.testing.assert_allclose(gen.array, 100 * pooled.array, rtol=1e-5)
+    assert np.unique(F.average_pooling_2d(t, 4).array).tolist() == [0.5, 1.0]  # 3/4 white, 1/4 black
 
 
 def test_the_design_benchmark_prints_every_design(small_data, capsys):
