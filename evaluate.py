@@ -453,7 +453,7 @@ def hint_figure(examples, count=4):
                                      probes=probes)[0] for chosen in ([], dots, [strange])]
         rows.append([marked] + pictures + [Image.fromarray(image.target)])
         row_labels.append(image.character['tag'])
-    return sheets.grid(rows, ['dots', 'no hint', 'three hints', 'a strange hint on the hair', 'truth'],
+    return sheets.grid(rows, ['dots', 'no hint', 'three hints', 'a strange dot', 'truth'],
                        row_labels)
 
 
