@@ -20,7 +20,9 @@ can be downloaded. The API:
                          ``hints`` file part (a transparent PNG of the drawing's size with
                          dots or strokes), and ``output`` (picture, the default; flat:
                          the flat colour layer; lines: the line layer, transparent;
-                         drawing: the drawing the network read).
+                         drawing: the drawing the network read; prepare: no picture
+                         (204), the colourings and probes a hint needs made and kept,
+                         so that the first dot shows at once).
                          -> image/png at the input's size, with the header X-Drawing-Read
                          (asis | line | grey); several ``tags`` fields -> one sheet (the
                          drawing read + one labelled column per tag set).
@@ -83,8 +85,9 @@ MAX_TAG_CHARS = 64
 MAX_HINTS = 64
 MAX_SAMPLES = 12
 SHEET_CELL = 512
-# What /api/colorize returns: the coloured picture, its two layers, or the drawing read.
-OUTPUTS = ('picture', 'flat', 'lines', 'drawing')
+# What /api/colorize returns: the coloured picture, its two layers, or the drawing read;
+# or nothing (204) once what hints need is ready (the page asks when a pointer comes near).
+OUTPUTS = ('picture', 'flat', 'lines', 'drawing', 'prepare')
 # The network's colourings kept for the drawings and tag sets asked for last, in pixels:
 # a layer asked for after its picture, or the same drawing again, costs no network pass.
 CACHE_PIXELS = 64 * 1024 * 1024
@@ -309,6 +312,10 @@ class Colouriser:
         if problem:
             return problem
         colourings = [self._network_colouring(drawing, tags) for tags in tag_sets]
+        if output == 'prepare':
+            for tags, colouring in zip(tag_sets, colourings):
+                self._probes(drawing, tags, colouring)
+            return Results([])
         if lines == 'network':
             return Results(colourings)
         notes = []
@@ -534,7 +541,7 @@ def add_colour_route(app, colouriser, max_pixels):
         output = request.form.get('output', 'picture')
         if output not in OUTPUTS:
             raise ApiError(400, 'output must be one of {}'.format(', '.join(OUTPUTS)))
-        if output in ('flat', 'lines') and lines != 'keep':
+        if output in ('flat', 'lines', 'prepare') and lines != 'keep':
             raise ApiError(400, 'the {} layer comes with lines=keep'.format(output))
         if 'tags' in request.files:
             raise ApiError(400, 'send the tags as form fields named "tags", not as a file part')
@@ -552,6 +559,8 @@ def add_colour_route(app, colouriser, max_pixels):
             return drawing
 
         drawing, results = colouriser.run(prepare, tag_sets, lines, output, hints)
+        if output == 'prepare':
+            return app.response_class(status=204, headers={'Cache-Control': 'no-store'})
         if len(results) == 1:
             body = png_bytes(results[0])
         else:

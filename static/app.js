@@ -355,6 +355,17 @@ function setupHints() {
     hintsChanged();
   });
   $('#change-drawing').addEventListener('click', () => $('#file').click());
+  // The first dot on a drawing and tag set needs the network's colourings under other
+  // tags (the probes): a pointer near the drawing has the server make them beforehand.
+  layer.addEventListener('pointerenter', () => {
+    if ($('#drawing-kind').value === 'grey') return;
+    for (const card of state.cards) {
+      const key = card.tags.join(',');
+      if (card.prepared === key + '@' + state.drawingName + state.drawing.size) continue;
+      card.prepared = key + '@' + state.drawingName + state.drawing.size;
+      fetch('/api/colorize', { method: 'POST', body: colourForm(card.tags, 'prepare') }).catch(() => {});
+    }
+  });
   window.addEventListener('resize', renderDots);
   $('#drawing-preview').addEventListener('load', renderDots);
 }

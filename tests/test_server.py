@@ -206,6 +206,19 @@ def test_hints_set_their_regions_and_a_moved_dot_costs_no_network_pass(client, m
         error_of(post(client, data, ['響'], **fields), 400)
 
 
+def test_prepare_makes_the_first_dot_cost_no_network_pass(client, model, monkeypatch):
+    data = png((80, 72))
+    response = post(client, data, ['暁'], output='prepare')
+    assert response.status_code == 204 and response.data == b''
+    calls = []
+    colour = model.colour
+    monkeypatch.setattr(model, 'colour',
+                        lambda *args, **kwargs: calls.append(args[1]) or colour(*args, **kwargs))
+    assert decoded(post(client, data, ['暁'], hint='40,36,#12ab34')).size == (80, 72)
+    assert calls == []
+    error_of(post(client, data, ['暁'], output='prepare', lines='network'), 400)
+
+
 # ---- bad input ----
 
 def test_unknown_tags_are_named_not_ignored(client):
