@@ -120,13 +120,27 @@ def blank_examples(x_in):
     return (x_in[:, :3].reshape(len(x_in), -1).min(axis=1) >= PAPER - 1e-6)
 
 
-def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
+# --blank-ignore-lines: a truth's pixels whose every channel is below this (0..255) are
+# its drawn lines, which a blank canvas cannot place; 60 on the networks' [-1, 1].
+LINE_LEVEL = 60 / 128 - 1
+
+
+def line_pixels(t_out):
+    """(B, 1, H, W) bool: the truth's line pixels, near black (max channel < LINE_LEVEL).
+    A blank example's drawing planes are paper, so its lines are read off the truth."""
+    t_out = t_out.array if isinstance(t_out, chainer.Variable) else t_out
+    return t_out.max(axis=1, keepdims=True) < LINE_LEVEL
+
+
+def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS, t_lines=None):
     """The sliced 1-D Wasserstein distance between an output's and its target's pixel
     colours in CIELAB (lab_of): along each of COLOUR_DIRECTIONS, the mean |difference| of
     the two sorted projections (Rabin et al. 2011), averaged over the directions and
     examples. Zero for any rearrangement of the target's pixels; it scores the palette,
     not the layout.
-    With ``pixels`` (None: all), that many random pixels of each stand for the whole."""
+    With ``pixels`` (None: all), that many random pixels of each stand for the whole.
+    With ``t_lines`` ((B, 1, H, W) bool, line_pixels), the target's colours are those of
+    its other pixels only, as many drawn from them (with replacement where fewer)."""
     xp = chainer.backend.get_array_module(x_out)
     batch, channels = x_out.shape[:2]
     directions = xp.asarray(COLOUR_DIRECTIONS)
@@ -137,11 +151,21 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
             return slice(None)
         return xp.asarray(np.random.permutation(count)[:pixels])
 
+    def sample_off_lines(lines):
+        kept = np.flatnonzero(~chainer.backend.CpuDevice().send(lines).ravel())
+        if len(kept) == 0:  # all lines: nothing to leave out
+            return sample()
+        wanted = count if pixels is None else min(pixels, count)
+        drawn = (np.random.permutation(kept)[:wanted] if len(kept) >= wanted
+                 else np.random.choice(kept, wanted))
+        return xp.asarray(drawn)
+
     losses = []
     for b in range(batch):
         out = F.matmul(directions, lab_of(F.reshape(x_out[b], (channels, -1))[:, sample()]))  # (K, pixels)
+        chosen = sample() if t_lines is None else sample_off_lines(t_lines[b])
         with chainer.no_backprop_mode():  # the target's colours need no graph
-            target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, sample()]).array, axis=1)
+            target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, chosen]).array, axis=1)
         order = xp.argsort(out.array, axis=1) + xp.arange(len(directions))[:, None] * out.shape[1]
         losses.append(F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel())))
     return sum(losses) / batch
@@ -188,17 +212,25 @@ def lab_picture(x):
 LAYOUT_DISTANCES = ('l1', 'lab-squared')
 
 
-def layout_loss(x_out, t_out, cells=(8,), distance='l1'):
+def layout_loss(x_out, t_out, cells=(8,), distance='l1', t_lines=None):
     """The distance (LAYOUT_DISTANCES) between the output's and the target's means over
     the cells of a c x c grid, averaged over the cells, for each c of ``cells``, averaged
     over those grids: where the colours are at those scales, whatever their arrangement
-    inside a cell."""
+    inside a cell. With ``t_lines`` ((B, 1, H, W) bool, line_pixels), the target's cell
+    means are over its other pixels (a cell all lines keeps its plain mean)."""
     side = x_out.shape[2]
     if distance == 'lab-squared':
         x_out, t_out = lab_picture(x_out), lab_picture(t_out).array
+    t_out = t_out.array if isinstance(t_out, chainer.Variable) else t_out
     losses = []
     for c in cells:
-        out, target = F.average_pooling_2d(x_out, side // c), F.average_pooling_2d(t_out, side // c).array
+        out = F.average_pooling_2d(x_out, side // c)
+        target = F.average_pooling_2d(t_out, side // c).array
+        if t_lines is not None:
+            kept = (~t_lines).astype(t_out.dtype)
+            share = F.average_pooling_2d(kept, side // c).array
+            kept_mean = F.average_pooling_2d(t_out * kept, side // c).array / share.clip(1e-6, None)
+            target = target * (share == 0) + kept_mean * (share > 0)
         if distance == 'l1':
             losses.append(F.mean_absolute_error(out, target))
         else:
@@ -212,7 +244,8 @@ BLANK_LOSS_FLAGS = (('--blank-colour-cells', 'blank_colour_cells', [1]),
                     ('--blank-colour-pool', 'blank_colour_pool', 1),
                     ('--blank-layout-weight', 'blank_layout_weight', 0.0),
                     ('--blank-layout-cells', 'blank_layout_cells', [8]),
-                    ('--blank-layout-distance', 'blank_layout_distance', 'l1'))
+                    ('--blank-layout-distance', 'blank_layout_distance', 'l1'),
+                    ('--blank-ignore-lines', 'blank_ignore_lines', False))
 
 
 def add_blank_loss_arguments(parser):
@@ -233,6 +266,9 @@ def add_blank_loss_arguments(parser):
     parser.add_argument('--blank-layout-distance', choices=LAYOUT_DISTANCES, default='l1',
                         help="colours: --blank-layout-weight's distance between cell means: L1 in RGB, or "
                              "the squared distance in CIELAB (least at the poses' mean)")
+    parser.add_argument('--blank-ignore-lines', action='store_true',
+                        help="colours: leave the truth's line pixels (near black, updater.line_pixels) out of"
+                             " the colour loss's truth and the layout term's truth cell means")
 
 
 def check_blank_loss_arguments(parser, args):
@@ -241,6 +277,8 @@ def check_blank_loss_arguments(parser, args):
     changed = [flag for flag, name, default in BLANK_LOSS_FLAGS if getattr(args, name) != default]
     if changed and args.blank_loss != 'colours':
         parser.error('{} only with --blank-loss colours'.format(', '.join(changed)))
+    if args.blank_ignore_lines and (args.blank_colour_cells != [1] or args.blank_colour_pool != 1):
+        parser.error('--blank-ignore-lines only with --blank-colour-cells 1 and --blank-colour-pool 1')
     grids = [cells * args.blank_colour_pool for cells in args.blank_colour_cells] + args.blank_layout_cells
     for cells in grids:
         if args.size % cells:
@@ -254,7 +292,8 @@ def blank_loss_options(args):
                 blank_colour_pool=args.blank_colour_pool,
                 blank_layout_weight=args.blank_layout_weight,
                 blank_layout_cells=tuple(args.blank_layout_cells),
-                blank_layout_distance=args.blank_layout_distance)
+                blank_layout_distance=args.blank_layout_distance,
+                blank_ignore_lines=args.blank_ignore_lines)
 
 
 def backward(loss, params, loss_scale=None):
@@ -293,6 +332,8 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.blank_layout_weight = kwargs.pop('blank_layout_weight', 0)
         self.blank_layout_cells = kwargs.pop('blank_layout_cells', (8,))
         self.blank_layout_distance = kwargs.pop('blank_layout_distance', 'l1')
+        # With 'colours': leave the truth's line pixels (line_pixels) out of both terms' truth.
+        self.blank_ignore_lines = kwargs.pop('blank_ignore_lines', False)
         record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
         # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
@@ -360,15 +401,20 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
             # instead of pure black that it can only heap somewhere (bars).
             out = F.average_pooling_2d(out, self.blank_colour_pool)
             truth = F.average_pooling_2d(truth, self.blank_colour_pool).array
+        # --blank-ignore-lines: the truth's near-black lines (the drawing planes are paper,
+        # so they are read off the truth) are asked for neither as colours nor in cell means.
+        lines = line_pixels(t_out[blank_ones]) if self.blank_ignore_lines else None
+        if lines is not None and (self.blank_colour_pool > 1 or tuple(self.blank_colour_cells) != (1,)):
+            raise ValueError('blank_ignore_lines only with blank_colour_cells (1,) and blank_colour_pool 1')
         losses = [cell_colour_distribution_loss(out, truth, cells) if cells > 1
-                  else colour_distribution_loss(out, truth)
+                  else colour_distribution_loss(out, truth, t_lines=lines)
                   for cells in self.blank_colour_cells]
         loss_colours = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         chainer.report({'colours': loss_colours}, self.dec)
         loss_blank = loss_colours
         if self.blank_layout_weight:
             loss_layout = layout_loss(x_out[blank_ones], t_out[blank_ones], self.blank_layout_cells,
-                                      self.blank_layout_distance)
+                                      self.blank_layout_distance, t_lines=lines)
             chainer.report({'layout': loss_layout}, self.dec)
             loss_blank = loss_blank + self.blank_layout_weight * loss_layout
         loss_gen = L1_WEIGHT * loss_blank * (len(blank_ones) / batch)

@@ -478,6 +478,46 @@ def test_blank_colour_pool_compares_the_colours_of_blocks(vectorizer):
     assert np.unique(F.average_pooling_2d(t, 4).array).tolist() == [0.5, 1.0]  # 3/4 white, 1/4 black
 
 
+def test_blank_ignore_lines_leaves_a_black_line_of_the_truth_out(vectorizer):
+    # --blank-ignore-lines: a truth of one colour with black lines drawn across it; an
+    # output of that colour without the lines costs nothing (the colour loss's truth and
+    # the layout term's truth cell means leave the lines out), while without the flag the
+    # lines are asked for.
+    import updater
+    enc, dec, dis, _ = film_networks(width=4)
+    x = tag_input(vectorizer, [['響']])
+    x[:, :3] = updater.PAPER
+    picture = np.empty((1, 3) + x.shape[2:], np.float32)
+    picture[:] = np.array([0.8, 0.2, -0.4], np.float32)[:, None, None]
+    t = picture.copy()
+    t[:, :, :, 40:42] = -1  # a vertical black line, two pixels wide
+    t[:, :, 90, :] = -0.95  # and a horizontal near-black one
+    lines = updater.line_pixels(t)
+    assert lines.sum() == 2 * 128 + 126 and lines.shape == (1, 1, 128, 128)
+    out = chainer.Variable(picture)
+    losses = {}
+    for ignore in (False, True):
+        run = TextPix2pixUpdater(models=(enc, dec, dis), iterator={'main': chainer.iterators.SerialIterator(
+            [(x[0], t[0])], 1)}, optimizer={}, blank_loss='colours', blank_layout_weight=0.25,
+            blank_layout_cells=(8, 16), blank_layout_distance='lab-squared', blank_ignore_lines=ignore)
+        np.random.seed(0)
+        losses[ignore] = float(run.losses_with_blank_examples(x, out, t, np.array([True]))[0].array)
+    assert losses[True] == pytest.approx(0, abs=1e-4) and losses[False] > 1
+    # The layout term on its own, on a truth of two halves: its cell means leave the lines out.
+    halves = picture.copy()
+    halves[:, :, 64:] = 0.6
+    lined = halves.copy()
+    lined[lines.repeat(3, axis=1)] = -1
+    for distance in updater.LAYOUT_DISTANCES:
+        assert float(updater.layout_loss(chainer.Variable(halves), lined, (8, 16), distance,
+                                         t_lines=lines).array) == pytest.approx(0, abs=1e-6)
+        assert float(updater.layout_loss(chainer.Variable(halves), lined, (8, 16), distance).array) > 1e-3
+    # The truth's own colours are kept: an output of another colour is still wrong.
+    np.random.seed(0)
+    assert float(updater.colour_distribution_loss(chainer.Variable(np.full_like(picture, 0.6)), t,
+                                                  t_lines=lines).array) > 0.1
+
+
 def test_the_design_benchmark_prints_every_design(small_data, capsys):
     import bench_designs
     assert bench_designs.main(['--data', str(small_data), '--blocks', '1', '--block', '1', '--json']) == 0
