@@ -104,11 +104,11 @@ def flat_colours(colouring, drawing, hints=None, spread=None, notes=None, probes
     filled = labels[nearest[0], nearest[1]]
     flat = palette[filled]
     if hints is not None:
-        apply_hints(flat, filled, palette, network, paper, hints, SPREAD if spread is None else spread, notes)
+        apply_hints(flat, filled, network, paper, hints, SPREAD if spread is None else spread, notes)
     return Image.fromarray(flat, 'RGB')
 
 
-def apply_hints(flat, filled, palette, network, paper, hints, spread, notes):
+def apply_hints(flat, filled, network, paper, hints, spread, notes):
     """Recolours ``flat`` (H, W, 3) in place from the hints, as the module's docstring says.
     ``filled``: every pixel's region; ``network``: each region's network colour."""
     rgba = np.asarray(hints.convert('RGBA'))
