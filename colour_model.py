@@ -148,6 +148,9 @@ class ColourModel:
         self.settings = settings or {}
         self.device = chainer.backend.get_device_from_array(enc.c0.W.array)
         self.refiner = None  # a stage-2 ColourModel that refine()s this one's colourings
+        # The last drawing's colourings under each tag of the vocabulary, which every tag
+        # set's probes are chosen from: ((drawing's bytes, size), pictures).
+        self._tag_colourings = (None, [])
 
     @property
     def stage(self):
@@ -239,7 +242,7 @@ class ColourModel:
         def thumbnail(picture):
             return srgb_to_lab(np.asarray(picture.convert('RGB').resize((PROBE_SIDE, PROBE_SIDE), Image.BOX),
                                           np.float64))
-        candidates = [self.colour(drawing, [tag]) for tag in self.tags]
+        candidates = self.tag_colourings(drawing)
         if len(candidates) <= PROBES:
             return candidates
         thumbnails = [thumbnail(picture) for picture in candidates]
@@ -251,6 +254,14 @@ class ColourModel:
             chosen.append(candidates[best])
             distance = np.minimum(distance, [ciede2000(t, thumbnails[best]).mean() for t in thumbnails])
         return chosen
+
+    def tag_colourings(self, drawing):
+        """The drawing coloured under each tag of the vocabulary alone, kept for the last
+        drawing: the probes of its next tag set are chosen from the same pictures."""
+        key = (drawing.tobytes(), drawing.size)
+        if self._tag_colourings[0] != key:
+            self._tag_colourings = (key, [self.colour(drawing, [tag]) for tag in self.tags])
+        return self._tag_colourings[1]
 
     def refine(self, drawing, coarse, tags, size=None):
         """Stage 2: the drawing at up to this model's size (refine_side) with a coarse

@@ -225,3 +225,18 @@ def test_a_hint_sets_its_region_s_colour_and_the_sheet_shows_it(tiny_model, smal
         with pytest.raises(SystemExit) as exit:
             colorize.main(['-i', path, '--model', str(tiny_model)] + wrong)
         assert exit.value.code == 2
+
+
+def test_the_probes_of_a_second_tag_set_colour_the_drawing_no_more(tiny_model, small_data, monkeypatch):
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
+    drawing = Image.open(drawing_path(small_data)).convert('L')
+    calls = []
+    colour = model.colour
+    monkeypatch.setattr(model, 'colour',
+                        lambda *args, **kwargs: calls.append(args[1]) or colour(*args, **kwargs))
+    first = model.probe_colourings(drawing, colour(drawing, ['響']))
+    assert len(calls) == len(model.tags) > colour_model.PROBES and len(first) == colour_model.PROBES
+    model.probe_colourings(drawing, colour(drawing, ['暁']))
+    assert len(calls) == len(model.tags)  # the vocabulary's colourings of this drawing are kept
+    model.probe_colourings(drawing.transpose(Image.FLIP_LEFT_RIGHT), colour(drawing, ['暁']))
+    assert len(calls) == 2 * len(model.tags)  # another drawing is coloured anew
