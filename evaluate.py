@@ -541,23 +541,37 @@ def pair_accuracy(model, characters, labels, tags_of, expect_twin):
                 per_pair={pair: mean_or_none(hits) for pair, hits in sorted(per_pair.items())})
 
 
-def text_only_scores(model):
+def text_only_scores(model, canvases=None):
     """Each character's tag alone on a blank (white) drawing: is the output's palette
     nearest (L1 between histograms) to the mean palette of that character's colour test
     images? Returns the share of characters for which it is, and the details."""
+    _, means, distances = nearest_mean(model, palette, lambda a, b: float(np.abs(a - b).sum()), canvases)
+    nearest = {tag: min(row, key=row.get) for tag, row in distances.items()}
+    hits = [nearest[tag] == tag for tag in means]
+    return dict(accuracy=mean_or_none(hits), n=len(hits), nearest=nearest)
+
+
+def blank_canvases(model):
+    """{character tag: the model's colouring of blank paper with that tag alone}, for the
+    characters with colour test images: what both text-only scores look at."""
+    tags = dict.fromkeys(image.character['tag'] for image in model.images if not image.mono)
+    blank = Image.new('L', (model.size, model.size), 255)
+    return {tag: model.colour_drawing(blank, [tag]) for tag in tags}
+
+
+def nearest_mean(model, describe, distance, canvases=None):
+    """The text-only scores' common part: describe() of each character's colour test
+    images (truth), their mean per character (means), and for each character's blank
+    canvas its distance() to every mean (distances[tag][other])."""
     truth = collections.defaultdict(list)
     for image in model.images:
         if not image.mono:
-            truth[image.character['tag']].append(palette(image.target))
-    means = {tag: np.mean(palettes, axis=0) for tag, palettes in truth.items()}
-    blank = Image.new('L', (model.size, model.size), 255)
-    nearest = {}
-    for tag in means:
-        output = palette(model.colour_drawing(blank, [tag]))
-        distances = {other: float(np.abs(output - mean).sum()) for other, mean in means.items()}
-        nearest[tag] = min(distances, key=distances.get)
-    hits = [nearest[tag] == tag for tag in means]
-    return dict(accuracy=mean_or_none(hits), n=len(hits), nearest=nearest)
+            truth[image.character['tag']].append(describe(image.target))
+    means = {tag: np.mean(described, axis=0) for tag, described in truth.items()}
+    canvases = canvases if canvases is not None else blank_canvases(model)
+    distances = {tag: {other: distance(describe(canvases[tag]), mean) for other, mean in means.items()}
+                 for tag in means}
+    return truth, means, distances
 
 
 def layout_cells(rgb, cells=LAYOUT_CELLS):
@@ -574,26 +588,17 @@ def layout_distance(cells, other):
     return float(np.linalg.norm(np.asarray(cells) - np.asarray(other), axis=-1).mean())
 
 
-def text_only_layout_scores(model):
+def text_only_layout_scores(model, canvases=None):
     """Each character's tag alone on a blank (white) drawing, scored on where its colours
     are: the output's layout_cells against the mean layout_cells of each character's
     colour test images (its mean picture, blurred where the poses differ). Returns the
     share of characters whose canvas is nearest (layout_distance) their own mean, the
     mean distance to the own mean, and for reference the same distance for a white
     canvas and for the colour test images themselves (each to its own character's mean)."""
-    truth = collections.defaultdict(list)
-    for image in model.images:
-        if not image.mono:
-            truth[image.character['tag']].append(layout_cells(image.target))
-    means = {tag: np.mean(grids, axis=0) for tag, grids in truth.items()}
-    blank = Image.new('L', (model.size, model.size), 255)
+    truth, means, distances = nearest_mean(model, layout_cells, layout_distance, canvases)
     white = layout_cells(np.full((model.size, model.size, 3), 255, np.uint8))
-    nearest, own = {}, {}
-    for tag in means:
-        output = layout_cells(model.colour_drawing(blank, [tag]))
-        distances = {other: layout_distance(output, mean) for other, mean in means.items()}
-        nearest[tag] = min(distances, key=distances.get)
-        own[tag] = distances[tag]
+    nearest = {tag: min(row, key=row.get) for tag, row in distances.items()}
+    own = {tag: row[tag] for tag, row in distances.items()}
     hits = [nearest[tag] == tag for tag in means]
     return dict(accuracy=mean_or_none(hits), n=len(hits), distance=mean_or_none(own.values()),
                 per_character=own, nearest=nearest,
@@ -631,14 +636,15 @@ def score_model(model, description):
         def swap_full(image):
             return swapped(image.tags, image.character['tag'], image.character['twin'])
 
+        canvases = blank_canvases(model)
         scores.update(
             ambiguous_hair_accuracy_character_tag=pair_accuracy(model, characters, labels, character_tag,
                                                                 False),
             tag_swap_accuracy=pair_accuracy(model, characters, labels,
                                             lambda image: swapped_as_typed(image, characters), True),
             tag_swap_accuracy_full_tags=pair_accuracy(model, characters, labels, swap_full, True),
-            text_only_palette=text_only_scores(model),
-            text_only_layout=text_only_layout_scores(model),
+            text_only_palette=text_only_scores(model, canvases),
+            text_only_layout=text_only_layout_scores(model, canvases),
             tag_swap_accuracy_character_tag=pair_accuracy(
                 model, characters, labels, lambda image: [image.character['twin']], True),
             mono_chroma_without_tag=chroma_score(model, lambda image: image.tags_no_mono))
