@@ -211,8 +211,8 @@ def layer_paths(args, out, paths):
 
 def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
     """Colours the drawing with each tag set into its path of output_paths(out) (and, with
-    --layers, its flat layer and the line layer); returns whether a tag set failed, and the (label, picture)
-    pairs made. ``said`` holds the notes already printed, so that a folder's run names a
+    --layers, its flat layer and the line layer); returns whether a tag set failed, and
+    the (label, picture) pairs made. ``said`` holds the notes already printed, so that a folder's run names a
     tag known in part once; ``say`` prints what was written; ``hints``: an RGBA hints
     picture (flatting.py) for the flat colours."""
     paths, _ = output_paths(out, tag_sets)
