@@ -313,6 +313,15 @@ def kept_line_scores(model, images, description):
     return dict(size=images[0].drawing.size[0], n=len(images), **scores), example
 
 
+def eye_box(image, labels, crop, side):
+    """The crop x crop box (left, top, right, bottom) of a side x side test image centred
+    on its eyes (the middle when it has none), kept inside the picture."""
+    eyes = np.argwhere(image.mask == labels['eyes'])
+    y, x = eyes.mean(axis=0) if len(eyes) else (side / 2, side / 2)
+    left, top = (int(min(max(0, centre - crop / 2), side - crop)) for centre in (x, y))
+    return (left, top, left + crop, top + crop)
+
+
 def kept_line_figure(example, labels, crop=128):
     """A 1:1 crop around the eyes of the drawing, the network's colouring enlarged, the
     kept lines, their two layers (the line layer over a checkerboard, as a paint program
@@ -320,10 +329,7 @@ def kept_line_figure(example, labels, crop=128):
     image, network, kept, flat = example
     side = image.drawing.size[0]
     crop = min(crop, side)
-    eyes = np.argwhere(image.mask == labels['eyes'])
-    y, x = eyes.mean(axis=0) if len(eyes) else (side / 2, side / 2)
-    left, top = (int(min(max(0, centre - crop / 2), side - crop)) for centre in (x, y))
-    box = (left, top, left + crop, top + crop)
+    box = eye_box(image, labels, crop, side)
     checks = (np.indices((side, side)) // 8).sum(axis=0) % 2
     board = Image.fromarray(np.where(checks[..., None], 205, 245).astype(np.uint8).repeat(3, axis=2))
     board.paste(flatting.line_layer(image.drawing), (0, 0), flatting.line_layer(image.drawing))
@@ -808,11 +814,7 @@ def refinement_crops(models, description, count=4, crop=CROP):
                       if im.character['tag'] == character['tag'] and not im.mono), None)
         if image is None:
             continue
-        eyes = np.argwhere(image.mask == description['labels']['eyes'])
-        y, x = eyes.mean(axis=0) if len(eyes) else (first.size / 2, first.size / 2)
-        left = int(min(max(0, x - crop / 2), first.size - crop))
-        top = int(min(max(0, y - crop / 2), first.size - crop))
-        box = (left, top, left + crop, top + crop)
+        box = eye_box(image, description['labels'], crop, first.size)
         rows.append([image.drawing.crop(box)]
                     + [Image.fromarray(m.output(image.name, image.tags)).crop(box) for m in models.values()]
                     + [Image.fromarray(image.target).crop(box)])
