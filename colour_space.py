@@ -1,4 +1,4 @@
-"""Colour science in one place: sRGB to CIELAB and the CIEDE2000 difference.
+"""Colour science in one place: sRGB to CIELAB, the CIEDE2000 difference, layouts in cells.
 
 The NumPy functions score pictures (evaluate.py); ``srgb_to_lab_variable`` is the same
 conversion in Chainer functions, differentiable, for the colour loss (updater.py).
@@ -65,6 +65,26 @@ def ciede2000(lab1, lab2):
     r_t = -np.sin(np.radians(2 * d_theta)) * r_c
     return np.sqrt((d_lp / s_l) ** 2 + (d_cp / s_c) ** 2 + (d_hp / s_h) ** 2
                    + r_t * (d_cp / s_c) * (d_hp / s_h))
+
+
+# Layouts: a picture in LAYOUT_CELLS x LAYOUT_CELLS cells (16 px at the demo's 128):
+# coarse enough that the mean of poses that differ is still a figure. evaluate.py scores
+# tags-alone canvases on them; dataset.py picks a tag set's prototype picture on them.
+LAYOUT_CELLS = 8
+
+
+def layout_cells(rgb, cells=LAYOUT_CELLS):
+    """(cells, cells, 3): an image's pixels in CIELAB, averaged over each cell of a
+    cells x cells grid (cell edges rounded to whole pixels where the side is not a multiple)."""
+    lab = srgb_to_lab(np.asarray(rgb)[..., :3])
+    edges = [np.linspace(0, side, cells + 1).round().astype(int) for side in lab.shape[:2]]
+    sums = np.add.reduceat(np.add.reduceat(lab, edges[0][:-1], axis=0), edges[1][:-1], axis=1)
+    return sums / np.multiply.outer(np.diff(edges[0]), np.diff(edges[1]))[..., None]
+
+
+def layout_distance(cells, other):
+    """Mean over the cells of the Euclidean (CIE76) distance between two layout_cells grids."""
+    return float(np.linalg.norm(np.asarray(cells) - np.asarray(other), axis=-1).mean())
 
 
 def chroma(lab):

@@ -45,15 +45,20 @@ from PIL import Image, ImageFilter, ImageOps
 import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 
+from colour_space import LAYOUT_CELLS, layout_cells, layout_distance
 import tag_vectorizer
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp')
 DRAWINGS = ('line', 'grey')
+BLANK_TRUTHS = ('own', 'prototype')
 # Images whose short side is under size / MIN_SIDE_DIVISOR are skipped at the scan:
 # enlarged more than about 4.5 times to the example's 286 they are blur, not pictures.
 MIN_SIDE_DIVISOR = 4
 # How many unreadable examples in a row get_example tries to replace before giving up.
 SUBSTITUTE_TRIES = 20
+# --blank-truth prototype picks a tag set's prototype on thumbnails of this side: the
+# layout cells (colour_space.LAYOUT_CELLS) need no more.
+PROTOTYPE_THUMBNAIL = 32
 # Resizing down by more than this factor first reduces by whole pixels (Pillow's
 # reducing_gap: as good as the full filter, much faster on large images).
 REDUCING_GAP = 3.0
@@ -194,6 +199,14 @@ def resized(image, size):
     return image.resize(size, Image.BICUBIC, reducing_gap=REDUCING_GAP)
 
 
+def central_square(image, side):
+    """The image's central square, resized to side x side."""
+    width, height = image.size
+    short = min(width, height)
+    left, top = (width - short) // 2, (height - short) // 2
+    return resized(image.crop((left, top, left + short, top + short)), (side, side))
+
+
 def parse_tags(text):
     """'響, 艦これ' or '響 艦これ' -> ['響', '艦これ'] (commas win when present)."""
     parts = text.split(',') if ',' in text else text.split()
@@ -322,7 +335,7 @@ def examples(args, folder, vectorizer, augment, stage1=None):
                                  jitter=args.coarse_jitter, stage1=stage1)
     return TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
                               tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
-                              blank_tag_keep=args.blank_tag_keep)
+                              blank_tag_keep=args.blank_tag_keep, blank_truth=args.blank_truth)
 
 
 def make_iterator(data, batchsize, loaderjob=0, shuffle=True):
@@ -355,6 +368,12 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     ``blank_tag_keep`` keeps each of a blank example's tags with that probability (at
     least one), so that the one or two tags a user types for a blank canvas are sets
     that training saw, not a fraction of the 3-7 tags each picture carries.
+    ``blank_truth`` is what a blank example is scored against: its own picture (``'own'``,
+    cropped as a drawn example's), or its tag set's prototype (``'prototype'``): of the
+    pictures that carry every one of the example's kept tags, the one nearest their mean
+    layout (colour_space.layout_cells), whole. A tag set then has one truth, a picture in
+    one pose, where its own pictures in every pose ask for their mean: blurred colours,
+    whose palette is no character's (docs/design.md, "Tags alone as a figure").
 
     After the scan, ``skipped`` lists (path, reason) of the files left out,
     ``tag_problems`` (file, reason) of the tag files or entries that could not be read
@@ -363,7 +382,7 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
     """
 
     def __init__(self, root, vectorizer=None, size=256, drawing='line', augment=True,
-                 flip=False, tag_dropout=0.0, blank_fraction=0.0, blank_tag_keep=0.5):
+                 flip=False, tag_dropout=0.0, blank_fraction=0.0, blank_tag_keep=0.5, blank_truth='own'):
         if not os.path.isdir(root):
             raise FileNotFoundError('dataset folder {} does not exist'.format(root))
         if drawing not in DRAWINGS:
@@ -379,10 +398,16 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         self.tag_dropout = tag_dropout
         self.blank_fraction = blank_fraction
         self.blank_tag_keep = blank_tag_keep
+        if blank_truth not in BLANK_TRUTHS:
+            raise ValueError('blank_truth must be one of {}, not {!r}'.format(BLANK_TRUTHS, blank_truth))
+        self.blank_truth = blank_truth
         self.vectorizer = vectorizer
         self.unreadable = set()
         self._pid = os.getpid()
         self.scan()
+        if blank_truth == 'prototype' and blank_fraction > 0 and augment:
+            self.layouts = self.read_layouts()  # before a loader forks, so its workers share them
+            self._prototypes, self._prototype_pictures = {}, {}
 
     def scan(self):
         """Finds the usable images and their tags; warns about what it leaves out."""
@@ -441,6 +466,38 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
                           'without those tags): {}'.format(len(problems), self.root, describe(problems)),
                           DataWarning)
         return tags, problems
+
+    def read_layouts(self):
+        """Every picture's layout_cells on a PROTOTYPE_THUMBNAIL thumbnail of its central
+        square (NaN for one that cannot be read: it is nobody's prototype)."""
+        side = PROTOTYPE_THUMBNAIL
+        layouts = np.full((len(self.paths), LAYOUT_CELLS, LAYOUT_CELLS, 3), np.nan)
+        for i, path in enumerate(self.paths):
+            try:
+                layouts[i] = layout_cells(np.asarray(central_square(load_image(path, side), side)))
+            except ImageError:
+                pass
+        return layouts
+
+    def prototype(self, tags):
+        """The index of the tag set's prototype: of the pictures carrying every tag, the one
+        whose layout is nearest their mean layout (ties: the first); None if none could be read."""
+        key = frozenset(tags)
+        if key not in self._prototypes:
+            members = [i for i, own in enumerate(self.tags)
+                       if key <= set(own) and not np.isnan(self.layouts[i]).any()]
+            mean = self.layouts[members].mean(axis=0) if members else None
+            self._prototypes[key] = min(members, key=lambda i: layout_distance(self.layouts[i], mean),
+                                        default=None)
+        return self._prototypes[key]
+
+    def prototype_picture(self, tags):
+        """The tag set's prototype, size x size (its central square), as a blank example's
+        truth; None if no picture of the set could be read."""
+        i = self.prototype(tags)
+        if i is not None and i not in self._prototype_pictures:
+            self._prototype_pictures[i] = central_square(load_image(self.paths[i], self.size), self.size)
+        return self._prototype_pictures.get(i)
 
     def __len__(self):
         return len(self.paths)
@@ -514,6 +571,8 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         if self.augment and self.blank_fraction > 0 and random.random() < self.blank_fraction:
             drawing = Image.new('L', drawing.size, 255)
             tags = self.blank_tags(i)
+            prototype = self.prototype_picture(tags) if self.blank_truth == 'prototype' else None
+            colour = colour if prototype is None else prototype
         else:
             tags = self.sampled_tags(i)
         return network_input(drawing, self.vectorizer, tags), to_unit(np.asarray(colour))

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from colour_space import chroma, ciede2000, srgb_to_lab
+from colour_space import chroma, ciede2000, layout_cells, layout_distance, srgb_to_lab
 import compat
 import colour_model
 import dataset
@@ -125,9 +125,6 @@ TARGETS = (
 BACKGROUND_L, BACKGROUND_CHROMA = 97.0, 4.0
 PALETTE_L_EDGES = (0, 25, 50, 75, 101)
 PALETTE_AB_EDGES = tuple(np.linspace(-90, 90, 10))
-# Text-only layouts: a canvas in LAYOUT_CELLS x LAYOUT_CELLS cells (16 px at the demo's
-# 128): coarse enough that the mean of poses that differ is still a figure.
-LAYOUT_CELLS = 8
 
 def psnr(output, target):
     """Peak signal-to-noise ratio in dB of two uint8 images (peak 255); inf if identical."""
@@ -578,20 +575,6 @@ def nearest_mean(model, describe, distance, canvases=None):
     distances = {tag: {other: distance(describe(canvases[tag]), mean) for other, mean in means.items()}
                  for tag in means}
     return truth, means, distances
-
-
-def layout_cells(rgb, cells=LAYOUT_CELLS):
-    """(cells, cells, 3): an image's pixels in CIELAB, averaged over each cell of a
-    cells x cells grid (cell edges rounded to whole pixels where the side is not a multiple)."""
-    lab = srgb_to_lab(np.asarray(rgb)[..., :3])
-    edges = [np.linspace(0, side, cells + 1).round().astype(int) for side in lab.shape[:2]]
-    sums = np.add.reduceat(np.add.reduceat(lab, edges[0][:-1], axis=0), edges[1][:-1], axis=1)
-    return sums / np.multiply.outer(np.diff(edges[0]), np.diff(edges[1]))[..., None]
-
-
-def layout_distance(cells, other):
-    """Mean over the cells of the Euclidean (CIE76) distance between two layout_cells grids."""
-    return float(np.linalg.norm(np.asarray(cells) - np.asarray(other), axis=-1).mean())
 
 
 def text_only_layout_scores(model, canvases=None):

@@ -93,6 +93,10 @@ def parse_args(argv):
     parser.add_argument('--blank-tag-keep', type=number(float, high=1, above=0), default=0.5,
                         help="Keep each of a blank example's tags with this probability (at least one; "
                              "1: all): the few tags typed for a blank canvas are then sets that training saw")
+    parser.add_argument('--blank-truth', choices=dataset.BLANK_TRUTHS, default='own',
+                        help="What a blank example is scored against: its own picture, or the prototype "
+                             "of its tag set (of the pictures with all its tags, the one nearest their "
+                             "mean layout: one pose per tag set, not a blur of all)")
     add_blank_loss_arguments(parser)
     parser.add_argument('--ema-decay', type=float, default=0.0, metavar='DECAY',
                         help="Save an exponential moving average of the generator's weights, each update "
@@ -166,6 +170,8 @@ def check_args(parser, args):
         parser.error('--width must be even (the discriminator halves it)')
     stage2.check_args(parser, args)
     check_blank_loss_arguments(parser, args)
+    if args.blank_truth != 'own' and not args.blank_fraction:
+        parser.error('--blank-truth {} needs --blank-fraction above 0'.format(args.blank_truth))
     if not 0 <= args.ema_decay < 1:
         parser.error('--ema-decay is at least 0 and under 1 (0: no average)')
     if args.bn_across_ranks and not args.communicator:
@@ -239,7 +245,7 @@ def settings_of(args, train_set):
                     tag_design=tag_design_of(args),
                     drawing='paired' if train_set.line_root else args.drawing)
     settings.update((name, getattr(args, name)) for name in ('tag_dropout', 'blank_fraction', 'blank_loss',
-                    'blank_tag_keep', 'ema_decay', 'adv_weight', 'lr', 'batchsize')
+                    'blank_tag_keep', 'blank_truth', 'ema_decay', 'adv_weight', 'lr', 'batchsize')
                     + tuple(name for _, name, _ in BLANK_LOSS_FLAGS))
     settings.update(dataset=os.path.abspath(args.dataset),
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])

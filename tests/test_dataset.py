@@ -1,5 +1,6 @@
 """Reading tagged images and making (input, target) pairs."""
 import json
+import os
 import random
 
 import numpy as np
@@ -189,3 +190,41 @@ def test_blank_tag_keep_gives_blank_examples_subsets_and_leaves_drawn_ones_whole
     assert set(seen) <= planes and len(set(seen)) >= 8
     drawn = TaggedImageDataset(str(tmp_path), vectorizer, size=64, drawing='grey', blank_tag_keep=0.5)
     np.testing.assert_array_equal(drawn[0][0][3], tag_plane(vectorizer, list('abcdef'), 64))
+
+
+def figure(top, bottom, size=(80, 60)):
+    """A picture whose upper half is colour ``top`` and lower half ``bottom``."""
+    pixels = np.empty((size[1], size[0], 3), np.uint8)
+    pixels[:size[1] // 2], pixels[size[1] // 2:] = top, bottom
+    return Image.fromarray(pixels)
+
+
+def test_blank_truth_prototype_is_the_tag_sets_picture_nearest_its_mean_layout(tmp_path):
+    # Three pictures of 'a': two red over blue (one a little lighter), one blue over red.
+    # Their mean layout is nearest the first: the prototype of {a}. {a, b} has one picture.
+    pictures = {'p0.png': ((200, 0, 0), (0, 0, 200), 'a'), 'p1.png': ((230, 30, 30), (30, 30, 230), 'a'),
+                'p2.png': ((0, 0, 200), (200, 0, 0), 'a,b'), 'p3.png': ((0, 200, 0), (0, 200, 0), 'c')}
+    for name, (top, bottom, tags) in pictures.items():
+        figure(top, bottom).save(tmp_path / name)
+        (tmp_path / (name[:-4] + '.txt')).write_text(tags, encoding='utf-8')
+    vectorizer = TagVectorizer.train([['a', 'b'], ['c']] * 3, dim=8, epochs=5)
+    data = TaggedImageDataset(str(tmp_path), vectorizer, size=32, drawing='grey', blank_fraction=1.0,
+                              blank_tag_keep=1.0, blank_truth='prototype')
+    names = [os.path.basename(path) for path in data.paths]
+    assert names[data.prototype(['a'])] == 'p0.png'
+    assert names[data.prototype(['a', 'b'])] == 'p2.png' and names[data.prototype(['c'])] == 'p3.png'
+    # A blank example of p1 (tags {a}) is scored against p0, whole (its central square):
+    # red above blue, never p1's lighter colours or a crop of them.
+    p0_square = dataset.central_square(Image.open(tmp_path / 'p0.png').convert('RGB'), 32)
+    for _ in range(3):
+        _, truth = data[names.index('p1.png')]
+        np.testing.assert_array_equal(truth, dataset.to_unit(np.asarray(p0_square)))
+    assert dataset.to_uint8(truth)[2, 16].tolist() == [200, 0, 0]
+    assert dataset.to_uint8(truth)[29, 16].tolist() == [0, 0, 200]
+    # Drawn examples and the default ('own') keep the example's own picture.
+    own = TaggedImageDataset(str(tmp_path), vectorizer, size=32, drawing='grey', blank_fraction=1.0,
+                             blank_tag_keep=1.0)
+    _, truth = own[names.index('p1.png')]
+    assert abs(dataset.to_uint8(truth)[:8, :, 0].astype(int).mean() - 230) < 3
+    with pytest.raises(ValueError, match='blank_truth must be one of'):
+        TaggedImageDataset(str(tmp_path), vectorizer, size=32, blank_truth='mean')
