@@ -8,6 +8,7 @@
     python benchmarks/bench.py -g 0 --check --fast all --fused all  # the same with speed/fused.py's functions
     python benchmarks/bench.py -g 0 --quality 200 --precision fp32 mixed16   # L1 after 200 steps
     python benchmarks/bench.py -g 0 --quality 200 --graph        # the same, the step recorded as a CUDA graph
+    python benchmarks/bench.py -g 0 --design film --batch 1 8      # the demo's film design, both sides
 
 What is timed is the project's own code: a training step is
 ``TextPix2pixUpdater.update()`` with the networks of net.py and the optimizers of
@@ -30,6 +31,15 @@ implementations:
 * ``torch-graph``: the same recorded as a CUDA graph by PyTorch itself (GPU only: the
   whole-network recipe of torch.cuda.graphs, Adam with ``capturable=True``), the second
   reference for ``chainer-graph``.
+
+``--design film`` times the demo's film design instead of the post's (``FILM_FLAGS``,
+run.sh's: FiLM after every batch norm, the saturation gate and its loss, the projection
+discriminator, the colour loss on blank drawings, the weight average), on both sides:
+the Chainer step is the updater train_facade_text.py builds for those flags plus the
+weight average's update, the PyTorch one bench_torch.FilmTrainer. The batches cycle
+through ``film_examples`` (3 blank drawings in 10, as --blank-fraction 0.3), both sides
+in the same order, so that the colour loss's share of the work is the demo's.
+Colourisation colours the first example, a drawn one.
 
 Each configuration runs the implementations interleaved: warm-up steps, then
 ``--repeats`` rounds of ``--steps`` timed steps, one implementation after another in
@@ -57,12 +67,23 @@ PRECISIONS = ('fp32', 'tf32', 'mixed16')
 IMPLS = ('chainer', 'chainer-plain', 'chainer-fused', 'chainer-graph', 'torch', 'torch-graph')
 FUSED_MODES = ('off', 'cpu', 'gpu', 'all')
 LOSS_SCALE = 64.0  # default static loss scale for mixed16 (Chainer's and PyTorch's alike)
+DESIGNS = ('post', 'film')
+# run.sh's film demo's training flags (--demo's width, size and learning rate aside: bench.py sets those).
+FILM_FLAGS = ['--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours',
+              '--ema-decay', '0.999']
+# The film design's batches cycle through FILM_EXAMPLES examples (or a multiple, for larger
+# batches), those in FILM_BLANK blank paper (--blank-fraction 0.3): at batch 1, 3 steps in
+# 10 colour a blank drawing.
+FILM_EXAMPLES = 10
+FILM_BLANK = (2, 5, 8)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Training and colourisation speed: Chainer port vs PyTorch')
     parser.add_argument('--gpu', '-g', type=int, default=-1, help='GPU ID (negative value indicates CPU)')
     parser.add_argument('--task', nargs='+', choices=('train', 'colorize'), default=['train', 'colorize'])
+    parser.add_argument('--design', choices=DESIGNS, default='post',
+                        help="The networks and losses timed: the post's, or the film demo's (FILM_FLAGS)")
     parser.add_argument('--size', type=int, nargs='+', default=[256], help='Image side in pixels')
     parser.add_argument('--width', type=int, nargs='+', default=[64], help='Network width (the example: 64)')
     parser.add_argument('--batch', type=int, nargs='+', default=[1], help='Training batch sizes')
@@ -113,6 +134,14 @@ def parse_args(argv):
                      'the environment, and fp32/mixed16 without it')
     if 'tf32' in args.precision and len(args.precision) > 1:
         parser.error('run --precision tf32 on its own (with CUPY_TF32=1)')
+    if args.design == 'film':
+        if 'mixed16' in args.precision:
+            parser.error('--design film: fp32 or tf32 (bench_torch.FilmTrainer has no mixed16 step)')
+        if args.check:
+            parser.error("--check compares the faster paths on the post's design only")
+        if args.impl and 'torch-graph' in args.impl:
+            parser.error('--design film: no torch-graph (the step asks the host which drawings are '
+                         'blank, which a CUDA graph cannot record)')
     return args
 
 
@@ -217,25 +246,69 @@ def fixed_batch(batch, size, seed=0):
     return x, t
 
 
+def film_examples(size, batch=1, dim=16, slots=16, seed=0):
+    """The inputs the film design's batches cycle through, and their targets: the fewest
+    multiple of FILM_EXAMPLES that holds a batch (a batch then never takes an example
+    twice, as SerialIterator would not), drawing-like planes and a slots tag plane
+    (tag_vectorizer.py's layout: 2 to 6 tags, each a vector of ``dim`` values in [-1, 1],
+    the standardised vectors' range, in its own slot); the examples at FILM_BLANK in each
+    FILM_EXAMPLES have blank paper for a drawing (updater.PAPER), their targets in colour."""
+    import plane_layout
+    count = FILM_EXAMPLES * -(-batch // FILM_EXAMPLES)
+    blank = [i for i in range(count) if i % FILM_EXAMPLES in FILM_BLANK]
+    rng = np.random.RandomState(seed)
+    x = rng.uniform(-1, 1, (count, 4, size, size)).astype(np.float32)
+    for plane in x[:, 3]:
+        values = np.zeros(slots * dim, np.float32)
+        tags = rng.randint(2, 7)
+        values[:tags * dim] = rng.uniform(-1, 1, tags * dim)
+        plane[...] = plane_layout.lay_out(values, size)
+    t = np.tanh(x[:, :3] * 2 + x[:, 3:]).astype(np.float32)
+    x[blank, :3] = 255 / 128 - 1
+    return x, t
+
+
+def batch_indices(step, batch, count):
+    """The examples of step ``step`` (from 0) when batches of ``batch`` cycle through
+    ``count`` examples in order, as chainer.iterators.SerialIterator(shuffle=False) takes them."""
+    return (np.arange(batch) + step * batch) % count
+
+
 # ---------------------------------------------------------------- Chainer
 
 
+def film_training():
+    """FILM_FLAGS as train_facade_text.py parses them: the film design's settings
+    (net.film_design), the gate loss's weight, the blank examples' loss and the average."""
+    import train_facade_text
+    return train_facade_text.parse_args(FILM_FLAGS)
+
+
+def film_design_of(film):
+    """net.film_design's settings (model.json's tag_design) for film_training()'s flags."""
+    import train_facade_text
+    return train_facade_text.tag_design_of(film)
+
+
 class ChainerRunner:
-    """The port's own networks, optimizers and updater on one device."""
+    """The port's own networks, optimizers and updater on one device; with design 'film',
+    train_facade_text.py's for FILM_FLAGS, and its weight average."""
 
     def __init__(self, device, width, batch, size, precision, fast, seed=0, loss_scale=LOSS_SCALE,
-                 fused='off', graph=False):
+                 fused='off', graph=False, design='post'):
         import chainer
         from chainer.dataset import concat_examples
         import net
-        from updater import TextPix2pixUpdater, make_optimizer
+        from updater import TextPix2pixUpdater, blank_loss_options, make_optimizer
         self.chainer, self.net, self.fast, self.fused = chainer, net, fast, fused
         self.dtype = {'mixed16': np.float16, 'fp64': np.float64}.get(precision, np.float32)
+        film = film_training() if design == 'film' else None
+        tag_design = film_design_of(film) if film else None
         with self.config():
             np.random.seed(seed)
-            self.enc = net.Encoder(4, width=width)
-            self.dec = net.Decoder(3, width=width)
-            self.dis = net.Discriminator(4, 3, width=width)
+            self.enc = net.Encoder(4, width=width, design=tag_design)
+            self.dec = net.Decoder(3, width=width, design=tag_design)
+            self.dis = net.Discriminator(4, 3, width=width, design=tag_design)
         for link in (self.enc, self.dec, self.dis):
             link.to_device(device)
         optimizers = {}
@@ -243,18 +316,24 @@ class ChainerRunner:
             optimizers[name] = make_optimizer(link, 2e-4)
             if precision == 'mixed16':
                 optimizers[name].use_fp32_update()
-        x, t = fixed_batch(batch, size, seed)
-        examples = [(x[i], t[i]) for i in range(batch)]
+        x, t = film_examples(size, batch, seed=seed) if film else fixed_batch(batch, size, seed)
+        examples = [(x[i], t[i]) for i in range(len(x))]
         iterator = chainer.iterators.SerialIterator(examples, batch, shuffle=False)
         dtype = self.dtype
 
         def converter(batch, device):
             return tuple(device.send(a.astype(dtype, copy=False)) for a in concat_examples(batch))
 
+        film_losses = dict(gate_weight=film.gate_loss, **blank_loss_options(film)) if film else {}
         self.updater = TextPix2pixUpdater(
             models=(self.enc, self.dec, self.dis), iterator={'main': iterator}, optimizer=optimizers,
             converter=converter, device=device,
-            loss_scale=loss_scale if precision == 'mixed16' else None, cuda_graph=graph)
+            loss_scale=loss_scale if precision == 'mixed16' else None, cuda_graph=graph, **film_losses)
+        self.average = None
+        if film and film.ema_decay:
+            import train_extensions
+            self.average = train_extensions.WeightAverage((self.enc, self.dec), (self.enc, self.dec),
+                                                          film.ema_decay)
         self.device = device
         self.colour_input = x[:1].astype(self.dtype)
         # chainer-graph colours through a recorded forward pass as well (no optimizers)
@@ -274,6 +353,8 @@ class ChainerRunner:
     def train_step(self):
         with self.config():
             self.updater.update()
+            if self.average is not None:  # train_facade_text.py runs it after every update
+                self.average(None)
 
     def colour(self):
         forward = lambda x: self.dec(self.enc(x)).array  # noqa: E731
@@ -295,7 +376,10 @@ class ChainerRunner:
 
 
 class TorchRunner:
-    def __init__(self, gpu, width, batch, size, precision, seed=0, loss_scale=LOSS_SCALE, graph=False):
+    """bench_torch.py's Trainer (FilmTrainer for design 'film') on the CPU or GPU ``gpu``."""
+
+    def __init__(self, gpu, width, batch, size, precision, seed=0, loss_scale=LOSS_SCALE, graph=False,
+                 design='post'):
         import torch
         import bench_torch
         self.torch = torch
@@ -306,11 +390,19 @@ class TorchRunner:
             torch.backends.cudnn.allow_tf32 = tf32
         autocast = torch.float16 if precision == 'mixed16' else None
         torch.manual_seed(seed)
-        self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
-                                           autocast_dtype=autocast,
-                                           loss_scale=loss_scale if autocast else None,
-                                           capturable=graph)
-        self.x, self.t = fixed_batch(batch, size, seed)
+        if design == 'film':
+            film = film_training()
+            self.trainer = bench_torch.FilmTrainer(width, lr=2e-4, device=self.device, seed=seed,
+                                                   design=film_design_of(film), gate_weight=film.gate_loss,
+                                                   ema_decay=film.ema_decay)
+            self.x, self.t = film_examples(size, batch, seed=seed)
+        else:
+            self.trainer = bench_torch.Trainer(width, lr=2e-4, device=self.device, seed=seed,
+                                               autocast_dtype=autocast,
+                                               loss_scale=loss_scale if autocast else None,
+                                               capturable=graph)
+            self.x, self.t = fixed_batch(batch, size, seed)
+        self.batch, self.steps = batch, 0
         self.colour_input = self.x[:1]
         self.graphs = {} if graph else None
 
@@ -319,9 +411,17 @@ class TorchRunner:
 
     def train_step(self):
         if self.graphs is None:
-            self.trainer.step(self.send(self.x), self.send(self.t))
+            self.trainer.step(*(self.send(a) for a in self.next_batch()))
         else:
             self.replay('train', self.trainer.step, self.x, self.t)
+
+    def next_batch(self):
+        """The post's one fixed batch, or the film design's next in the cycle (ChainerRunner's order)."""
+        if len(self.x) == self.batch:
+            return self.x, self.t
+        indices = batch_indices(self.steps, self.batch, len(self.x))
+        self.steps += 1
+        return self.x[indices], self.t[indices]
 
     def colour(self):
         if self.graphs is None:
@@ -360,11 +460,11 @@ class TorchRunner:
 def make_runner(impl, args, device, width, batch, size, precision):
     if impl in ('torch', 'torch-graph'):
         return TorchRunner(args.gpu, width, batch, size, precision, loss_scale=args.loss_scale,
-                           graph=impl == 'torch-graph')
+                           graph=impl == 'torch-graph', design=args.design)
     fast = 'off' if impl == 'chainer-plain' else (args.fast or default_fast())
     fused = 'all' if impl in ('chainer-fused', 'chainer-graph') else 'off'
     return ChainerRunner(device, width, batch, size, precision, fast, loss_scale=args.loss_scale, fused=fused,
-                         graph=impl == 'chainer-graph')
+                         graph=impl == 'chainer-graph', design=args.design)
 
 
 def default_fast():
@@ -408,8 +508,9 @@ def time_config(args, device, impls, task, size, width, batch, precision):
     results = []
     for impl in impls:
         step_s = statistics.median(times[impl])
-        results.append(dict(task=task, impl=impl, device=describe_device(device, args.gpu), size=size,
-                            width=width, batch=images, precision=precision,
+        results.append(dict(task=task, design=args.design, impl=impl,
+                            device=describe_device(device, args.gpu), size=size, width=width, batch=images,
+                            precision=precision,
                             images_per_s=images / step_s, step_ms=step_s * 1000,
                             step_ms_rounds=[round(t * 1000, 2) for t in times[impl]],
                             peak_mem_mb=peaks[impl]))
@@ -458,7 +559,7 @@ def versions():
 
 
 def print_table(results):
-    columns = ['task', 'impl', 'size', 'width', 'batch', 'precision', 'step_ms', 'images_per_s',
+    columns = ['task', 'design', 'impl', 'size', 'width', 'batch', 'precision', 'step_ms', 'images_per_s',
                'ratio_vs_torch', 'peak_mem_mb']
     def cell(v):
         return '' if v is None else ('%.3g' % v if isinstance(v, float) and v < 10 else
@@ -555,14 +656,15 @@ def quality(args, device):
     for precision in args.precision:
         fused = 'all' if args.graph else args.fused
         run = ChainerRunner(device, width, batch, size, precision, args.fast or default_fast(),
-                            loss_scale=args.loss_scale, fused=fused, graph=args.graph)
+                            loss_scale=args.loss_scale, fused=fused, graph=args.graph, design=args.design)
         device.xp.random.seed(0)
         before = run.l1()
         for _ in range(args.quality):
             run.train_step()
         impl = 'chainer-graph' if args.graph else 'chainer' if fused == 'off' else 'chainer-fused'
-        results.append(dict(task='quality', impl=impl, device=describe_device(device, args.gpu),
-                            size=size, width=width, batch=batch, precision=precision,
+        results.append(dict(task='quality', design=args.design, impl=impl,
+                            device=describe_device(device, args.gpu), size=size, width=width, batch=batch,
+                            precision=precision,
                             steps=args.quality, l1_start=before, l1=run.l1()))
         if args.graph:
             results[-1]['graph'] = run.updater.graph.status()
