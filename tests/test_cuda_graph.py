@@ -407,15 +407,46 @@ def test_a_recorded_forward_pass_colours_each_new_drawing():
 
 @needs_gpu
 def test_a_step_that_cannot_be_recorded_runs_as_usual():
-    """The colour loss of blank drawings decides on the host which examples are blank:
-    the capture fails, the attempt leaves no trace and training goes on."""
-    batch = [(np.concatenate([np.ones((3, 128, 128), np.float32) * (255 / 128 - 1), x[3:]]), t)
-             for x, t in fixed_batch()]
-    updater = gpu_updater(batch, blank_loss='colours')
+    """A step that reads a number back to the host (after its update: the sum of its
+    input), which a capturing stream refuses: the capture fails, the attempt leaves no
+    trace and training goes on."""
+    updater = gpu_updater(fixed_batch())
+    step = updater.step
+
+    def step_reading_back(x_in, t_out):
+        step(x_in, t_out)
+        float(x_in.sum())  # a copy to the host
+
+    updater.step = step_reading_back
     for _ in range(4):
         updater.update()
     assert updater.graph.status().startswith('not recorded (capture failed: ')
     assert [o.t for o in updater.get_all_optimizers().values()] == [4, 4, 4]
+
+
+@pytest.mark.parametrize('batchsize, options, reason', [
+    (1, dict(), None),
+    (4, dict(), None),                                   # the example's losses: any batch
+    (1, dict(blank_loss='colours'), None),
+    (2, dict(blank_loss='colours'), 'the colour loss of blank drawings is recorded at batch 1 only'),
+    (1, dict(blank_loss='colours', blank_colour_cells=(1, 4), blank_ignore_lines=True),
+     '--blank-colour-cells, --blank-ignore-lines of the colour loss not recordable'),
+    (1, dict(blank_loss='colours', blank_layout_cells=(4,)), None),  # unused without a layout weight
+])
+def test_what_the_updater_refuses_to_record(batchsize, options, reason):
+    import updater
+    assert updater.recording_refusal(batchsize, **options) == reason
+
+
+def test_an_updater_that_cannot_be_recorded_says_why_before_its_first_step():
+    """The colour loss of blank drawings at batch 2: refused when the updater is made, so
+    a GPU run never tries the capture; the steps run as usual."""
+    np.random.seed(0)
+    updater = make_updater(make_models(), fixed_batch(2), blank_loss='colours', cuda_graph=True)
+    said = 'not recorded (the colour loss of blank drawings is recorded at batch 1 only)'
+    assert updater.graph.status() == said
+    updater.update()
+    assert updater.get_optimizer('enc').t == 1
 
 
 def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, tiny_model, tmp_path, capsys):
