@@ -351,13 +351,13 @@ def _check_products():
 # ---------------------------------------------------------------- the step
 
 
-def records_by_default(on_one_gpu, stage, tag_design, blank_loss):
-    """train_facade_text.py --cuda-graph's default: on where a recorded step was measured,
-    one process on a GPU training stage 1 of the post's design (--no-tag's network is the
-    same with one input plane less). The film design's step and the colour loss of blank
-    drawings are recordable on tests/cuda_on_cpu.py's stand-in but not yet tried on a
-    GPU, and stage 2 has not been tried on a GPU."""
-    return on_one_gpu and stage == 1 and tag_design == 'post' and blank_loss == 'pixels'
+def records_by_default(on_one_gpu, stage, refusal=None):
+    """train_facade_text.py --cuda-graph's default: on for one process on a GPU training
+    stage 1, either tag design (the post's step was measured recorded; the film design's
+    device paths run on tests/cuda_on_cpu.py's stand-in, and it awaits its GPU run),
+    unless the updater refuses to record its step (``refusal``: its reason,
+    updater.recording_refusal). Stage 2 has not been tried on a GPU."""
+    return on_one_gpu and stage == 1 and refusal is None
 
 
 class StepGraph:

@@ -498,8 +498,12 @@ def test_cuda_graph_is_for_one_process(capsys):
     (['-g', '0', '--device', '@numpy'], False),       # --device wins
     (['-g', '0', '--no-cuda-graph'], False),
     (['--cuda-graph'], True),                         # asked for: tried, and says why not on a CPU
-    (['-g', '0', '--tag-design', 'film'], False),     # cannot be recorded (speed/cuda_graph.py)
-    (['-g', '0', '--blank-loss', 'colours'], False),
+    (['-g', '0', '--tag-design', 'film'], True),      # recordable since the film step's device paths
+    (['-g', '0', '--blank-loss', 'colours'], True),
+    (['-g', '0', '--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours',
+      '--ema-decay', '0.999'], True),                 # the demo's film settings
+    (['-g', '0', '--blank-loss', 'colours', '-b', '2'], False),  # refused (updater.recording_refusal)
+    (['-g', '0', '--blank-loss', 'colours', '--blank-colour-pool', '2'], False),
     (['-g', '0', '--stage', '2'], False),             # not tried on a GPU
     (['-g', '0', '--communicator', 'naive'], False),
 ])
