@@ -43,7 +43,9 @@ cupy.matmul's on small examples (tried before the first step), and what the upda
 refuses (``refuse``: the colour loss of blank drawings at batch > 1 or with its other
 options, see updater.TextPix2pixUpdater.recording_refusal). Then everything the attempt
 changed on the host is put back, the updater goes on with the ordinary step, and
-``fallback`` says why. The film design's step has not yet been recorded on a GPU.
+``fallback`` says why. The film design's step (with the colour loss of blank drawings)
+records and replays on tests/cuda_on_cpu.py's stand-in, under guards for what a capturing
+stream refuses (tests/test_cuda_graph.py); it has not yet been recorded on a GPU.
 """
 import contextlib
 import copy
@@ -354,7 +356,7 @@ def _check_products():
 def records_by_default(on_one_gpu, stage, refusal=None):
     """train_facade_text.py --cuda-graph's default: on for one process on a GPU training
     stage 1, either tag design (the post's step was measured recorded; the film design's
-    device paths run on tests/cuda_on_cpu.py's stand-in, and it awaits its GPU run),
+    records and replays on tests/cuda_on_cpu.py's stand-in and awaits its GPU run),
     unless the updater refuses to record its step (``refusal``: its reason,
     updater.recording_refusal). Stage 2 has not been tried on a GPU."""
     return on_one_gpu and stage == 1 and refusal is None

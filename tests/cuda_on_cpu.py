@@ -32,7 +32,8 @@ functions whose GPU code calls cuBLAS through CuPy (which refuses a capturing st
 NumPy's sort, argsort and index lists (CuPy's wait for the GPU) called through the numpy
 module, and random numbers drawn from NumPy's state on the host (a replay would repeat
 them). The stand-in cannot replay: its kernels and NumPy ran at once and recorded
-nothing. A "launch" of its recording (``Graph``) runs the recorded step's Python again
+nothing; its kernels ran while it "captured", so the first launch of its recording
+(``Graph``) does nothing. Each later launch runs the recorded step's Python again
 under the same guards, with the step scalars the StepGraph wrote, puts back the host's
 counters as a launch would leave them, and writes what the step reports into the arrays
 the recording reported, as a replay overwrites its buffers.
@@ -494,10 +495,13 @@ class Graph:
 
     def __init__(self, step_graph, step):
         self.step_graph, self.step = step_graph, step
-        self.launches = 0
+        self.launches = self.reruns = 0
 
     def launch(self, stream):
         from speed import cuda_graph
+        self.launches += 1
+        if self.launches == 1:  # StepGraph._capture's: the captured step ran at once here already
+            return
         graph = self.step_graph
         counted = [(o, o.t) for o in graph.optimizers] + [(r, r.t) for r in graph.rules]
         fresh = {}
@@ -507,7 +511,7 @@ class Graph:
             counter.t = t
         _overwrite(graph.observation, fresh)
         _overwrite(graph.outputs, outputs)
-        self.launches += 1
+        self.reruns += 1
 
 
 def _overwrite(recorded, fresh):
