@@ -410,7 +410,7 @@ class StepGraph:
     # ---- running
 
     def run(self, step, *inputs):
-        if self.fallback is None:
+        if self.fallback is None and self.stream is None:  # before the first step only
             self.fallback = self._refusal(inputs)
         if self.fallback is None:
             ran, outputs = self._run_on_stream(step, inputs)

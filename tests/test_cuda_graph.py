@@ -515,6 +515,19 @@ def test_the_stand_in_refuses_to_record_what_a_gpu_would(step, reason, step_on_c
     assert graph.status() == 'not recorded (capture failed: CaptureError: {})'.format(reason)
 
 
+@pytest.mark.cuda_on_cpu
+def test_what_could_refuse_the_recording_is_checked_once(step_on_cpu, monkeypatch):
+    """The products through ctypes are tried against the reference before the first step,
+    not before every step (each try waits for the GPU to compare)."""
+    checks = []
+    check = cuda_graph._check_products
+    monkeypatch.setattr(cuda_graph, '_check_products', lambda: checks.append(check()))
+    graph = cuda_graph.StepGraph([], seed=0)
+    for _ in range(5):
+        graph.run(lambda x: x * 2, np.ones(3, np.float32))
+    assert graph.status() == 'recorded after 2 steps, replayed 2 times' and len(checks) == 1
+
+
 @needs_gpu
 def test_a_step_that_cannot_be_recorded_runs_as_usual():
     """A step that reads a number back to the host (after its update: the sum of its
