@@ -13,7 +13,9 @@ to keep each layer on one line. Deviations from the example, each for a reason g
 where it is made: the (de)convolution links and leaky ReLU come from speed/fast_conv.py
 (the same parameters and results, faster on the CPU); with ``user_fused`` on, batch norm
 and what follows it are one function (speed/fused.py); dropout can be switched off for
-colouring (``generating``).
+colouring (``generating``). The film design's Linear layers, 1x1 convolution and
+constants also come from speed/ (fast_conv.Linear, fast_conv.linear, cuda_graph.constant):
+Chainer's own elsewhere, and in a step recorded as a CUDA graph what can be recorded.
 """
 import collections
 import contextlib
@@ -26,8 +28,8 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from speed.fast_conv import Convolution2D, Deconvolution2D, leaky_relu
-from speed import fused
+from speed.fast_conv import Convolution2D, Deconvolution2D, Linear, convolution_2d, leaky_relu, linear
+from speed import cuda_graph, fused
 import plane_layout
 
 # At batch 1 and 128 px the encoder's last map is 1x1: batch norm of one value is its
@@ -118,19 +120,29 @@ class TagReader(chainer.Chain):
         self.size = hidden if layout == 'slots' else dim
         if layout == 'slots':
             with self.init_scope():
-                self.l1 = L.Linear(dim, hidden)
-                self.l2 = L.Linear(hidden, hidden)
+                self.l1 = Linear(dim, hidden)
+                self.l2 = Linear(hidden, hidden)
 
     def forward(self, x):
         planes = (x.array if isinstance(x, chainer.Variable) else x)[:, -1]
         if self.layout != 'slots':
-            return Tags(plane_layout.read_cells(planes, self.dim), None, None)
+            return Tags(read_cells(planes, self.dim), None, None)
         batch = len(planes)
-        values = plane_layout.read_cells(planes, self.slots * self.dim).reshape(batch * self.slots, self.dim)
+        values = read_cells(planes, self.slots * self.dim).reshape(batch * self.slots, self.dim)
         present = (abs(values).max(axis=1, keepdims=True) > 0).astype(values.dtype)
         h = self.l2(F.leaky_relu(self.l1(values), 0.2)) * present
         each = F.reshape(h, (batch, self.slots, -1))
         return Tags(F.sum(each, axis=1), each, present.reshape(batch, self.slots))
+
+
+def read_cells(planes, values):
+    """plane_layout.read_cells, its cell centres an index array kept on the device in a
+    recorded step (cuda_graph.constant)."""
+    size = planes.shape[-1]
+    xp = chainer.backend.get_array_module(planes)
+    centres = cuda_graph.constant(('cell centres', size, values),
+                                  lambda: plane_layout.cell_centres(size, values), xp)
+    return plane_layout.read_cells(planes, values, centres)
 
 
 def film_parameters(layers, c):
@@ -143,9 +155,11 @@ def film_parameters(layers, c):
     xp = chainer.backend.get_array_module(c)
     W = F.concat([f.W for f in films], axis=0)
     b = F.concat([f.b for f in films], axis=0)
-    ones = xp.concatenate([xp.repeat(xp.asarray([1, 0], c.dtype), f.b.size // 2) for f in films])
-    sizes = np.cumsum([f.b.size // 2 for f in films for _ in (0, 1)])[:-1]
-    parts = F.split_axis(F.linear(c, W, b) + ones, sizes, axis=1)
+    halves = tuple(f.b.size // 2 for f in films)
+    ones = cuda_graph.constant(('film ones', halves, c.dtype), lambda: np.concatenate(
+        [np.repeat(np.asarray([1, 0], c.dtype), half) for half in halves]), xp)
+    sizes = np.cumsum([half for half in halves for _ in (0, 1)])[:-1]
+    parts = F.split_axis(linear(c, W, b) + ones, sizes, axis=1)
     pairs = iter(zip(parts[0::2], parts[1::2]))
     return [next(pairs) if hasattr(layer, 'film') else None for layer in layers]
 
@@ -155,9 +169,12 @@ def coordinate_planes(x):
     (text to image) they are the only thing that says where in the picture a pixel is."""
     xp = chainer.backend.get_array_module(x)
     batch, _, height, width = x.shape
-    ys, xs = xp.meshgrid(xp.linspace(-1, 1, height, dtype=x.dtype), xp.linspace(-1, 1, width, dtype=x.dtype),
-                         indexing='ij')
-    return xp.broadcast_to(xp.stack([xs, ys])[None], (batch, 2, height, width))
+
+    def planes():
+        ys, xs = xp.meshgrid(xp.linspace(-1, 1, height, dtype=x.dtype),
+                             xp.linspace(-1, 1, width, dtype=x.dtype), indexing='ij')
+        return xp.broadcast_to(xp.stack([xs, ys])[None], (batch, 2, height, width))
+    return cuda_graph.constant(('coordinate planes', x.shape, x.dtype), planes, xp)
 
 
 # Rec. 601 luma, as make_default_data.to_monochrome: a grey target is exactly this grey.
@@ -188,14 +205,15 @@ class SaturationGate(chainer.Chain):
         if self.per_tag and tags.each is not None:
             batch, slots, size = tags.each.shape
             each = F.reshape(tags.each, (batch * slots, size))
-            logits = F.reshape(F.linear(each, W, self.l.b), (batch, slots))
+            logits = F.reshape(linear(each, W, self.l.b), (batch, slots))
             return -F.sum(F.softplus(-logits) * tags.present, axis=1, keepdims=True)
-        return -F.softplus(-F.linear(tags.c, W, self.l.b))
+        return -F.softplus(-linear(tags.c, W, self.l.b))
 
     def forward(self, rgb, tags):
         xp = chainer.backend.get_array_module(rgb)
-        luma = xp.asarray(LUMA, rgb.dtype).reshape(1, 3, 1, 1)
-        grey = F.broadcast_to(F.convolution_2d(rgb, luma), rgb.shape)
+        luma = cuda_graph.constant(('luma', rgb.dtype),
+                                   lambda: np.asarray(LUMA, rgb.dtype).reshape(1, 3, 1, 1), xp)
+        grey = F.broadcast_to(convolution_2d(rgb, luma), rgb.shape)
         return grey + F.scale(rgb - grey, F.exp(self.log_share(tags)), axis=0)
 
     def loss(self, tags, in_colour):
@@ -323,7 +341,7 @@ class Discriminator(chainer.Chain):
             self.c4 = Convolution2D(c * 8, 1, 3, 1, 1, initialW=w)
             if self.projection:
                 self.tags = TagReader(design['layout'], design['dim'], design['slots'], design['hidden'])
-                self.proj = L.Linear(self.tags.size, c * 8, initialW=0, nobias=True)
+                self.proj = Linear(self.tags.size, c * 8, initialW=0, nobias=True)
 
     def forward(self, x_0, x_1):
         h = F.concat([self.c0_0(x_0), self.c0_1(x_1)])

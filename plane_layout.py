@@ -26,11 +26,18 @@ def lay_out(vector, size):
     return cells[index][:, index]
 
 
-def read_cells(planes, values):
-    """The inverse of lay_out() for a batch: (B, size, size) planes -> (B, values), read at
-    the cell centres (NumPy or CuPy arrays)."""
+def cell_centres(size, values):
+    """The rows (and columns) of a size x size plane where read_cells reads its grid's cells."""
     grid = grid_side(values)
-    size = planes.shape[-1]
-    centres = (np.arange(grid) * 2 + 1) * size // (2 * grid)
+    return (np.arange(grid) * 2 + 1) * size // (2 * grid)
+
+
+def read_cells(planes, values, centres=None):
+    """The inverse of lay_out() for a batch: (B, size, size) planes -> (B, values), read at
+    the cell centres (NumPy or CuPy arrays). ``centres``: cell_centres(size, values) where
+    the caller keeps them (on the device: a recorded step copies nothing from the host)."""
+    grid = grid_side(values)
+    if centres is None:
+        centres = cell_centres(planes.shape[-1], values)
     cells = planes[:, centres][:, :, centres]
     return cells.reshape(len(planes), grid * grid)[:, :values]

@@ -36,7 +36,7 @@ import stage2
 import tag_vectorizer
 import train_extensions as ext
 from updater import (BLANK_LOSS_FLAGS, TextPix2pixUpdater, add_blank_loss_arguments, blank_loss_options,
-                     check_blank_loss_arguments, make_optimizer)
+                     check_blank_loss_arguments, make_optimizer, recording_refusal)
 import visualizer
 
 # The CPU demo: a narrow network at 128 px, one core, minutes. Its learning rate is 30
@@ -109,7 +109,8 @@ def parse_args(argv):
     add_tag_design_arguments(parser)
     parser.add_argument('--cuda-graph', action=argparse.BooleanOptionalAction, default=None,
                         help="GPU: record the training step as a CUDA graph and replay it (default: on for "
-                             "one GPU process, stage 1, the post's design; docs/scaling.md)")
+                             "one GPU process at stage 1 unless the step cannot be recorded, e.g. "
+                             "--blank-loss colours at batch > 1; docs/scaling.md)")
     parser.add_argument('--loaderjob', '-j', type=number(int, 0), default=0,
                         help='Processes loading images (0: in the training process, exactly reproducible)')
     stage2.add_arguments(parser)
@@ -125,8 +126,8 @@ def parse_args(argv):
     check_args(parser, args)
     if args.cuda_graph is None:
         gpu = compat.device_name(compat.device_spec(args)).startswith('@cupy')
-        args.cuda_graph = cuda_graph.records_by_default(gpu and not args.communicator, args.stage,
-                                                        args.tag_design, args.blank_loss)
+        refusal = recording_refusal(args.batchsize, **blank_loss_options(args))
+        args.cuda_graph = cuda_graph.records_by_default(gpu and not args.communicator, args.stage, refusal)
     return args
 
 

@@ -32,6 +32,12 @@ stands, so the per-pixel L1 can only be met by a wash of every pose's average, a
 adversarial term, with nothing to anchor it, paints a checkerboard. Their loss is
 ``colour_distribution_loss`` (weight 100, as L1's), they are left out of the adversarial
 terms, and it is reported as ``dec/colours``.
+
+In a step recorded as a CUDA graph (speed/cuda_graph.py) nothing may be decided on the
+host: there the blank drawings are weighted instead of picked out
+(``losses_with_blank_weights``, the same losses at batch 1, the only batch size recorded
+with the colour loss) and the colour loss sorts and draws its pixels on the device
+(``recorded_colour_distribution_loss``).
 """
 import numpy as np
 
@@ -42,7 +48,7 @@ import chainer.functions as F
 import colour_space
 import net
 import speed
-from speed import cuda_graph, fused
+from speed import cuda_graph, fast_conv, fused, graph_ops
 
 
 def make_optimizer(model, alpha, beta1=0.5):
@@ -111,7 +117,25 @@ LAB_SCALE = 33.5
 def lab_of(rgb):
     """(3, N) colours on the networks' [-1, 1] -> (3, N) CIELAB / LAB_SCALE, differentiable."""
     unit = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
+    if cuda_graph.current() is not None:
+        return _recorded_srgb_to_lab(unit) / LAB_SCALE
     return colour_space.srgb_to_lab_variable(unit) / LAB_SCALE
+
+
+def _recorded_srgb_to_lab(c):
+    """colour_space.srgb_to_lab_variable's formulas for a recorded step: its matrix kept on
+    the device (cuda_graph.constant) and its product through fast_conv.matmul, where
+    colour_space's copies the matrix from the host and calls cuBLAS through CuPy.
+    tests/test_graph_ops.py holds the two to the same values and gradients."""
+    xp = chainer.backend.get_array_module(c)
+    decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
+    linear = F.where(chainer.as_array(c) <= 0.04045, c / 12.92, decoded)
+    to_xyz = cuda_graph.constant('linear to XYZ', lambda: colour_space.LINEAR_TO_XYZ_OVER_WHITE, xp)
+    t = fast_conv.matmul(to_xyz, linear)
+    delta = 6.0 / 29.0
+    cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
+    f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)
+    return F.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])])
 
 
 def blank_examples(x_in):
@@ -168,6 +192,32 @@ def colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS, t_lines=None):
             target = xp.sort(directions @ lab_of(t_out[b].reshape(channels, -1)[:, chosen]).array, axis=1)
         order = xp.argsort(out.array, axis=1) + xp.arange(len(directions))[:, None] * out.shape[1]
         losses.append(F.mean(F.absolute(F.get_item(F.reshape(out, (-1,)), order.ravel()) - target.ravel())))
+    return sum(losses) / batch
+
+
+def recorded_colour_distribution_loss(x_out, t_out, pixels=COLOUR_PIXELS):
+    """colour_distribution_loss (without ``t_lines``) for a step recorded as a CUDA graph:
+    its pixels chosen from numbers drawn on the device (graph_ops.random_choice: new each
+    replay, where NumPy's, drawn on the host, would be replayed as recorded), its matrix
+    products through fast_conv.matmul and its sorting by graph_ops, where CuPy's sort
+    waits for the GPU. The same distance; other random pixels than NumPy's."""
+    xp = chainer.backend.get_array_module(x_out)
+    batch, channels = x_out.shape[:2]
+    directions = cuda_graph.constant('colour directions', lambda: COLOUR_DIRECTIONS, xp)
+    count = x_out.shape[2] * x_out.shape[3]
+
+    def picked(x):  # (channels, count) -> (channels, pixels): a new random choice each call
+        if pixels is None or pixels >= count:
+            return x
+        return graph_ops.select(x, *graph_ops.random_choice(count, pixels))
+
+    losses = []
+    for b in range(batch):
+        out = fast_conv.matmul(directions, lab_of(picked(F.reshape(x_out[b], (channels, -1)))))
+        with chainer.no_backprop_mode():  # the target's colours need no graph
+            target = fast_conv.matmul(directions, lab_of(picked(t_out[b].reshape(channels, -1)))).array
+            target = graph_ops.sort_rows(target)[0]
+        losses.append(F.mean(F.absolute(graph_ops.sorted_rows(out) - target)))
     return sum(losses) / batch
 
 
@@ -296,6 +346,25 @@ def blank_loss_options(args):
                 blank_ignore_lines=args.blank_ignore_lines)
 
 
+def recording_refusal(batchsize, blank_loss='pixels', blank_colour_cells=(1,), blank_colour_pool=1,
+                      blank_layout_weight=0, blank_ignore_lines=False, **_):
+    """Why a step with these settings (blank_loss_options' names) is not recorded as a
+    CUDA graph, or None. The colour loss of blank drawings is recorded at batch 1 only:
+    at batch > 1 the discriminator's batch norm sees the drawn examples alone, a batch whose
+    size the host picks each step; its cell, block, layout and line options keep their
+    host-side choices (cupy.sort, index lists) and have no recorded path yet."""
+    if blank_loss != 'colours':
+        return None
+    if batchsize != 1:
+        return 'the colour loss of blank drawings is recorded at batch 1 only'
+    changed = [flag for flag, changed in (('--blank-colour-cells', tuple(blank_colour_cells) != (1,)),
+                                          ('--blank-colour-pool', blank_colour_pool != 1),
+                                          ('--blank-layout-weight', blank_layout_weight != 0),
+                                          ('--blank-ignore-lines', bool(blank_ignore_lines)))
+               if changed]
+    return '{} of the colour loss not recordable'.format(', '.join(changed)) if changed else None
+
+
 def backward(loss, params, loss_scale=None):
     """``loss.backward()`` into ``params`` only: chainer.grad runs backprop along just the
     paths from the loss to them and leaves the gradients in ``param.grad`` as backward
@@ -334,12 +403,20 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         self.blank_layout_distance = kwargs.pop('blank_layout_distance', 'l1')
         # With 'colours': leave the truth's line pixels (line_pixels) out of both terms' truth.
         self.blank_ignore_lines = kwargs.pop('blank_ignore_lines', False)
+        # The colour loss's random pixels per picture (None: all of them).
+        self.colour_pixels = COLOUR_PIXELS
         record = kwargs.pop('cuda_graph', False)
         super().__init__(*args, **kwargs)
         # addition to the example: with ``cuda_graph=True`` the step is recorded once as a
         # CUDA graph and replayed (cuda_graph.py; on a CPU, or where the step cannot be
         # recorded, it runs as usual and ``graph.status()`` says why).
         self.graph = cuda_graph.StepGraph(self.get_all_optimizers().values()) if record else None
+        if self.graph is not None:
+            refusal = recording_refusal(self.get_iterator('main').batch_size, self.blank_loss,
+                                        self.blank_colour_cells, self.blank_colour_pool,
+                                        self.blank_layout_weight, self.blank_ignore_lines)
+            if refusal is not None:
+                self.graph.refuse(refusal)
 
     def update_core(self):
         batch = self.get_iterator('main').next()
@@ -360,7 +437,9 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         x_out = dec(features)
 
         blank = blank_examples(x_in) if self.blank_loss == 'colours' else None
-        if blank is not None and blank.any():
+        if blank is not None and cuda_graph.current() is not None:  # no choice on the host
+            loss_gen, loss_l1, loss_dis = self.losses_with_blank_weights(x_in, x_out, t_out, blank)
+        elif blank is not None and blank.any():
             loss_gen, loss_l1, loss_dis = self.losses_with_blank_examples(x_in, x_out, t_out, blank)
         else:
             y_fake = dis(x_in, x_out)
@@ -407,7 +486,7 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
         if lines is not None and (self.blank_colour_pool > 1 or tuple(self.blank_colour_cells) != (1,)):
             raise ValueError('blank_ignore_lines only with blank_colour_cells (1,) and blank_colour_pool 1')
         losses = [cell_colour_distribution_loss(out, truth, cells) if cells > 1
-                  else colour_distribution_loss(out, truth, t_lines=lines)
+                  else colour_distribution_loss(out, truth, self.colour_pixels, t_lines=lines)
                   for cells in self.blank_colour_cells]
         loss_colours = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         chainer.report({'colours': loss_colours}, self.dec)
@@ -429,3 +508,24 @@ class TextPix2pixUpdater(chainer.training.StandardUpdater):
             loss_l1 = share * loss_l1
             loss_dis = share * discriminator_loss(y_real, y_fake)
         return loss_gen, loss_l1, loss_dis
+
+    def losses_with_blank_weights(self, x_in, x_out, t_out, blank):
+        """losses_with_blank_examples for a recorded step, at batch 1 (recording_refusal):
+        both kinds of loss computed and weighted by whether the drawing is blank, instead of
+        a choice on the host. The weights are 0 and 1, so the losses and gradients are
+        those of losses_with_blank_examples (the discriminator's, all 0 for a blank drawing,
+        are the zeros Chainer's optimizer gives a parameter without a gradient). The
+        differences: the discriminator also runs on a blank example (its batch-norm running
+        averages, which nothing reads, move), and ``dec/colours`` is reported at every
+        step, 0 for a drawn example, as ``dec/l1`` is for a blank one."""
+        if len(blank) != 1:
+            raise cuda_graph.Unsupported(recording_refusal(len(blank), self.blank_loss))
+        is_blank = blank.astype(x_out.dtype).reshape(())
+        drawn = 1 - is_blank
+        loss_colours = recorded_colour_distribution_loss(x_out, t_out, self.colour_pixels) * is_blank
+        chainer.report({'colours': loss_colours}, self.dec)
+        y_fake = self.dis(x_in, x_out)
+        y_real = self.dis(x_in, t_out)
+        gen, loss_l1 = generator_loss(x_out, t_out, y_fake, lam2=self.adversarial_weight)
+        loss_gen = L1_WEIGHT * loss_colours + gen * drawn
+        return loss_gen, loss_l1 * drawn, discriminator_loss(y_real, y_fake) * drawn

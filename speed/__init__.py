@@ -3,7 +3,8 @@
 * fast_conv.py: the (de)convolutions and leaky ReLU as fewer, larger products;
 * fused.py: batch norm with what follows it, and Adam with its weight decay, as single
   functions (CUDA kernels on a GPU, their NumPy twins on the CPU);
-* cuda_graph.py: the whole training step recorded once as a CUDA graph and replayed.
+* cuda_graph.py: the whole training step recorded once as a CUDA graph and replayed;
+* graph_ops.py: the sort and random choice that a recorded step does on the device.
 
 Each is switched by a Chainer config value, set like any other with
 ``chainer.using_config(name, value)`` (or ``chainer.global_config``); ``setting`` reads it,

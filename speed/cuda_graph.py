@@ -22,21 +22,30 @@ memory instead:
   ``cublas.setStream`` raises NotImplementedError), so fast_conv.py's products go to
   cuBLAS through ctypes, on a handle, stream and workspace of this module's own: each
   image's product with the weights in one strided-batched call (``matmul_each``), the
-  weights' gradient summed over the images inside the gemm (``matmul_sum``).
+  weights' gradient summed over the images inside the gemm (``matmul_sum``); the film
+  design's Linear layers and its gate's 1x1 convolution take the same path
+  (fast_conv.linear, fast_conv.convolution_2d);
+* constants and index arrays (the tag plane's cell centres, FiLM's ones, the gate's luma,
+  the colour loss's directions): copied to the device once, in an ordinary step before
+  the recording, and kept (``constant``); one first asked for while recording refuses it;
+* choices made from the data (which drawings are blank, the colour loss's sorting and its
+  random pixels): device arrays, masks instead of the host's index lists (updater.py,
+  speed/graph_ops.py).
 
 Memory: the blocks a recording writes must never be handed to anything else, nor given
 back to the driver (CuPy's default pool frees its cached blocks when asked, e.g. by
 bench.py, or when short of memory). So the steps allocate from a memory pool of their
 own (``held_bytes`` counts them), on a stream of their own.
 
-What cannot be recorded is found out by trying: a CPU, an optimizer rule that computes
-its step on the host, products through ctypes that differ from cupy.matmul's on small
-examples (tried before the first step), the colour loss of blank drawings (it decides on
-the host which examples are blank), the film design (Chainer's F.linear and a 1x1
-F.convolution_2d call cuBLAS inside CuPy; reading the tag plane and its constants copy
-arrays from the host) all make the capture raise or are refused before it. Then
-everything the attempt changed on the host is put back, the updater goes on with the
-ordinary step, and ``fallback`` says why.
+What cannot be recorded is found out by trying or refused before it: a CPU, an optimizer
+rule that computes its step on the host, products through ctypes that differ from
+cupy.matmul's on small examples (tried before the first step), and what the updater
+refuses (``refuse``: the colour loss of blank drawings at batch > 1 or with its other
+options, see updater.TextPix2pixUpdater.recording_refusal). Then everything the attempt
+changed on the host is put back, the updater goes on with the ordinary step, and
+``fallback`` says why. The film design's step (with the colour loss of blank drawings)
+records and replays on tests/cuda_on_cpu.py's stand-in, under guards for what a capturing
+stream refuses (tests/test_cuda_graph.py); it has not yet been recorded on a GPU.
 """
 import contextlib
 import copy
@@ -72,6 +81,21 @@ def held_bytes():
 
 class Unsupported(Exception):
     """The step cannot be recorded; the message says why."""
+
+
+def constant(key, make, xp):
+    """``make()``'s array on xp's device. In a StepGraph's steps it is made once, at its
+    first use in an ordinary step, and kept under ``key`` (which must name everything
+    make's result depends on: shape, dtype), so that a recording copies nothing from the
+    host; outside them, as ``xp.asarray(make())`` always was (on the CPU, make's own array)."""
+    graph = current()
+    if graph is None:
+        return xp.asarray(make())
+    if key not in graph.constants:
+        if graph.capturing:  # a copy from the host would be recorded, reading a buffer reused later
+            raise Unsupported('the constant {!r} first asked for while recording'.format(key))
+        graph.constants[key] = chainer.backends.cuda.cupy.asarray(make())
+    return graph.constants[key]
 
 
 # ---------------------------------------------------------------- random numbers
@@ -223,9 +247,9 @@ class _Cublas:
         one, beta = scalar(1), scalar(1 if accumulate else 0)
         shape = (self.handle, ctypes.c_int(self.OPS[op_first]), ctypes.c_int(self.OPS[op_second]),
                  ctypes.c_int(m), ctypes.c_int(n), ctypes.c_int(k), ctypes.byref(one))
-        first = (ctypes.c_void_p(b.data.ptr), ctypes.c_int(ld_first))
-        second = (ctypes.c_void_p(a.data.ptr), ctypes.c_int(ld_second))
-        result = (ctypes.c_void_p(out.data.ptr), ctypes.c_int(ld_out))
+        first = (ctypes.c_void_p(_address(b)), ctypes.c_int(ld_first))
+        second = (ctypes.c_void_p(_address(a)), ctypes.c_int(ld_second))
+        result = (ctypes.c_void_p(_address(out)), ctypes.c_int(ld_out))
         if images is None:
             function = self.lib.cublasSgemm_v2 if single else self.lib.cublasDgemm_v2
             arguments = shape + first + second + (ctypes.byref(beta),) + result
@@ -236,6 +260,11 @@ class _Cublas:
                          + (ctypes.byref(beta),) + result
                          + (ctypes.c_longlong(out_step), ctypes.c_int(count)))
         self._check(function(*arguments), 'gemm')
+
+
+def _address(x):
+    """The device address of x's first element (tests/cuda_on_cpu.py's stand-in: the host's)."""
+    return x.data.ptr
 
 
 def _loaded_library(stem):
@@ -324,12 +353,13 @@ def _check_products():
 # ---------------------------------------------------------------- the step
 
 
-def records_by_default(on_one_gpu, stage, tag_design, blank_loss):
-    """train_facade_text.py --cuda-graph's default: on where a recorded step was measured,
-    one process on a GPU training stage 1 of the post's design (--no-tag's network is the
-    same with one input plane less). The film design and --blank-loss colours cannot be
-    recorded (see this module's docstring), and stage 2 has not been tried on a GPU."""
-    return on_one_gpu and stage == 1 and tag_design == 'post' and blank_loss == 'pixels'
+def records_by_default(on_one_gpu, stage, refusal=None):
+    """train_facade_text.py --cuda-graph's default: on for one process on a GPU training
+    stage 1, either tag design (the post's step was measured recorded; the film design's
+    records and replays on tests/cuda_on_cpu.py's stand-in and awaits its GPU run),
+    unless the updater refuses to record its step (``refusal``: its reason,
+    updater.recording_refusal). Stage 2 has not been tried on a GPU."""
+    return on_one_gpu and stage == 1 and refusal is None
 
 
 class StepGraph:
@@ -352,7 +382,13 @@ class StepGraph:
         self.draws = 0  # uniform() calls so far in this step
         self.fallback = None  # why the steps are not recorded, once that is known
         self.graph = None
+        self.capturing = False  # the step running now is being recorded
+        self.constants = {}  # constant()'s device arrays, made once before the recording
         self.stream = self.pool = self.inputs = self.scalars = self.observation = self.outputs = None
+
+    def refuse(self, reason):
+        """Runs every step as usual, never recorded, ``reason`` saying why (before the first)."""
+        self.fallback = reason
 
     # ---- what the step reads while recording
 
@@ -374,7 +410,7 @@ class StepGraph:
     # ---- running
 
     def run(self, step, *inputs):
-        if self.fallback is None:
+        if self.fallback is None and self.stream is None:  # before the first step only
             self.fallback = self._refusal(inputs)
         if self.fallback is None:
             ran, outputs = self._run_on_stream(step, inputs)
@@ -417,8 +453,7 @@ class StepGraph:
             if not getattr(rule, 'reads_step_scalars', False):
                 return '{} computes its step size on the host (fused.Adam reads it from the device)'.format(
                     type(rule).__name__)
-        cuda = chainer.backends.cuda
-        if not cuda.available or not all(isinstance(x, cuda.ndarray) for x in inputs):
+        if not _on_device(inputs):
             return 'CUDA graphs need CuPy arrays on a GPU'
         try:  # what the steps will call, made and tried before the first step rather than in it
             _check_products()
@@ -471,12 +506,15 @@ class StepGraph:
         try:
             with self._running(self._scalars(ahead=True)), _observing(observation):
                 self.stream.begin_capture()
+                self.capturing = True
                 try:
                     outputs = step(*self.inputs)
                 except BaseException:
                     with contextlib.suppress(Exception):  # the capture is void; keep the step's error
                         self.stream.end_capture()
                     raise
+                finally:
+                    self.capturing = False
                 graph = self.stream.end_capture()
         except Exception as error:  # anything the recording cannot hold
             self._restore(host)
@@ -525,6 +563,13 @@ class StepGraph:
         if self.graph is None:
             return 'not yet recorded ({} of {} ordinary steps run)'.format(self.steps, self.warmup)
         return 'recorded after {} steps, replayed {} times'.format(self.warmup, self.steps - self.warmup - 1)
+
+
+def _on_device(inputs):
+    """Whether the step's inputs are CuPy arrays on a GPU (tests/cuda_on_cpu.py's stand-in
+    counts its own)."""
+    cuda = chainer.backends.cuda
+    return cuda.available and all(isinstance(x, cuda.ndarray) for x in inputs)
 
 
 def _current_reporter():

@@ -88,8 +88,9 @@ def _pad(xp, x, pad):
 
 def _in_cuda_graph_step(xp):
     """Whether the products go through cuda_graph.py's cuBLAS handle: in its steps, where
-    CuPy's would be refused on a capturing stream."""
-    return xp is not numpy and cuda_graph.current() is not None
+    CuPy's would be refused on a capturing stream. (A StepGraph runs its steps only on
+    device arrays; tests/cuda_on_cpu.py's stand-in for them is NumPy's, hence no test of xp.)"""
+    return cuda_graph.current() is not None
 
 
 def _matmul_each(xp, a, b):
@@ -262,6 +263,69 @@ class Deconvolution2D(L.Deconvolution2D):
             return super().forward(x)
         inputs = (x, self.W) if self.b is None else (x, self.W, self.b)
         return _Convolution(self.stride[0], self.pad[0], True).apply(inputs)[0]
+
+
+def convolution_2d(x, W):
+    """F.convolution_2d(x, W) (stride 1, no padding, no bias; the film design's 1x1 gate
+    convolution), in a recorded step (cuda_graph.py) as _Convolution, whose products go
+    through cuda_graph's cuBLAS handle: Chainer's would call cuBLAS or cuDNN through CuPy."""
+    if not _in_cuda_graph_step(None):
+        return F.convolution_2d(x, W)
+    return _Convolution(1, 0, False).apply((x, W))[0]
+
+
+# ---------------------------------------------------------------- Linear layers
+# In a recorded step F.linear's x.dot(W.T) would be cuBLAS through CuPy, which refuses a
+# capturing stream: there these products go through cuda_graph.matmul_each instead.
+# Elsewhere F.linear is used as before, so the CPU's results are unchanged to the bit.
+
+
+def _product(a, b):
+    """a @ b of 2-d arrays through cuda_graph's cuBLAS handle (one image of matmul_each)."""
+    return cuda_graph.matmul_each(a, b[None])[0]
+
+
+class _Linear(chainer.function_node.FunctionNode):
+    """F.linear(x, W, b) for 2-d x, its products through _product. First order only."""
+
+    def forward(self, inputs):
+        self.retain_inputs((0, 1))
+        x, W = inputs[:2]
+        y = _product(x, W.T)
+        if len(inputs) == 3:
+            y += inputs[2]
+        return y,
+
+    def backward(self, indexes, grad_outputs):
+        x, W = (v.array for v in self.get_retained_inputs())
+        gy = grad_outputs[0].array
+        grads = {0: lambda: _product(gy, W), 1: lambda: _product(gy.T, x), 2: lambda: gy.sum(axis=0)}
+        return tuple(chainer.Variable(grads[i]()) for i in indexes)
+
+
+def linear(x, W, b=None):
+    """F.linear(x, W, b) for 2-d x; in a recorded step through cuda_graph's handle."""
+    if not _in_cuda_graph_step(None):
+        return F.linear(x, W, b)
+    return _Linear().apply((x, W) if b is None else (x, W, b))[0]
+
+
+def matmul(a, b):
+    """F.matmul(a, b) of 2-d arrays or Variables; in a recorded step through cuda_graph's
+    handle (as linear(a, b.T))."""
+    if not _in_cuda_graph_step(None):
+        return F.matmul(a, b)
+    return _Linear().apply((a, F.transpose(b)))[0]
+
+
+class Linear(L.Linear):
+    """L.Linear (same parameters, same saved weights) whose product, in a recorded step,
+    goes through cuda_graph's cuBLAS handle (``linear``)."""
+
+    def forward(self, x, n_batch_axes=1):
+        if self.W.array is None or n_batch_axes != 1 or x.ndim != 2:
+            return super().forward(x, n_batch_axes)
+        return linear(x, self.W, self.b)
 
 
 class _LeakyReLU(chainer.function_node.FunctionNode):

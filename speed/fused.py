@@ -406,7 +406,9 @@ def batch_norm_activation(bn, x, film=None, dropout=False, activation=None, rati
     xp = backend.get_array_module(array)
     rand = None
     graph = cuda_graph.current()
-    if dropout and xp is not numpy and graph is not None:  # new each replay of a recorded step
+    # In a StepGraph's steps (on the device, or tests/cuda_on_cpu.py's stand-in for it):
+    # numbers new each replay of the recording.
+    if dropout and graph is not None:
         rand = graph.uniform(array.shape)
     elif dropout:  # the random numbers F.dropout draws
         rand = (numpy.random.rand(*array.shape) if xp is numpy

@@ -60,3 +60,33 @@ def kernels_on_cpu(monkeypatch):
     monkeypatch.setattr(chainer.backends.cuda, 'cupy', cuda_on_cpu.CupyOnCpu())
     monkeypatch.setattr(fused, '_module', [])
     monkeypatch.setattr(cuda_graph, '_random_kernel', [])
+
+
+@pytest.fixture
+def step_on_cpu(kernels_on_cpu, monkeypatch):
+    """A StepGraph's whole training step on tests/cuda_on_cpu.py's stand-in: its streams and
+    capture (with the guards), its kernels as coroutines (FIBERS), its cuBLAS stand-in for
+    cuda_graph's ctypes products, NumPy arrays counting as the device's, and fused.Adam's
+    graph update (the step scalars' kernel) where a StepGraph's step runs. Batch norm
+    keeps its NumPy twin (tests/test_fused.py holds the kernels to it). Returns the
+    CupyOnCpu, whose ``recorded_step`` this fixture fills in for its Graph."""
+    import chainer
+    import cuda_on_cpu
+    from speed import cuda_graph, fused, graph_ops
+    cupy = chainer.backends.cuda.cupy
+    monkeypatch.setattr(cuda_on_cpu, 'FIBERS', True)
+    monkeypatch.setattr(cuda_graph, '_loaded_library', lambda stem: cuda_on_cpu.cublas_library())
+    monkeypatch.setattr(cuda_graph, '_cublas', [])
+    monkeypatch.setattr(cuda_graph, '_address', lambda x: x.__array_interface__['data'][0])
+    monkeypatch.setattr(cuda_graph, '_on_device', lambda inputs: True)
+    monkeypatch.setattr(graph_ops, '_module', [])
+    on_cpu, on_gpu = fused.AdamRule.update_core_cpu, fused.AdamRule.update_core_gpu
+    monkeypatch.setattr(fused.AdamRule, 'update_core_cpu',
+                        lambda rule, param: (on_cpu if cuda_graph.current() is None else on_gpu)(rule, param))
+    capture = cuda_graph.StepGraph._capture
+
+    def capture_handing_over(graph, step):
+        cupy.recorded_step = step
+        return capture(graph, step)
+    monkeypatch.setattr(cuda_graph.StepGraph, '_capture', capture_handing_over)
+    return cupy

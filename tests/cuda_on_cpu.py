@@ -5,7 +5,12 @@ and their cuBLAS calls through ctypes, into a stand-in for libcublas.
 The source is compiled as C++20 by the host's g++ after a prelude standing in for CUDA's
 built-ins: threadIdx and blockIdx are thread-local, __syncthreads() is a std::barrier over
 the block's threads (a thread that has returned leaves it, as on a GPU), __shared__
-memory is a static (blocks run one after another), rsqrt is 1 / sqrt. ``Module`` takes
+memory is a static (blocks run one after another), rsqrt is 1 / sqrt. With ``FIBERS``
+set, a block's threads are instead coroutines (ucontext) taking turns on one OS thread,
+each running to its next __syncthreads() or its end, round after round: the same
+arithmetic without creating an OS thread per CUDA thread, fast enough to run a whole
+training step's launches (the ``step_on_cpu`` fixture), and unable to show any race
+between a block's threads. ``Module`` takes
 CuPy's RawModule arguments; its kernels take CuPy's launch arguments, (grid, block, args),
 with NumPy arrays where CuPy's would be. Each argument is checked against the kernel's
 parameter as the C++ compiler sees it: a C-contiguous array of the pointed-to type's
@@ -20,11 +25,28 @@ C not read where beta is 0), refusing arguments cuBLAS refuses (CUBLAS_STATUS_IN
 for a leading dimension below its minimum) and a gemm between cublasSetStream and
 cublasSetWorkspace (cublasSetStream puts the handle back on cuBLAS's own workspace).
 
+``CupyOnCpu`` also stands in for CuPy's streams, memory pools and stream capture, so that
+speed/cuda_graph.py's StepGraph runs on it. While a stream captures, what a capturing
+CUDA stream would refuse or a replay would get wrong raises ``CaptureError``: Chainer's
+functions whose GPU code calls cuBLAS through CuPy (which refuses a capturing stream),
+NumPy's sort, argsort and index lists (CuPy's wait for the GPU) called through the numpy
+module, and random numbers drawn from NumPy's state on the host (a replay would repeat
+them). The stand-in cannot replay: its kernels and NumPy ran at once and recorded
+nothing; its kernels ran while it "captured", so the first launch of its recording
+(``Graph``) does nothing. Each later launch runs the recorded step's Python again
+under the same guards, with the step scalars the StepGraph wrote, puts back the host's
+counters as a launch would leave them, and writes what the step reports into the arrays
+the recording reported, as a replay overwrites its buffers.
+
 What this cannot show: speed, the GPU's limits (grid size, shared memory), its float
 arithmetic to the last bit (NVRTC contracts a * b + c into one rounding, rsqrt is
 approximate), races between blocks (they run one after another), and whether the real
-library has the symbols and behaves as its documentation says.
+library has the symbols and behaves as its documentation says; of a recorded step,
+whatever CuPy or Chainer's GPU code does that their NumPy code does not (a copy or a
+wait on the host hidden inside a CuPy function), and what a real replay would repeat
+that the guards above do not watch.
 """
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -36,12 +58,17 @@ import types
 
 import numpy
 
+# Whether kernels run their threads as coroutines on one OS thread (see above).
+FIBERS = False
+
 PRELUDE = r'''
 #include <barrier>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <thread>
 #include <type_traits>
+#include <ucontext.h>
 #include <utility>
 #include <vector>
 
@@ -49,7 +76,13 @@ struct dim3 { unsigned x = 1, y = 1, z = 1; };
 thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 static std::barrier<>* block_barrier = nullptr;
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+static bool fibers = false;  // launch_fibers is running the block
+static ucontext_t fiber_scheduler;
+static ucontext_t* fiber_running = nullptr;
+inline void __syncthreads() {
+    if (fibers) swapcontext(fiber_running, &fiber_scheduler);  // back to launch_fibers' round
+    else block_barrier->arrive_and_wait();
+}
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -86,6 +119,51 @@ void launch(void (*kernel)(Args...), unsigned grid, unsigned block, void** args)
         }
         for (auto& thread : threads) thread.join();
     }
+}
+
+// The same with each block's threads as coroutines on this thread: in each round every
+// thread not yet returned runs to its next __syncthreads() or its end.
+static std::vector<std::vector<char>> fiber_stacks;
+static std::function<void()> fiber_task;
+static char* fiber_returned = nullptr;
+static void fiber_entry() {
+    fiber_task();
+    *fiber_returned = 1;
+}  // then to uc_link, the scheduler
+
+template <typename... Args>
+void launch_fibers(void (*kernel)(Args...), unsigned grid, unsigned block, void** args) {
+    const std::size_t stack = 64 * 1024;
+    gridDim.x = grid;
+    blockDim.x = block;
+    while (fiber_stacks.size() < block) fiber_stacks.emplace_back(stack);
+    fiber_task = [&] { call(kernel, args, std::index_sequence_for<Args...>{}); };
+    std::vector<ucontext_t> contexts(block);
+    std::vector<char> returned(block);
+    fibers = true;
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        for (unsigned t = 0; t < block; ++t) {
+            getcontext(&contexts[t]);
+            contexts[t].uc_stack.ss_sp = fiber_stacks[t].data();
+            contexts[t].uc_stack.ss_size = stack;
+            contexts[t].uc_link = &fiber_scheduler;
+            makecontext(&contexts[t], fiber_entry, 0);
+            returned[t] = 0;
+        }
+        for (bool live = true; live;) {
+            live = false;
+            for (unsigned t = 0; t < block; ++t) {
+                if (returned[t]) continue;
+                threadIdx.x = t;
+                fiber_running = &contexts[t];
+                fiber_returned = &returned[t];
+                swapcontext(&fiber_scheduler, &contexts[t]);
+                live = live || !returned[t];
+            }
+        }
+    }
+    fibers = false;
 }
 
 // Per parameter: whether it is a pointer, whether the (pointed-to) type is floating, its size.
@@ -245,6 +323,9 @@ class Module:
         self.names = list(name_expressions)
         wrappers = ''.join(
             'extern "C" void launch_{i}(unsigned g, unsigned b, void** a) {{ launch(&{name}, g, b, a); }}\n'
+            'extern "C" void launch_fibers_{i}(unsigned g, unsigned b, void** a) {{\n'
+            '    launch_fibers(&{name}, g, b, a);\n'
+            '}}\n'
             'extern "C" int describe_{i}(int* out) {{ return describe(&{name}, out); }}\n'.format(
                 i=i, name=name)
             for i, name in enumerate(self.names))
@@ -264,12 +345,17 @@ class RawKernel(Module):
     def __call__(self, grid, block, args):
         self.kernel(grid, block, args)
 
+    def compile(self):
+        """Compiled already (cupy.RawKernel.compile)."""
+
 
 class Kernel:
     def __init__(self, library, index, name):
         self.name = name
-        self.run = getattr(library, 'launch_{}'.format(index))
-        self.run.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
+        self.runs = {}
+        for fibers, prefix in ((False, 'launch_'), (True, 'launch_fibers_')):
+            self.runs[fibers] = getattr(library, '{}{}'.format(prefix, index))
+            self.runs[fibers].argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
         layout = (ctypes.c_int * (3 * MAX_PARAMETERS))()
         count = getattr(library, 'describe_{}'.format(index))(layout)
         self.parameters = [tuple(layout[3 * i:3 * i + 3]) for i in range(count)]
@@ -282,7 +368,7 @@ class Kernel:
                                                                         len(self.parameters)))
         keep = [self._argument(i, value) for i, value in enumerate(args)]
         addresses = (ctypes.c_void_p * len(keep))(*[k.ctypes.data for k in keep])
-        self.run(int(grid[0]), int(block[0]), addresses)
+        self.runs[FIBERS](int(grid[0]), int(block[0]), addresses)
 
     def _argument(self, i, value):
         """A NumPy array holding what the kernel reads for parameter i (for a pointer: the address)."""
@@ -309,25 +395,172 @@ class Kernel:
 
 class DeviceArray(numpy.ndarray):
     """A NumPy array with CuPy's ``data.ptr`` (the address of its first element), for the
-    code that hands addresses to cuBLAS."""
+    code that hands addresses to cuBLAS, and CuPy's ``set`` (a copy from the host)."""
 
     @property
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
+    def set(self, host, stream=None):
+        self[...] = host
+
+
+class CaptureError(RuntimeError):
+    """What a capturing CUDA stream would refuse, or a replay would repeat, seen on the stand-in."""
+
+
+def _cublas_functions():
+    """Chainer's functions whose GPU code multiplies through CuPy's cuBLAS calls (F.linear's
+    x.dot(W.T), F.matmul, the convolutions' tensordot), which CuPy refuses while capturing."""
+    import compat  # noqa: F401  (Chainer shims; must precede chainer)
+    from chainer.functions.connection import convolution_2d, deconvolution_2d, linear
+    from chainer.functions.math import matmul, tensordot
+    return (linear.LinearFunction, linear.LinearGradData, linear.LinearGradWeight, matmul.MatMul,
+            matmul.BatchMatMul, convolution_2d.Convolution2DFunction, convolution_2d.Convolution2DGradW,
+            deconvolution_2d.Deconvolution2DFunction, tensordot.TensorDot)
+
+
+# NumPy's functions whose CuPy twins wait for the GPU: Thrust's sort, an index list's length.
+WAITING_FUNCTIONS = ('sort', 'argsort', 'flatnonzero', 'nonzero', 'argwhere', 'unique')
+
+
+@contextlib.contextmanager
+def capture_guards():
+    """Raises CaptureError for what a capturing stream would refuse or a replay repeat (see
+    the module's docstring), inside the block and at its end."""
+    import compat  # noqa: F401
+    import chainer
+    node = chainer.function_node.FunctionNode
+    apply, refused = node.apply, _cublas_functions()
+
+    def guarded_apply(self, inputs):
+        if isinstance(self, refused):
+            raise CaptureError('{} calls cuBLAS through CuPy'.format(type(self).__name__))
+        return apply(self, inputs)
+
+    def refusal(name):
+        def waits(*args, **kwargs):
+            raise CaptureError('numpy.{}: its CuPy twin waits for the GPU'.format(name))
+        return waits
+
+    state = numpy.random.get_state()
+    with contextlib.ExitStack() as stack:
+        stack.callback(setattr, node, 'apply', apply)
+        node.apply = guarded_apply
+        for name in WAITING_FUNCTIONS:
+            stack.callback(setattr, numpy, name, getattr(numpy, name))
+            setattr(numpy, name, refusal(name))
+        yield
+    after = numpy.random.get_state()
+    if not all(numpy.array_equal(a, b) for a, b in zip(state, after)):
+        raise CaptureError("random numbers drawn from NumPy's state on the host: a replay would repeat them")
+
+
+class Stream:
+    """cupy.cuda.Stream on the stand-in: what runs on it runs at once; it can capture."""
+
+    def __init__(self, owner, non_blocking=False, ptr=None):
+        self.owner, self.ptr = owner, id(self) if ptr is None else ptr
+        self.guards = None
+
+    def __enter__(self):
+        self.owner.streams.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.owner.streams.pop()
+
+    def record(self):
+        return types.SimpleNamespace(stream=self)  # an event: the work before it is done already
+
+    def wait_event(self, event):
+        pass
+
+    def begin_capture(self):
+        self.guards = capture_guards()
+        self.guards.__enter__()
+
+    def end_capture(self):
+        """The Graph of the recorded step (see the module's docstring)."""
+        guards, self.guards = self.guards, None
+        guards.__exit__(None, None, None)
+        from speed import cuda_graph
+        return Graph(cuda_graph.current(), self.owner.recorded_step)
+
+
+class Graph:
+    """What Stream.end_capture returns: ``launch`` runs the recorded step again (see the
+    module's docstring). ``step_graph``: the StepGraph whose step it recorded; ``step``:
+    that step (the step_on_cpu fixture hands it over, since a CUDA stream never sees it)."""
+
+    def __init__(self, step_graph, step):
+        self.step_graph, self.step = step_graph, step
+        self.launches = self.reruns = 0
+
+    def launch(self, stream):
+        from speed import cuda_graph
+        self.launches += 1
+        if self.launches == 1:  # StepGraph._capture's: the captured step ran at once here already
+            return
+        graph = self.step_graph
+        counted = [(o, o.t) for o in graph.optimizers] + [(r, r.t) for r in graph.rules]
+        fresh = {}
+        with graph._running(graph._scalars(ahead=False)), cuda_graph._observing(fresh), capture_guards():
+            outputs = self.step(*graph.inputs)
+        for counter, t in counted:  # the StepGraph counted this update already, as for a replay
+            counter.t = t
+        _overwrite(graph.observation, fresh)
+        _overwrite(graph.outputs, outputs)
+        self.reruns += 1
+
+
+def _overwrite(recorded, fresh):
+    """Writes ``fresh`` into the arrays of ``recorded`` (a dict, a sequence, a Variable, an
+    array or None), as a replay writes into the recording's buffers; what a replay could
+    not change (a host number, another structure) must not have changed."""
+    if isinstance(recorded, dict):
+        if sorted(recorded) != sorted(fresh):
+            raise CaptureError('the replayed step reports {}, the recording {}'.format(sorted(fresh),
+                                                                                       sorted(recorded)))
+        for key in recorded:
+            _overwrite(recorded[key], fresh[key])
+    elif isinstance(recorded, (list, tuple)):
+        for a, b in zip(recorded, fresh, strict=True):
+            _overwrite(a, b)
+    elif hasattr(recorded, 'array') or isinstance(recorded, numpy.ndarray):
+        target = recorded.array if hasattr(recorded, 'array') else recorded
+        target[...] = fresh.array if hasattr(fresh, 'array') else fresh
+    elif recorded != fresh:
+        raise CaptureError('a host value the recording holds changed: {!r} -> {!r}'.format(recorded, fresh))
+
+
+class MemoryPool:
+    """cupy.cuda.MemoryPool on the stand-in: NumPy allocates."""
+
+    def malloc(self, size):
+        raise NotImplementedError('NumPy allocates on the stand-in')
+
+    def total_bytes(self):
+        return 0
+
 
 class CupyOnCpu:
-    """What speed/fused.py and speed/cuda_graph.py call of CuPy, on the CPU: NumPy's functions (those
-    that make arrays make DeviceArrays), these kernels, one stream and no cuBLAS handle
+    """What speed/fused.py, speed/graph_ops.py and speed/cuda_graph.py call of CuPy, on the
+    CPU: NumPy's functions (those that make arrays make DeviceArrays), these kernels,
+    streams that can capture, memory pools that NumPy stands in for, and no cuBLAS handle
     of CuPy's own (set as ``chainer.backends.cuda.cupy`` by the tests' fixture)."""
 
     MAKERS = ('empty', 'empty_like', 'zeros', 'asarray', 'ascontiguousarray')
 
     def __init__(self):
         self.RawModule, self.RawKernel = Module, RawKernel
-        stream = types.SimpleNamespace(ptr=0)
-        self.cuda = types.SimpleNamespace(get_current_stream=lambda: stream,
-                                          device=types.SimpleNamespace(get_cublas_handle=lambda: None))
+        self.streams = [Stream(self, ptr=0)]  # the null stream, then those entered
+        self.recorded_step = None  # the step being captured (the step_on_cpu fixture's)
+        self.cuda = types.SimpleNamespace(
+            get_current_stream=lambda: self.streams[-1],
+            device=types.SimpleNamespace(get_cublas_handle=lambda: None),
+            Stream=lambda non_blocking=False: Stream(self, non_blocking), MemoryPool=MemoryPool,
+            using_allocator=lambda allocator=None: contextlib.nullcontext())
 
     def __getattr__(self, name):
         function = getattr(numpy, name)

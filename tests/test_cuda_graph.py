@@ -405,17 +405,171 @@ def test_a_recorded_forward_pass_colours_each_new_drawing():
     assert graph.status() == 'recorded after 2 steps, replayed 2 times'
 
 
+def film_updater(device=None, warmup=cuda_graph.WARMUP_STEPS):
+    """The film design (width 4) at batch 1 with --blank-loss colours and the gate's loss,
+    over a drawn example and a blank one in turn, its step to be recorded (seed 4); and
+    a reporter that reports its networks' losses."""
+    import net
+    import updater as updater_module
+    np.random.seed(0)
+    design = net.film_design()
+    models = (net.Encoder(4, width=4, design=design), net.Decoder(3, width=4, design=design),
+              net.Discriminator(4, 3, width=4, design=design))
+    drawn = fixed_batch(1)[0]
+    paper = np.full((3, 128, 128), updater_module.PAPER, np.float32)
+    blank = (np.concatenate([paper, drawn[0][3:]]), drawn[1])
+    iterator = chainer.iterators.SerialIterator([drawn, blank], 1, shuffle=False)
+    optimizers = {name: updater_module.make_optimizer(m, 2e-4)
+                  for name, m in zip(('enc', 'dec', 'dis'), models)}
+    updater = updater_module.TextPix2pixUpdater(models=models, iterator={'main': iterator},
+                                                optimizer=optimizers, device=device, blank_loss='colours',
+                                                gate_weight=1)
+    updater.graph = cuda_graph.StepGraph(updater.get_all_optimizers().values(), seed=4, warmup=warmup)
+    reporter = chainer.Reporter()
+    for name, link in zip(('enc', 'dec', 'dis'), models):
+        reporter.add_observer(name, link)
+    return updater, reporter
+
+
+def reported_updates(updater, reporter, steps):
+    """``steps`` updates; what each reported, as floats (read before the next update)."""
+    reports = []
+    for _ in range(steps):
+        observation = {}
+        with reporter.scope(observation):
+            updater.update()
+        reports.append({k: float(chainer.as_array(v)) for k, v in observation.items()})
+    return reports
+
+
+@pytest.mark.cuda_on_cpu
+def test_the_film_step_records_and_replays_on_the_cpu_stand_in(step_on_cpu):
+    """The film design's step with blank drawings and the colour loss (its random pixels,
+    its sort, the gate, FiLM, the projection) on tests/cuda_on_cpu.py's stand-in:
+    recorded after two steps under the capture's guards (no cuBLAS through CuPy, no sort
+    or index list that waits for the GPU, no random numbers from the host, no constant
+    first made while recording) and launched four times, against the same six steps run
+    in Python with the same step scalars and random numbers, as
+    test_the_recorded_step_trains_as_the_step_run_in_python does on a GPU: what each step
+    reports and the weights after, within that test's rtol 1e-5 (on the stand-in a launch
+    runs the same Python again, so they agree to the bit; a GPU's replay is the test)."""
+    runs = []
+    for warmup in (2, 100):
+        updater, reporter = film_updater(warmup=warmup)
+        runs.append((updater, reported_updates(updater, reporter, 6)))
+    (replayed, got), (in_python, want) = runs
+    assert replayed.graph.status() == 'recorded after 2 steps, replayed 3 times'
+    assert replayed.graph.graph.reruns == 3  # the recording's launch after capturing, then 3 replays
+    assert in_python.graph.status() == 'not yet recorded (6 of 100 ordinary steps run)'
+    assert [o.t for o in replayed.get_all_optimizers().values()] == [6, 6, 6]
+    assert [sorted(r) for r in got] == [sorted(r) for r in want]
+    assert [r['dec/colours'] > 0 for r in got] == [False, True] * 3  # drawn, blank, ...
+    assert [r['dis/loss'] > 0 for r in got] == [True, False] * 3
+    for step, (g, w) in enumerate(zip(got, want)):
+        for key in w:
+            np.testing.assert_allclose(g[key], w[key], rtol=1e-5, err_msg='step {} {}'.format(step, key))
+    want_weights, got_weights = parameters(in_python), parameters(replayed)
+    for name in want_weights:
+        np.testing.assert_allclose(got_weights[name], want_weights[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    # and the replays moved the weights: the last four steps are the recording's
+    start = parameters(film_updater()[0])
+    assert any(not np.array_equal(got_weights[name], start[name]) for name in got_weights)
+
+
+@needs_gpu
+def test_the_recorded_film_step_trains_as_the_step_run_in_python():
+    """test_the_film_step_records_and_replays_on_the_cpu_stand_in on a GPU, where a replay
+    runs only what the capture recorded: the same reports and weights, within the post
+    step's tolerances (test_the_recorded_step_trains_as_the_step_run_in_python)."""
+    runs = []
+    for warmup in (2, 100):
+        updater, reporter = film_updater(device=chainer.get_device('@cupy:0'), warmup=warmup)
+        runs.append((updater, reported_updates(updater, reporter, 6)))
+    (replayed, got), (in_python, want) = runs
+    assert replayed.graph.status() == 'recorded after 2 steps, replayed 3 times'
+    assert [r['dec/colours'] > 0 for r in got] == [False, True] * 3
+    for step, (g, w) in enumerate(zip(got, want)):
+        for key in w:
+            np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-6,
+                                       err_msg='step {} {}'.format(step, key))
+    want_weights, got_weights = parameters(in_python), parameters(replayed)
+    for name in want_weights:
+        np.testing.assert_allclose(chainer.backends.cuda.to_cpu(got_weights[name]),
+                                   chainer.backends.cuda.to_cpu(want_weights[name]), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.cuda_on_cpu
+@pytest.mark.parametrize('step, reason', [
+    (lambda x: chainer.functions.linear(x, x), 'LinearFunction calls cuBLAS through CuPy'),
+    (lambda x: np.sort(x), 'numpy.sort: its CuPy twin waits for the GPU'),
+    (lambda x: x + np.random.rand(), "random numbers drawn from NumPy's state on the host: a replay would "
+                                      "repeat them"),
+])
+def test_the_stand_in_refuses_to_record_what_a_gpu_would(step, reason, step_on_cpu):
+    """The stand-in's guards: a step that a capturing stream would refuse, or whose
+    replay would repeat the host's random numbers, is not recorded and says why."""
+    graph = cuda_graph.StepGraph([], seed=0)
+    for _ in range(4):
+        graph.run(step, np.ones((2, 2), np.float32))
+    assert graph.status() == 'not recorded (capture failed: CaptureError: {})'.format(reason)
+
+
+@pytest.mark.cuda_on_cpu
+def test_what_could_refuse_the_recording_is_checked_once(step_on_cpu, monkeypatch):
+    """The products through ctypes are tried against the reference before the first step,
+    not before every step (each try waits for the GPU to compare)."""
+    checks = []
+    check = cuda_graph._check_products
+    monkeypatch.setattr(cuda_graph, '_check_products', lambda: checks.append(check()))
+    graph = cuda_graph.StepGraph([], seed=0)
+    for _ in range(5):
+        graph.run(lambda x: x * 2, np.ones(3, np.float32))
+    assert graph.status() == 'recorded after 2 steps, replayed 2 times' and len(checks) == 1
+
+
 @needs_gpu
 def test_a_step_that_cannot_be_recorded_runs_as_usual():
-    """The colour loss of blank drawings decides on the host which examples are blank:
-    the capture fails, the attempt leaves no trace and training goes on."""
-    batch = [(np.concatenate([np.ones((3, 128, 128), np.float32) * (255 / 128 - 1), x[3:]]), t)
-             for x, t in fixed_batch()]
-    updater = gpu_updater(batch, blank_loss='colours')
+    """A step that reads a number back to the host (after its update: the sum of its
+    input), which a capturing stream refuses: the capture fails, the attempt leaves no
+    trace and training goes on."""
+    updater = gpu_updater(fixed_batch())
+    step = updater.step
+
+    def step_reading_back(x_in, t_out):
+        step(x_in, t_out)
+        float(x_in.sum())  # a copy to the host
+
+    updater.step = step_reading_back
     for _ in range(4):
         updater.update()
     assert updater.graph.status().startswith('not recorded (capture failed: ')
     assert [o.t for o in updater.get_all_optimizers().values()] == [4, 4, 4]
+
+
+@pytest.mark.parametrize('batchsize, options, reason', [
+    (1, dict(), None),
+    (4, dict(), None),                                   # the example's losses: any batch
+    (1, dict(blank_loss='colours'), None),
+    (2, dict(blank_loss='colours'), 'the colour loss of blank drawings is recorded at batch 1 only'),
+    (1, dict(blank_loss='colours', blank_colour_cells=(1, 4), blank_ignore_lines=True),
+     '--blank-colour-cells, --blank-ignore-lines of the colour loss not recordable'),
+    (1, dict(blank_loss='colours', blank_layout_cells=(4,)), None),  # unused without a layout weight
+])
+def test_what_the_updater_refuses_to_record(batchsize, options, reason):
+    import updater
+    assert updater.recording_refusal(batchsize, **options) == reason
+
+
+def test_an_updater_that_cannot_be_recorded_says_why_before_its_first_step():
+    """The colour loss of blank drawings at batch 2: refused when the updater is made, so
+    a GPU run never tries the capture; the steps run as usual."""
+    np.random.seed(0)
+    updater = make_updater(make_models(), fixed_batch(2), blank_loss='colours', cuda_graph=True)
+    said = 'not recorded (the colour loss of blank drawings is recorded at batch 1 only)'
+    assert updater.graph.status() == said
+    updater.update()
+    assert updater.get_optimizer('enc').t == 1
 
 
 def test_training_with_cuda_graph_on_the_cpu_trains_the_same_model(small_data, tiny_model, tmp_path, capsys):
@@ -467,8 +621,12 @@ def test_cuda_graph_is_for_one_process(capsys):
     (['-g', '0', '--device', '@numpy'], False),       # --device wins
     (['-g', '0', '--no-cuda-graph'], False),
     (['--cuda-graph'], True),                         # asked for: tried, and says why not on a CPU
-    (['-g', '0', '--tag-design', 'film'], False),     # cannot be recorded (speed/cuda_graph.py)
-    (['-g', '0', '--blank-loss', 'colours'], False),
+    (['-g', '0', '--tag-design', 'film'], True),      # recordable since the film step's device paths
+    (['-g', '0', '--blank-loss', 'colours'], True),
+    (['-g', '0', '--tag-design', 'film', '--blank-fraction', '0.3', '--blank-loss', 'colours',
+      '--ema-decay', '0.999'], True),                 # the demo's film settings
+    (['-g', '0', '--blank-loss', 'colours', '-b', '2'], False),  # refused (updater.recording_refusal)
+    (['-g', '0', '--blank-loss', 'colours', '--blank-colour-pool', '2'], False),
     (['-g', '0', '--stage', '2'], False),             # not tried on a GPU
     (['-g', '0', '--communicator', 'naive'], False),
 ])
