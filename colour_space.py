@@ -97,14 +97,18 @@ def chroma(lab):
 LINEAR_TO_XYZ_OVER_WHITE = (SRGB_TO_XYZ / SRGB_TO_XYZ.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def srgb_to_lab_variable(c):
-    """(3, N) sRGB on 0..1 -> (3, N) CIELAB: srgb_to_lab's formulas in Chainer functions."""
+def srgb_to_lab_variable(c, linear_to_xyz=None):
+    """(3, N) sRGB on 0..1 -> (3, N) CIELAB: srgb_to_lab's formulas in Chainer functions.
+    ``linear_to_xyz(linear)``: the product of LINEAR_TO_XYZ_OVER_WHITE with the linear
+    colours; by default F.matmul with the matrix copied from the host (a recorded step,
+    which may not copy, passes its own: updater.recorded_linear_to_xyz)."""
     xp = chainer.backend.get_array_module(c)
     # Both sides of each F.where are computed: each is clipped to where its formula is
     # smooth, so that the side not taken cannot send NaN or inf back.
     decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
     linear = F.where(chainer.as_array(c) <= 0.04045, c / 12.92, decoded)
-    t = F.matmul(xp.asarray(LINEAR_TO_XYZ_OVER_WHITE), linear)
+    t = (linear_to_xyz(linear) if linear_to_xyz is not None
+         else F.matmul(xp.asarray(LINEAR_TO_XYZ_OVER_WHITE), linear))
     delta = 6.0 / 29.0
     cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
     f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)

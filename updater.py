@@ -118,24 +118,17 @@ def lab_of(rgb):
     """(3, N) colours on the networks' [-1, 1] -> (3, N) CIELAB / LAB_SCALE, differentiable."""
     unit = (rgb + 1) * (128 / 255)  # dataset.to_uint8's pixels, on 0..1
     if cuda_graph.current() is not None:
-        return _recorded_srgb_to_lab(unit) / LAB_SCALE
+        return colour_space.srgb_to_lab_variable(unit, recorded_linear_to_xyz) / LAB_SCALE
     return colour_space.srgb_to_lab_variable(unit) / LAB_SCALE
 
 
-def _recorded_srgb_to_lab(c):
-    """colour_space.srgb_to_lab_variable's formulas for a recorded step: its matrix kept on
-    the device (cuda_graph.constant) and its product through fast_conv.matmul, where
-    colour_space's copies the matrix from the host and calls cuBLAS through CuPy.
-    tests/test_graph_ops.py holds the two to the same values and gradients."""
-    xp = chainer.backend.get_array_module(c)
-    decoded = ((F.maximum(c, xp.full(c.shape, 0.04045, c.dtype)) + 0.055) / 1.055) ** 2.4
-    linear = F.where(chainer.as_array(c) <= 0.04045, c / 12.92, decoded)
+def recorded_linear_to_xyz(linear):
+    """colour_space.srgb_to_lab_variable's matrix product in a recorded step: the matrix
+    kept on the device (cuda_graph.constant), the product through fast_conv.matmul, where
+    the default copies the matrix from the host and calls cuBLAS through CuPy."""
+    xp = chainer.backend.get_array_module(linear)
     to_xyz = cuda_graph.constant('linear to XYZ', lambda: colour_space.LINEAR_TO_XYZ_OVER_WHITE, xp)
-    t = fast_conv.matmul(to_xyz, linear)
-    delta = 6.0 / 29.0
-    cube_root = F.maximum(t, xp.full(t.shape, delta ** 3, t.dtype)) ** (1.0 / 3)
-    f = F.where(t.array > delta ** 3, cube_root, t / (3 * delta ** 2) + 4.0 / 29.0)
-    return F.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])])
+    return fast_conv.matmul(to_xyz, linear)
 
 
 def blank_examples(x_in):
