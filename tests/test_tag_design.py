@@ -241,6 +241,16 @@ def test_film_flags_need_the_film_design(capsys):
 
 
 # ---------------------------------------------------------------- text only
+def test_blank_truth_prototype_needs_blank_examples(capsys):
+    with pytest.raises(SystemExit) as exit:
+        train_facade_text.parse_args(['--blank-truth', 'prototype'])
+    assert exit.value.code == 2
+    assert '--blank-truth prototype needs --blank-fraction above 0' in capsys.readouterr().err
+    args = train_facade_text.parse_args(['--blank-truth', 'prototype', '--blank-fraction', '0.5'])
+    assert (args.blank_truth, args.blank_loss) == ('prototype', 'pixels')
+    assert train_facade_text.parse_args([]).blank_truth == 'own'
+
+
 def test_the_colour_loss_scores_the_palette_not_the_layout():
     import updater
     rng = np.random.RandomState(0)
