@@ -27,10 +27,12 @@ the same part: within SPREAD ΔE00 of the hinted region's colour, on average ove
 colouring and the ``probes`` (the network's colourings of the same drawing under other
 tags, colour_model.probe_colourings, which tell apart parts one colouring paints alike,
 as 暁's navy hair and navy uniform). A hair drawn as many strands is one part to the
-network, and one dot recolours all of it, while the face beside it keeps its colour;
-only neighbours, so that a dot in an eye never recolours a skirt the network happened
-to colour alike. A region reached from two hints takes the nearer one's (in regions
-crossed); the paper never takes a spread colour. A region holding hints of several
+network, and one dot recolours all of it, while the face beside it keeps its colour.
+Beyond the neighbours, only a region the network coloured the same (within SAME_PART
+ΔE00 in its own colouring, and within SPREAD over the probes) takes the colour: the far
+side of a hair the face parts, not a skirt the network coloured about like an eye. A
+region reached from two hints takes the nearer one's (in regions crossed); the paper
+never takes a spread colour. A region holding hints of several
 colours is split between them, each pixel taking the nearest hint's colour, and that is
 said (``notes``).
 """
@@ -55,6 +57,10 @@ PAPER = 200
 # A hint's colour spreads to neighbouring regions whose network colour lies within this
 # many ΔE00 of the hinted region's; 0 keeps every hint to its own region.
 SPREAD = 20.0
+# A region anywhere in the drawing whose colour in the network's own colouring is within
+# this many ΔE00 of a hinted region's (and within SPREAD on average over the probes) is
+# the same part, beside it or not: the far side of a hair parted by the face.
+SAME_PART = 3.0
 # A pixel of a hints picture with at least this opacity is a hint.
 HINT_OPACITY = 128
 
@@ -165,23 +171,36 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
     """{region: colour}: the hinted regions' colours, spread breadth first over ``graph``
     (all hints at once, so a region goes to the hint fewest regions away) to the regions
     whose colours in ``network`` (one array of region colours per colouring) lie within
-    ``spread`` ΔE00 of their hinted region's, on average over the colourings; ``held``
-    regions (hinted ones) and the paper take no spread colour."""
+    ``spread`` ΔE00 of their hinted region's, on average over the colourings; then, of
+    the regions left, to those anywhere in the drawing within SAME_PART ΔE00 of a hinted
+    region in the network's own colouring (``network[0]``) and within ``spread`` on
+    average (the nearer hint's, on average, where two qualify). ``held`` regions (hinted
+    ones) and the paper take no spread colour."""
     result = dict(colour_of)
     if spread <= 0:
         return result
     labs = [srgb_to_lab(colours) for colours in network]
+    free = ~paper.copy()
+    free[0] = False
+    free[list(held)] = False
     frontier = [(region, region) for region in colour_of]  # (region, the hinted region it came from)
     while frontier:
         reached = []
         for region, source in frontier:
             for other in sorted(graph[region]):
-                if other in result or other in held or paper[other]:
+                if other in result or not free[other]:
                     continue
                 if np.mean([ciede2000(lab[other], lab[source]) for lab in labs]) <= spread:
                     result[other] = colour_of[source]
                     reached.append((other, source))
         frontier = reached
+    free[list(result)] = False
+    nearest = np.full(len(paper), np.inf)  # the mean ΔE00 to the hint a far region took
+    for source in colour_of:
+        own = ciede2000(labs[0], labs[0][source])
+        mean = np.mean([ciede2000(lab, lab[source]) for lab in labs], axis=0)
+        for other in np.flatnonzero(free & (own <= SAME_PART) & (mean <= spread) & (mean < nearest)):
+            result[other], nearest[other] = colour_of[source], mean[other]
     return result
 
 

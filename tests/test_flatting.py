@@ -122,6 +122,40 @@ def test_a_probe_that_colours_two_regions_apart_stops_the_spread():
     assert (flat[6:20, 32:53] == green).all() and (flat[22:35, 32:53] == (40, 60, 200)).all()
 
 
+def parted_drawing():
+    """Three boxes side by side, 1 px of paper between them (not neighbours): left and
+    right coloured the same yellow by the network (a hair parted by the face), the middle
+    skin; a fourth box below the right one, a yellow 7 ΔE00 off the hair's."""
+    drawing = np.full((50, 70), 255, np.uint8)
+    for left, right in ((2, 22), (24, 44), (46, 66)):
+        drawing[2, left:right + 1] = drawing[22, left:right + 1] = 0
+        drawing[2:23, left] = drawing[2:23, right] = 0
+    drawing[25, 46:67] = drawing[45, 46:67] = 0
+    drawing[25:46, 46] = drawing[25:46, 66] = 0
+    colouring = np.full((50, 70, 3), 255, np.uint8)
+    colouring[3:22, 3:22] = colouring[3:22, 47:66] = (240, 200, 40)
+    colouring[3:22, 25:44] = (250, 210, 180)
+    colouring[26:45, 47:66] = (225, 175, 25)
+    return Image.fromarray(drawing, 'L'), Image.fromarray(colouring, 'RGB')
+
+
+def test_a_dot_reaches_the_same_part_beyond_its_neighbours_and_only_that():
+    drawing, colouring = parted_drawing()
+    red = (220, 30, 30)
+    dot = flatting.hint_picture((70, 50), [(10, 10, red)])
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, dot))
+    # The far side of the hair (the same yellow) takes the dot; the skin between, the
+    # yellow 7 ΔE00 off (over SAME_PART) and the paper do not.
+    assert (flat[4:21, 4:21] == red).all() and (flat[4:21, 48:65] == red).all()
+    assert (flat[4:21, 26:43] == (250, 210, 180)).all() and (flat[27:44, 48:65] == (225, 175, 25)).all()
+    assert (flat[0, :] == 255).all()
+    # A probe that colours the far side apart (another tag's colours) keeps it.
+    probe = np.array(colouring)
+    probe[3:22, 47:66] = (40, 60, 200)
+    flat = np.asarray(flatting.flat_colours(colouring, drawing, dot, probes=[Image.fromarray(probe)]))
+    assert (flat[4:21, 48:65] == (240, 200, 40)).all()
+
+
 def test_two_colours_in_one_region_split_it_and_say_so():
     drawing, colouring = hinted_drawing()
     notes = []
