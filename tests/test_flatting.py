@@ -83,13 +83,18 @@ def test_the_lines_benchmark_scores_both_ways_and_times_a_large_drawing(tiny_mod
     assert '600x800 drawing: network' in out and 'peak resident memory' in out
 
 
+def outline(drawing, top, left, bottom, right):
+    """Draws a box's outline in black, its edges at these rows and columns (inclusive)."""
+    drawing[top, left:right + 1] = drawing[bottom, left:right + 1] = 0
+    drawing[top:bottom + 1, left] = drawing[top:bottom + 1, right] = 0
+
+
 def hinted_drawing():
     """A 60x40 frame split by a vertical line into left and right, the right split again
     by a horizontal line into top and bottom; the colouring: left red, right top and
     right bottom the same blue, the paper white."""
     drawing = np.full((40, 60), 255, np.uint8)
-    drawing[5, 5:55] = drawing[35, 5:55] = 0
-    drawing[5:36, 5] = drawing[5:36, 54] = 0
+    outline(drawing, 5, 5, 35, 54)
     drawing[5:36, 30] = 0
     drawing[20, 30:55] = 0
     colouring = np.full((40, 60, 3), 255, np.uint8)
@@ -128,10 +133,8 @@ def parted_drawing():
     skin; a fourth box below the right one, a yellow 7 ΔE00 off the hair's."""
     drawing = np.full((50, 70), 255, np.uint8)
     for left, right in ((2, 22), (24, 44), (46, 66)):
-        drawing[2, left:right + 1] = drawing[22, left:right + 1] = 0
-        drawing[2:23, left] = drawing[2:23, right] = 0
-    drawing[25, 46:67] = drawing[45, 46:67] = 0
-    drawing[25:46, 46] = drawing[25:46, 66] = 0
+        outline(drawing, 2, left, 22, right)
+    outline(drawing, 25, 46, 45, 66)
     colouring = np.full((50, 70, 3), 255, np.uint8)
     colouring[3:22, 3:22] = colouring[3:22, 47:66] = (240, 200, 40)
     colouring[3:22, 25:44] = (250, 210, 180)
