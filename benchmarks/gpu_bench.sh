@@ -39,14 +39,7 @@ export PYTHONUNBUFFERED=1
 deadline=$(( $(date +%s) + ${BUDGET_S:-480} ))
 fail=0
 
-# Runs "$@" with what is left of the budget, at most $1 seconds.
-step() {
-  local limit=$1; shift
-  local left=$(( deadline - $(date +%s) ))
-  (( left < limit )) && limit=$left
-  if (( limit <= 5 )); then echo "skipped (time budget spent): $*" | tee -a "$OUT/summary.txt"; return 124; fi
-  timeout "$limit" "$@"
-}
+source benchmarks/gpu_budget.sh  # step LIMIT COMMAND...: within the budget
 
 if ls "$WHEELS"/chainer-*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/chainer-site "$WHEELS"/*.whl || exit 1
