@@ -374,3 +374,30 @@ def test_bad_inputs_are_one_line_errors(tiny_model, notag_model, small_data, tmp
     assert code == 1 and len(err) == 1 and 'characters.json' in err[0]
     with pytest.raises(SystemExit):
         evaluate.main(['--model', str(tiny_model), '--baseline', str(notag_model), '--extra', 'nolabel'])
+
+
+def test_text_only_references_mosaic_takes_each_pixel_from_one_training_picture(small_data, capsys):
+    import os
+
+    import dataset
+    import text_only_references
+    train = dataset.TaggedImageDataset(os.path.join(str(small_data), 'train'), None, 64, blank_fraction=1.0,
+                                       blank_truth='prototype')
+    canvases = text_only_references.reference_canvases(train, ['響'], 64)
+    pictures = np.stack([np.asarray(dataset.central_square(dataset.load_image(path), 64))
+                         for path, tags in zip(train.paths, train.tags) if '響' in tags])
+    assert len(pictures) == 2
+    mosaic = canvases['mosaic']['響']
+    from_first, from_second = ((mosaic == picture).all(axis=2) for picture in pictures)
+    assert (from_first | from_second).all()  # every pixel is one of theirs, never a blend
+    differ = (pictures[0] != pictures[1]).any(axis=2)
+    assert differ.sum() > 500 and 0.4 < from_first[differ].mean() < 0.6  # drawn at random, half each
+    np.testing.assert_array_equal(canvases['mean']['響'], pictures.mean(axis=0).round().astype(np.uint8))
+    assert text_only_references.misses({'a': 'a', 'b': 'c', 'd': 'a', 'e': 'e'}, shown=1) == 'b→c, 1 more'
+    # One colour test picture per character: each is its character's mean, so the last row
+    # is all right at distance 0.
+    assert text_only_references.main(['--data', str(small_data), '--size', '64']) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[-1] == '| the test pictures themselves | 1.000 | 1.000 | 0.00 | | |'
+    assert [row.split(' | ')[0] for row in rows[2:]] == [
+        '| mean', '| median', '| mosaic', '| prototype', '| white', '| the test pictures themselves']
