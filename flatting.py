@@ -29,8 +29,8 @@ tags, colour_model.probe_colourings, which tell apart parts one colouring paints
 as 暁's navy hair and navy uniform). A hair drawn as many strands is one part to the
 network, and one dot recolours all of it, while the face beside it keeps its colour.
 Beyond the neighbours, only a region the network coloured the same (within SAME_PART
-ΔE00 in its own colouring, and within SPREAD over the probes) takes the colour: the far
-side of a hair the face parts, not a skirt the network coloured about like an eye. A
+ΔE00 in its own colouring, and within FAR_SPREAD over the probes) takes the colour: the
+far side of a hair the face parts, not a skirt the network coloured about like an eye. A
 region reached from two hints takes the nearer one's (in regions crossed); the paper
 never takes a spread colour. A region holding hints of several
 colours is split between them, each pixel taking the nearest hint's colour, and that is
@@ -58,9 +58,14 @@ PAPER = 200
 # many ΔE00 of the hinted region's; 0 keeps every hint to its own region.
 SPREAD = 20.0
 # A region anywhere in the drawing whose colour in the network's own colouring is within
-# this many ΔE00 of a hinted region's (and within SPREAD on average over the probes) is
-# the same part, beside it or not: the far side of a hair parted by the face.
-SAME_PART = 3.0
+# SAME_PART ΔE00 of a hinted region's, and within FAR_SPREAD of it on average over the
+# colouring and the probes, is the same part, beside it or not: the far side of a hair
+# parted by the face. The probes get more room than a neighbour's SPREAD: under another
+# character's tag the network paints that character's hair where it expects it, so a
+# strand far from the crown often comes out unlike it, while the tight bound in the
+# network's own colouring already keeps other parts out (docs/hires.md, "Colour hints").
+SAME_PART = 4.0
+FAR_SPREAD = 24.0
 # A pixel of a hints picture with at least this opacity is a hint.
 HINT_OPACITY = 128
 
@@ -173,7 +178,7 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
     whose colours in ``network`` (one array of region colours per colouring) lie within
     ``spread`` ΔE00 of their hinted region's, on average over the colourings; then, of
     the regions left, to those anywhere in the drawing within SAME_PART ΔE00 of a hinted
-    region in the network's own colouring (``network[0]``) and within ``spread`` on
+    region in the network's own colouring (``network[0]``) and within FAR_SPREAD on
     average (the nearer hint's, on average, where two qualify). ``held`` regions (hinted
     ones) and the paper take no spread colour."""
     result = dict(colour_of)
@@ -199,7 +204,7 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
     for source in colour_of:
         own = ciede2000(labs[0], labs[0][source])
         mean = np.mean([ciede2000(lab, lab[source]) for lab in labs], axis=0)
-        for other in np.flatnonzero(free & (own <= SAME_PART) & (mean <= spread) & (mean < nearest)):
+        for other in np.flatnonzero(free & (own <= SAME_PART) & (mean <= FAR_SPREAD) & (mean < nearest)):
             result[other], nearest[other] = colour_of[source], mean[other]
     return result
 

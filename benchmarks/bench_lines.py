@@ -7,12 +7,16 @@ Scores the test drawings of the default data drawn at 512 px (made in --data wit
 make_default_data.py when that folder has none) coloured by --model, as the network
 draws them (its 128-px colouring enlarged) and with the drawing's lines kept over flat
 colours, as evaluate.py's ``lines_kept`` scores them (PSNR, edge sharpness, region
-ΔE00, the twins' hair, the monochrome chroma). Then colours one test drawing enlarged to
---side and prints the time of each step and the process's peak resident memory.
+ΔE00, the twins' hair, the monochrome chroma). Then times a colour hint on one 512-px
+test drawing (the probe colourings, made once per drawing and tag set, and the regions
+and the spread, what each dot on the web page costs: the median of DOT_REPEATS), and
+colours one test drawing enlarged to --side and prints the time of each step and the
+process's peak resident memory.
 """
 import argparse
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -25,6 +29,8 @@ import dataset  # noqa: E402
 import evaluate  # noqa: E402
 import flatting  # noqa: E402
 import make_default_data  # noqa: E402
+
+DOT_REPEATS = 5
 
 
 def main(argv=None):
@@ -55,6 +61,7 @@ def main(argv=None):
             row['ambiguous_hair_accuracy'],
             row['mono_chroma_with_tag'], row['mono_chroma_without_tag']))
     drawing = Image.open(os.path.join(args.data, 'test', 'line', 'hibiki_0000.png')).convert('L')
+    time_a_dot(model, drawing)
     drawing = drawing.resize(tuple(args.side), Image.BICUBIC)
     start = time.perf_counter()
     network = model.colour(drawing, ['響'])
@@ -65,6 +72,23 @@ def main(argv=None):
           '{:.0f} MB'.format(*args.side, coloured - start, done - coloured, done - start,
                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     return 0
+
+
+def time_a_dot(model, drawing):
+    """Prints the time of the probe colourings and of one dot's regions and spread."""
+    network = model.colour(drawing, ['響'])
+    start = time.perf_counter()
+    probes = model.probe_colourings(drawing, network)
+    probed = time.perf_counter() - start
+    dot = flatting.hint_picture(drawing.size, [(drawing.width // 2, drawing.height // 4, (220, 30, 40))])
+    times = []
+    for _ in range(DOT_REPEATS):
+        start = time.perf_counter()
+        flatting.compose(network, drawing, dot, probes=probes)
+        times.append(time.perf_counter() - start)
+    print('a dot on the {}x{} drawing: {} probe colourings {:.2f} s (once per drawing and tags), then the '
+          'regions and the spread {:.3f} s (median of {})'.format(*drawing.size, len(probes), probed,
+                                                                 statistics.median(times), DOT_REPEATS))
 
 
 if __name__ == '__main__':

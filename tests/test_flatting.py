@@ -1,7 +1,10 @@
 """flatting.py: the drawing's regions, their flat colours and the kept lines."""
+import re
+
 import numpy as np
 from PIL import Image
 
+import colour_space
 import flatting
 
 
@@ -81,6 +84,8 @@ def test_the_lines_benchmark_scores_both_ways_and_times_a_large_drawing(tiny_mod
     assert set(rows) == {'network', 'kept lines'}
     assert all(0 < value < 100 for values in rows.values() for value in values)
     assert '600x800 drawing: network' in out and 'peak resident memory' in out
+    assert re.search(r'a dot on the 512x512 drawing: \d+ probe colourings [\d.]+ s .* the regions and the '
+                     r'spread [\d.]+ s \(median of 5\)', out)
 
 
 def outline(drawing, top, left, bottom, right):
@@ -157,6 +162,37 @@ def test_a_dot_reaches_the_same_part_beyond_its_neighbours_and_only_that():
     probe[3:22, 47:66] = (40, 60, 200)
     flat = np.asarray(flatting.flat_colours(colouring, drawing, dot, probes=[Image.fromarray(probe)]))
     assert (flat[4:21, 48:65] == (240, 200, 40)).all()
+
+
+def test_a_far_region_takes_the_dot_within_same_part_and_far_spread():
+    drawing, colouring = parted_drawing()
+    red, hair = (220, 30, 30), np.array((240, 200, 40), np.float64)
+    dot = flatting.hint_picture((70, 50), [(10, 10, red)])
+
+    def far_side(own, under_probes):
+        """The far side coloured ``own`` by the network and ``under_probes`` by two probes."""
+        pixels = np.array(colouring)
+        pixels[3:22, 47:66] = own
+        probe = np.array(pixels)
+        probe[3:22, 47:66] = under_probes
+        probes = [Image.fromarray(probe)] * 2
+        return np.asarray(flatting.flat_colours(Image.fromarray(pixels), drawing, dot, probes=probes))[
+            4:21, 48:65]
+
+    def delta_e(colour):
+        return float(colour_space.ciede2000(colour_space.srgb_to_lab(np.array(colour, np.float64)),
+                                            colour_space.srgb_to_lab(hair)))
+
+    # 3.6 ΔE00 off the hinted side in the network's own colouring: within SAME_PART (4).
+    assert 3.5 < delta_e((228, 186, 40)) < flatting.SAME_PART
+    assert (far_side((228, 186, 40), (228, 186, 40)) == red).all()
+    # The probes paint it 33.5 ΔE00 off: on average over the colouring and two probes
+    # 22.3, over a neighbour's SPREAD (20) but within FAR_SPREAD (24): it takes the dot.
+    assert 22 < 2 * delta_e((240, 110, 40)) / 3 < flatting.FAR_SPREAD
+    assert (far_side(tuple(hair), (240, 110, 40)) == red).all()
+    # 36.7 off under the probes (24.4 on average) keeps its colour.
+    assert 2 * delta_e((240, 100, 40)) / 3 > flatting.FAR_SPREAD
+    assert (far_side(tuple(hair), (240, 100, 40)) == hair).all()
 
 
 def test_two_colours_in_one_region_split_it_and_say_so():
