@@ -562,15 +562,20 @@ def blank_canvases(model):
     return {tag: model.colour_drawing(blank, [tag]) for tag in tags}
 
 
-def nearest_mean(model, describe, distance, canvases=None):
-    """The text-only scores' common part: describe() of each character's colour test
-    images (truth), their mean per character (means), and for each character's blank
-    canvas its distance() to every mean (distances[tag][other])."""
+def described_test_pictures(model, describe):
+    """describe() of each character's colour test images (truth[tag]: a list) and their
+    mean per character (means[tag]): what the text-only scores compare canvases with."""
     truth = collections.defaultdict(list)
     for image in model.images:
         if not image.mono:
             truth[image.character['tag']].append(describe(image.target))
-    means = {tag: np.mean(described, axis=0) for tag, described in truth.items()}
+    return truth, {tag: np.mean(described, axis=0) for tag, described in truth.items()}
+
+
+def nearest_mean(model, describe, distance, canvases=None):
+    """The text-only scores' common part: described_test_pictures (truth, means), and for
+    each character's blank canvas its distance() to every mean (distances[tag][other])."""
+    truth, means = described_test_pictures(model, describe)
     canvases = canvases if canvases is not None else blank_canvases(model)
     distances = {tag: {other: distance(describe(canvases[tag]), mean) for other, mean in means.items()}
                  for tag in means}

@@ -57,19 +57,19 @@ def misses(nearest, shown=3):
     return ', '.join(missed[:shown] + more) or '-'
 
 
-def test_pictures_row(scored, canvases):
+def test_pictures_row(scored):
     """(palette right, layout right, layout distance) of the colour test pictures
     themselves: the share of them nearest (as the text-only scores measure) their own
-    character's mean, and their mean layout distance to it (``canvases``: any canvas
-    per character, which the shared scoring code also scores, unused here)."""
-    shares = []
+    character's mean, and their mean layout distance to it."""
+    row = []
     for describe, distance in ((evaluate.palette, lambda a, b: float(np.abs(a - b).sum())),
                                (evaluate.layout_cells, evaluate.layout_distance)):
-        truth, means, _ = evaluate.nearest_mean(scored, describe, distance, canvases)
-        hits = [min(means, key=lambda other: distance(picture, means[other])) == tag
-                for tag, pictures in truth.items() for picture in pictures]
-        shares.append(float(np.mean(hits)))
-    return shares[0], shares[1], evaluate.text_only_layout_scores(scored, canvases)['truth_distance']
+        truth, means = evaluate.described_test_pictures(scored, describe)
+        pictures = [(tag, picture) for tag, described in truth.items() for picture in described]
+        row.append(float(np.mean([min(means, key=lambda other: distance(picture, means[other])) == tag
+                                  for tag, picture in pictures])))
+    row.append(float(np.mean([distance(picture, means[tag]) for tag, picture in pictures])))
+    return row
 
 
 def main(argv=None):
@@ -89,15 +89,14 @@ def main(argv=None):
     tags = sorted({image.character['tag'] for image in test if not image.mono})
     print('| canvas ({} px, {} characters) | palette right | layout right | layout distance | palette misses '
           '| layout misses |\n|---|---|---|---|---|---|'.format(args.size, len(tags)))
-    references = reference_canvases(train, tags, args.size)
-    for label, canvases in references.items():
+    for label, canvases in reference_canvases(train, tags, args.size).items():
         palette = evaluate.text_only_scores(scored, canvases)
         layout = evaluate.text_only_layout_scores(scored, canvases)
         print('| {} | {:.3f} | {:.3f} | {:.2f} | {} | {} |'.format(
             label, palette['accuracy'], layout['accuracy'], layout['distance'], misses(palette['nearest']),
             misses(layout['nearest'])))
-    print('| the test pictures themselves | {:.3f} | {:.3f} | {:.2f} | | |'.format(
-        *test_pictures_row(scored, references['white'])))
+    row = test_pictures_row(scored)
+    print('| the test pictures themselves | {:.3f} | {:.3f} | {:.2f} | | |'.format(*row))
     return 0
 
 
