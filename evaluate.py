@@ -506,6 +506,11 @@ def palette(rgb):
     return counts / max(counts.sum(), 1.0)
 
 
+def palette_distance(first, second):
+    """L1 between two palette() histograms: 0 for the same palette, 2 for disjoint ones."""
+    return float(np.abs(first - second).sum())
+
+
 # ---------------------------------------------------------------- scores
 def region_scores(model, labels):
     """ΔE00 of hair/eyes/clothes with the full tags: per region, per character, overall."""
@@ -548,7 +553,7 @@ def text_only_scores(model, canvases=None):
     """Each character's tag alone on a blank (white) drawing: is the output's palette
     nearest (L1 between histograms) to the mean palette of that character's colour test
     images? Returns the share of characters for which it is, and the details."""
-    _, means, distances = nearest_mean(model, palette, lambda a, b: float(np.abs(a - b).sum()), canvases)
+    _, means, distances = nearest_mean(model, palette, palette_distance, canvases)
     nearest = {tag: min(row, key=row.get) for tag, row in distances.items()}
     hits = [nearest[tag] == tag for tag in means]
     return dict(accuracy=mean_or_none(hits), n=len(hits), nearest=nearest)

@@ -62,7 +62,7 @@ def test_pictures_row(scored):
     themselves: the share of them nearest (as the text-only scores measure) their own
     character's mean, and their mean layout distance to it."""
     row = []
-    for describe, distance in ((evaluate.palette, lambda a, b: float(np.abs(a - b).sum())),
+    for describe, distance in ((evaluate.palette, evaluate.palette_distance),
                                (evaluate.layout_cells, evaluate.layout_distance)):
         truth, means = evaluate.described_test_pictures(scored, describe)
         pictures = [(tag, picture) for tag, described in truth.items() for picture in described]
