@@ -26,8 +26,10 @@ neighbouring regions (across one line, and on from them) that the network colour
 the same part: within SPREAD ΔE00 of the hinted region's colour, on average over the
 colouring and the ``probes`` (the network's colourings of the same drawing under other
 tags, colour_model.probe_colourings, which tell apart parts one colouring paints alike,
-as 暁's navy hair and navy uniform). A hair drawn as many strands is one part to the
-network, and one dot recolours all of it, while the face beside it keeps its colour.
+as 暁's navy hair and navy uniform), and within NEIGHBOUR_PART in the colouring itself
+(a hand the probes paint like the hair beside it is still skin). A hair drawn as many
+strands is one part to the network, and one dot recolours all of it, while the face
+beside it keeps its colour.
 Beyond the neighbours, only a region the network coloured the same (within SAME_PART
 ΔE00 in its own colouring, and within FAR_SPREAD over the probes) takes the colour: the
 far side of a hair the face parts, not a skirt the network coloured about like an eye. A
@@ -57,6 +59,9 @@ PAPER = 200
 # A hint's colour spreads to neighbouring regions whose network colour lies within this
 # many ΔE00 of the hinted region's; 0 keeps every hint to its own region.
 SPREAD = 20.0
+# ... and within NEIGHBOUR_PART of it in the network's own colouring: a region the
+# colouring itself paints another colour is another part, whatever the probes say.
+NEIGHBOUR_PART = 16.0
 # A region anywhere in the drawing whose colour in the network's own colouring is within
 # SAME_PART ΔE00 of a hinted region's, and within FAR_SPREAD of it on average over the
 # colouring and the probes, is the same part, beside it or not: the far side of a hair
@@ -65,7 +70,7 @@ SPREAD = 20.0
 # strand far from the crown often comes out unlike it, while the tight bound in the
 # network's own colouring already keeps other parts out (docs/hires.md, "Colour hints").
 SAME_PART = 4.0
-FAR_SPREAD = 24.0
+FAR_SPREAD = 28.0
 # A pixel of a hints picture with at least this opacity is a hint.
 HINT_OPACITY = 128
 
@@ -176,9 +181,10 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
     """{region: colour}: the hinted regions' colours, spread breadth first over ``graph``
     (all hints at once, so a region goes to the hint fewest regions away) to the regions
     whose colours in ``network`` (one array of region colours per colouring) lie within
-    ``spread`` ΔE00 of their hinted region's, on average over the colourings; then, of
+    ``spread`` ΔE00 of their hinted region's, on average over the colourings, and within
+    NEIGHBOUR_PART in the network's own colouring (``network[0]``); then, of
     the regions left, to those anywhere in the drawing within SAME_PART ΔE00 of a hinted
-    region in the network's own colouring (``network[0]``) and within FAR_SPREAD on
+    region in the network's own colouring and within FAR_SPREAD on
     average (the nearer hint's, on average, where two qualify). ``held`` regions (hinted
     ones) and the paper take no spread colour."""
     result = dict(colour_of)
@@ -194,6 +200,8 @@ def spread_hints(colour_of, graph, network, paper, spread, held):
         for region, source in frontier:
             for other in sorted(graph[region]):
                 if other in result or not free[other]:
+                    continue
+                if ciede2000(labs[0][other], labs[0][source]) > NEIGHBOUR_PART:
                     continue
                 if np.mean([ciede2000(lab[other], lab[source]) for lab in labs]) <= spread:
                     result[other] = colour_of[source]
