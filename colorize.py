@@ -29,7 +29,7 @@ import warnings
 from PIL import Image
 
 import atomic
-from colour_model import DEFAULT_MODEL, ModelError, load_model
+from colour_model import BLANK_GUIDANCE, DEFAULT_MODEL, ModelError, load_model
 import compat
 import dataset
 import flatting
@@ -78,6 +78,9 @@ def main(argv=None):
                         help='drawing (PNG, JPEG or WebP; any size and mode), or a folder of them')
     source.add_argument('--blank', type=compat.number(int, 1, MAX_SIDE), metavar='SIZE',
                         help='no drawing: colour blank paper of SIZE x SIZE pixels from the tags alone')
+    parser.add_argument('--guidance', type=compat.number(float, 1, 10), default=None, metavar='W',
+                        help='with --blank: how far the colouring with the tags is pushed from the one with '
+                             'none (1: not at all; default {})'.format(BLANK_GUIDANCE))
     parser.add_argument('--tag', '-t', action='append', default=[],
                         help='tags for one output, comma-separated; repeat for several outputs')
     parser.add_argument('--out', '-o', default=None,
@@ -122,6 +125,9 @@ def main(argv=None):
         parser.error("--tags-from-files takes each drawing's tags from its files: give no -t")
     args.out = args.out or 'colorized.png'
     args.lines = args.lines or ('network' if args.blank or args.drawing == 'grey' else 'keep')
+    if args.guidance is not None and not args.blank:
+        parser.error('--guidance is for --blank paper')
+    args.guidance = args.guidance or BLANK_GUIDANCE
     if args.blank and args.lines == 'keep':
         parser.error('--lines keep needs a drawing of lines, not --blank paper')
     if args.layers and args.lines != 'keep':
@@ -236,7 +242,7 @@ def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
-            result = model.colour(drawing, tags, args.size)
+            result = model.colour(drawing, tags, args.size, args.guidance)
         if args.lines == 'keep':
             notes = []
             probes = model.probe_colourings(drawing, result) if hints is not None else ()

@@ -33,6 +33,11 @@ DEFAULT_MODEL = os.path.join('result', 'demo')
 PROBES = 8
 # The side of the thumbnails the probes are chosen on.
 PROBE_SIDE = 32
+# Blank paper gives the network nothing but the tags. As in classifier-free guidance
+# (Ho and Salimans 2022, arXiv:2207.12598), its colouring with the tags is pushed this far
+# from its colouring with none (the figure common to every tag set), which keeps each
+# character's own colours from being washed towards the others'; 1 turns it off.
+BLANK_GUIDANCE = 1.5
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
 DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
@@ -224,13 +229,17 @@ class ColourModel:
         limits = [v.slots for v in vectorizers if v is not None and v.layout == 'slots']
         return min(limits) if limits else None
 
-    def colour(self, drawing, tags, size=None):
+    def colour(self, drawing, tags, size=None, guidance=BLANK_GUIDANCE):
         """Colours an 'L' drawing of any size: it is fitted into a size x size square
         (white margins), coloured at batch 1, cut out and resized back; with a refiner,
-        stage 2 refines that colouring at up to its own size instead."""
+        stage 2 refines that colouring at up to its own size instead. Blank paper with
+        tags is coloured with ``guidance`` (BLANK_GUIDANCE)."""
         square, box = fitted_square(drawing, size or self.size)
-        x_in = dataset.network_input(square, self.vectorizer, tags)[None]
-        coloured = self.generate(x_in).crop(box)
+        output = self.generate(dataset.network_input(square, self.vectorizer, tags)[None])
+        if tags and guidance != 1 and is_blank(drawing):
+            untagged = self.generate(dataset.network_input(square, self.vectorizer, [])[None])
+            output = untagged + guidance * (output - untagged)
+        coloured = Image.fromarray(dataset.to_uint8(output)).crop(box)
         if self.refiner is not None:
             return self.refiner.refine(drawing, coloured, tags)
         return coloured.resize(drawing.size, Image.BICUBIC)
@@ -273,7 +282,8 @@ class ColourModel:
         coarse_square.paste(coarse.convert('RGB').resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC),
                             box[:2])
         x_in = dataset.refinement_input(square, coarse_square, self.vectorizer, tags)[None]
-        return self.generate(x_in).crop(box).resize(drawing.size, Image.BICUBIC)
+        refined = Image.fromarray(dataset.to_uint8(self.generate(x_in)))
+        return refined.crop(box).resize(drawing.size, Image.BICUBIC)
 
     def refine_side(self, drawing_size):
         """The side stage 2 runs at: the drawing's long side rounded up to a multiple of
@@ -281,10 +291,10 @@ class ColourModel:
         return min(self.size, 128 * math.ceil(max(drawing_size) / 128))
 
     def generate(self, x_in):
-        """The generator's output for one input (1, C, S, S), as an RGB image."""
+        """The generator's output for one input (1, C, S, S): (3, S, S) on [-1, 1], on the CPU."""
         with net.generating():
             x_out = self.dec(self.enc(self.device.send(x_in)))
-        return Image.fromarray(dataset.to_uint8(chainer.backend.CpuDevice().send(x_out.array)[0]))
+        return chainer.backend.CpuDevice().send(x_out.array)[0]
 
 
 def load_model(model_dir, refine_dir, device):
@@ -301,6 +311,11 @@ def load_model(model_dir, refine_dir, device):
                              '--stage 2'.format(refine_dir))
         model.refiner = refiner
     return model
+
+
+def is_blank(drawing):
+    """Whether an 'L' drawing is white paper and nothing else (colorize.py --blank's)."""
+    return bool(np.asarray(drawing).min() == 255)
 
 
 def fitted_square(drawing, size):

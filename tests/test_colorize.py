@@ -88,6 +88,30 @@ def test_blank_colours_paper_from_tags_alone(tiny_model, tmp_path, capsys):
     assert exit.value.code == 2
 
 
+def test_blank_paper_is_pushed_from_the_untagged_colouring_by_the_guidance(tiny_model, small_data, capsys):
+    """Blank paper with tags: untagged + W (tagged - untagged), each term as the network
+    gives it; W = 1 is the plain colouring, and a drawing of lines is never guided."""
+    model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
+    paper = Image.new('L', (model.size, model.size), 255)
+    tagged, untagged = (np.asarray(model.colour(paper, tags, guidance=1), np.float64)
+                        for tags in (['初音ミク'], []))
+    assert np.abs(tagged - untagged).mean() > 1.0  # the tags move the picture: there is something to push
+    guided = np.asarray(model.colour(paper, ['初音ミク'], guidance=2), np.float64)
+    # Each term was rounded to a whole number once, the guided picture once: 1.5 at most
+    # apart, where neither term was cut at 0 or 255 (the network's output goes past both).
+    inside = (np.minimum(tagged, untagged) > 0) & (np.maximum(tagged, untagged) < 255)
+    assert inside.mean() > 0.9
+    assert np.abs(guided - np.clip(2 * tagged - untagged, 0, 255))[inside].max() <= 1.5
+    assert np.asarray(model.colour(paper, ['初音ミク']), np.float64).tolist() == np.asarray(
+        model.colour(paper, ['初音ミク'], guidance=colour_model.BLANK_GUIDANCE), np.float64).tolist()
+    drawing = Image.open(small_data / 'test' / 'line' / 'miku_0000.png').convert('L')
+    assert model.colour(drawing, ['初音ミク'], guidance=3).tobytes() == model.colour(
+        drawing, ['初音ミク'], guidance=1).tobytes()
+    with pytest.raises(SystemExit) as exit:
+        colorize.main(['-i', 'x.png', '--guidance', '2', '--model', str(tiny_model)])
+    assert exit.value.code == 2 and '--guidance is for --blank paper' in capsys.readouterr().err
+
+
 def test_what_a_killed_write_left_is_removed_by_the_next_one(tiny_model, small_data, tmp_path, capsys):
     """kill -9 inside a write leaves .NAME.XXXXXXXX.part; writing NAME again removes it,
     and only it (another file's temporary, or a file of the user's, stays)."""
