@@ -61,8 +61,8 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   of an image's pixels in CIELAB, 4 L* bins x 9 a* x 9 b* bins of 20 (a*, b* clipped to
   ±90), the middle ones centred on the grey axis (|a*|, |b*| < 10), leaving out the
   paper (L* ≥ 97 and chroma ≤ 4: the default data's background is L* 100, its palest
-  colour, 響's hair, L* 93). Right when the output's palette is nearer (L1) to the mean palette of the
-  character's own colour test images than to any other character's.
+  colour, 響's hair, L* 93). Right when the output's palette is nearer (L1) to the mean
+  palette of the character's own colour test images than to any other character's.
 * Text-only layout (``text_only_layout_accuracy``, ``text_only_layout_distance``):
   the same white canvases, scored on where their colours are. Each image is taken to
   CIELAB pixel by pixel and averaged over 8 x 8 cells (16 px at 128); a character's mean
