@@ -237,9 +237,11 @@ def test_an_exception_on_one_rank_ends_the_job(small_data, tmp_path):
     code, output = finish(process, log, timeout=ABORT_WITHIN)
     ended_after = time.time() - float(marker.read_text())
     # ChainerMN's hook prints "Uncaught exception on rank 1" just before MPI_Abort, but
-    # mpiexec may end the job before it forwards that last line (1 run in 5 here): the job
-    # ending within ABORT_WITHIN, not hanging in the next collective call, shows the abort.
-    assert code != 0 and 'injected failure on rank 1' in output, output
+    # mpiexec may end the job before it forwards the last lines: the traceback's last line,
+    # the message, was missing in 1 run in 5 here, and once the traceback broke off before
+    # it. Its first line was always there. The job ending within ABORT_WITHIN, not hanging
+    # in the next collective call, shows the abort.
+    assert code != 0 and 'Traceback' in output, output
     assert ended_after < ABORT_WITHIN
 
 
