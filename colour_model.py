@@ -1,8 +1,9 @@
 """A trained model: its folder loaded and checked, and drawings coloured with it.
 
 ``load_model`` reads what train_facade_text.py writes (model.json, enc.npz, dec.npz,
-tag_vectors.txt), with an optional stage-2 model as the refiner; ``ColourModel.colour``
-colours one drawing with one tag set. Training (the previews), colorize.py, server.py,
+tag_vectors.txt, figure_prior.npz), with an optional stage-2 model as the refiner;
+``ColourModel.colour`` colours one drawing with one tag set, and blank paper from the
+tags' figure prior (figure_prior.py) where the model has one. Training (the previews), colorize.py, server.py,
 evaluate.py and the benchmarks all colour through this module. A missing or damaged
 file is a ModelError whose message is one line naming it.
 """
@@ -21,6 +22,7 @@ import chainer
 
 from colour_space import ciede2000, srgb_to_lab
 import dataset
+import figure_prior
 import net
 import tag_vectorizer
 
@@ -33,10 +35,11 @@ DEFAULT_MODEL = os.path.join('result', 'demo')
 PROBES = 8
 # The side of the thumbnails the probes are chosen on.
 PROBE_SIDE = 32
-# Blank paper gives the network nothing but the tags. As in classifier-free guidance
-# (Ho and Salimans 2022, arXiv:2207.12598), its colouring with the tags is pushed this far
-# from its colouring with none (the figure common to every tag set), which keeps each
-# character's own colours from being washed towards the others'; 1 turns it off.
+# Blank paper gives nothing but the tags. As in classifier-free guidance (Ho and Salimans
+# 2022, arXiv:2207.12598), the tags' figure is pushed this far from the figure common to
+# every tag set (the figure prior's scores; the network's colouring with no tag, for a
+# model without a prior), which keeps each character's own colours from being washed
+# towards the others'; 1 turns it off.
 BLANK_GUIDANCE = 1.5
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
@@ -102,8 +105,10 @@ def read_settings(path):
         raise ModelError('{}: "width" must be even and "size" a multiple of 128'.format(path))
     if settings.get('tag_dim') is not None:
         check_whole_number(path, 'tag_dim', settings['tag_dim'], 1, 4096)
-    if not isinstance(settings.get('tag_vectors'), (str, type(None))):
-        raise ModelError('{}: "tag_vectors" must be a file name or null'.format(path))
+    for key in ('tag_vectors', 'figure_prior'):
+        name = settings.get(key)
+        if not (name is None or isinstance(name, str) and name == os.path.basename(name) and name):
+            raise ModelError('{}: "{}" must be a file name in the model\'s folder or null'.format(path, key))
     tags = settings.get('tags', [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise ModelError('{}: "tags" must be a list of tags'.format(path))
@@ -148,9 +153,10 @@ class ColourModel:
     """A generator (encoder + decoder) with its tag vectors, ready to colour drawings:
     one being trained (the training previews) or one loaded from a model folder."""
 
-    def __init__(self, enc, dec, vectorizer, size, settings=None):
+    def __init__(self, enc, dec, vectorizer, size, settings=None, prior=None):
         self.enc, self.dec, self.vectorizer, self.size = enc, dec, vectorizer, size
         self.settings = settings or {}
+        self.prior = prior  # a figure_prior.FigurePrior: blank paper's canvases
         self.device = chainer.backend.get_device_from_array(enc.c0.W.array)
         self.refiner = None  # a stage-2 ColourModel that refine()s this one's colourings
         # The last drawing's colourings under each tag of the vocabulary, which every tag
@@ -192,9 +198,19 @@ class ColourModel:
                     vectorizer.set_layout(design['layout'], design['slots'])
             except tag_vectorizer.VectorsError as error:
                 raise ModelError(str(error)) from None
+        prior = None
+        if settings.get('figure_prior'):
+            path = os.path.join(model_dir, settings['figure_prior'])
+            if not os.path.exists(path):
+                raise ModelError('{} is missing: the model in {} has no figure prior for blank paper'.format(
+                    path, model_dir))
+            try:
+                prior = figure_prior.FigurePrior.load(path)
+            except figure_prior.PriorError as error:
+                raise ModelError(str(error)) from None
         enc.to_device(device)
         dec.to_device(device)
-        return cls(enc, dec, vectorizer, settings['size'], settings)
+        return cls(enc, dec, vectorizer, settings['size'], settings, prior)
 
     @property
     def tags(self):
@@ -229,11 +245,16 @@ class ColourModel:
         limits = [v.slots for v in vectorizers if v is not None and v.layout == 'slots']
         return min(limits) if limits else None
 
-    def colour(self, drawing, tags, size=None, guidance=BLANK_GUIDANCE):
+    def colour(self, drawing, tags, size=None, guidance=BLANK_GUIDANCE, use_prior=True):
         """Colours an 'L' drawing of any size: it is fitted into a size x size square
         (white margins), coloured at batch 1, cut out and resized back; with a refiner,
         stage 2 refines that colouring at up to its own size instead. Blank paper with
-        tags is coloured with ``guidance`` (BLANK_GUIDANCE)."""
+        tags is the figure prior's canvas at the paper's size, where the prior has counts
+        for any of them (else, or without ``use_prior``, the network's colouring), guided
+        by ``guidance``."""
+        if use_prior and tags and self.prior is not None and is_blank(drawing) and self.prior.knows(tags):
+            square, box = fitted_square(drawing, max(drawing.size))
+            return self.prior.canvas(tags, square.size[0], guidance).crop(box)
         square, box = fitted_square(drawing, size or self.size)
         output = self.generate(dataset.network_input(square, self.vectorizer, tags)[None])
         if tags and guidance != 1 and is_blank(drawing):

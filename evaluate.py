@@ -56,13 +56,15 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   (``tag_swap_accuracy_full_tags``) and the twin's character tag alone
   (``..._character_only``).
 * Text only (``text_only_palette_accuracy``): each character's tag alone on a white
-  drawing, coloured as colorize.py --blank colours it (pushed colour_model.BLANK_GUIDANCE
-  times as far from the colouring with no tag). A palette is the normalised histogram
-  of an image's pixels in CIELAB, 4 L* bins x 9 a* x 9 b* bins of 20 (a*, b* clipped to
-  ±90), the middle ones centred on the grey axis (|a*|, |b*| < 10), leaving out the
-  paper (L* ≥ 97 and chroma ≤ 4: the default data's background is L* 100, its palest
-  colour, 響's hair, L* 93). Right when the output's palette is nearer (L1) to the mean
-  palette of the character's own colour test images than to any other character's.
+  drawing, coloured as colorize.py --blank colours it: the model's figure prior
+  (figure_prior.py) guided colour_model.BLANK_GUIDANCE times, or for a model without
+  one the network's colouring pushed as far from its colouring with no tag. A palette
+  is the normalised histogram of an image's pixels in CIELAB, 4 L* bins x 9 a* x 9 b*
+  bins of 20 (a*, b* clipped to ±90), the middle ones centred on the grey axis (|a*|,
+  |b*| < 10), leaving out the paper (L* ≥ 97 and chroma ≤ 4: the default data's
+  background is L* 100, its palest colour, 響's hair, L* 93). Right when the output's
+  palette is nearer (L1) to the mean palette of the character's own colour test images
+  than to any other character's.
 * Text-only layout (``text_only_layout_accuracy``, ``text_only_layout_distance``):
   the same white canvases, scored on where their colours are. Each image is taken to
   CIELAB pixel by pixel and averaged over 8 x 8 cells (16 px at 128); a character's mean

@@ -4,7 +4,8 @@ Figures (PNG grids made by sheets.grid, Japanese labels included):
     fig5_6_miku.png        初音ミク with no tag (the baseline) and with the tag (Fig. 5, 6)
     fig7_characters.png    per character: drawing | no tag | tags | extra models | truth (Fig. 7)
     fig8_mono.png          monochrome targets: tags with モノクロ / ノート vs without (Fig. 8)
-    fig9_text_only.png     a white and a noise drawing with one tag each, beside each character's
+    fig9_text_only.png     a white and a noise drawing with one tag each (white: the figure prior's
+                           canvas and the network's own), beside each character's
                            mean test picture (Fig. 9, text to image)
     tag_swap.png           the twins' drawings with their own tag and the twin's (響 ↔ 暁, FGO)
 A figure whose images the test split lacks (e.g. no monochrome image) is left out and
@@ -101,12 +102,16 @@ def fig_text_only(models, description, seed=0):
     tag_sets = [[]] + [[c['tag']] for c in description['characters']
                        if any(im.character['tag'] == c['tag'] and not im.mono for im in tag.images)]
     rows = [[tag.colour_drawing(drawing, tags) for tags in tag_sets] for drawing in (white, noise)]
+    labels = ['white', 'noise']
+    if tag.model.prior is not None:  # the white canvases above are the figure prior's: the network's own too
+        rows.insert(1, [tag.model.colour(white, tags, use_prior=False) for tags in tag_sets])
+        labels.insert(1, 'white, network')
     # What the layout score compares the white canvases with: each character's mean
     # colour test picture (under no tag, every character's).
     rows.append([mean_picture([im for im in tag.images if not tags or im.character['tag'] == tags[0]])
                  for tags in tag_sets])
     return sheets.grid(rows, [tags[0] if tags else '(no tag)' for tags in tag_sets],
-                       ['white', 'noise', 'mean test picture'], cell=CELL)
+                       labels + ['mean test picture'], cell=CELL)
 
 
 def fig_tag_swap(models, description):
@@ -139,9 +144,10 @@ FIGURES = (
      'tags and with the same tags less モノクロ / ノート.'),
     ('fig9_text_only.png', 'Fig. 9: text only (white and noise drawings)', fig_text_only,
      'No line art: a white and a noise drawing (seed 0) with no tag and with each '
-     'character tag, coloured by the tag model (the new design where there is one); '
-     'below them, each character\'s mean colour test picture, what the layout score '
-     'compares the white canvas with.'),
+     'character tag, coloured by the tag model (the new design where there is one): on '
+     'white paper, the canvas of its figure prior (figure_prior.py, what colorize.py --blank '
+     'gives) and, under it, the network\'s own colouring; below them, each character\'s mean '
+     'colour test picture, what the layout score compares the white canvas with.'),
     ('tag_swap.png', 'Tag swap: 響 ↔ 暁 and the FGO pair on one drawing', fig_tag_swap,
      'Each twin\'s first colour test drawing with its own character tag and with the twin\'s, '
      'by each tag model.'),

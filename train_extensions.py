@@ -29,6 +29,7 @@ from chainer.training import extensions
 
 import atomic
 import colour_model
+import figure_prior
 import multi_node
 from multi_node import SetupError
 
@@ -426,7 +427,8 @@ def resume(trainer, snapshot, out, comm=None, settings=None):
 def prepare_output(out, train_set, settings):
     """The output folder, once training can start: locked for this run (lock_output),
     stale temporaries of a killed run removed; skipped.txt (what the data scan left out),
-    tag_vectors.txt and model.json (``settings``). Returns the lock, a context manager
+    tag_vectors.txt, figure_prior.npz (where ``settings`` names one) and model.json
+    (``settings``). Returns the lock, a context manager
     that holds it until its end. Under MPI the ranks that do not report pass no settings
     and only make the folder."""
     try:
@@ -444,6 +446,11 @@ def prepare_output(out, train_set, settings):
                               ''.join('{}\t{}\n'.format(path, reason) for path, reason in skipped))
         if train_set.vectorizer:
             train_set.vectorizer.save(os.path.join(out, 'tag_vectors.txt'))
+        prior_path = os.path.join(out, settings.get('figure_prior') or '')
+        if settings.get('figure_prior') and not os.path.exists(prior_path):  # a resumed run's is its own
+            prior = figure_prior.estimate(train_set.paths, train_set.tags,
+                                          min(settings['size'], figure_prior.SIDE), settings['seed'])
+            atomic.write_file(prior_path, prior.save)
         atomic.write_text(os.path.join(out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
     except OSError as error:
         raise SetupError('cannot write the results to {}: {}'.format(out, error.strerror or error)) from None

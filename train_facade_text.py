@@ -252,6 +252,8 @@ def settings_of(args, train_set):
                     tags=sorted(counts, key=lambda tag: (-counts[tag], tag)) if vectorizer else [])
     if args.stage == 2:
         settings.update(stage2.settings(args))
+    elif vectorizer:  # blank paper's canvases (figure_prior.py), counted from the same pictures
+        settings.update(figure_prior='figure_prior.npz', seed=args.seed)
     return settings
 
 

@@ -89,9 +89,11 @@ def test_blank_colours_paper_from_tags_alone(tiny_model, tmp_path, capsys):
 
 
 def test_blank_paper_is_pushed_from_the_untagged_colouring_by_the_guidance(tiny_model, small_data, capsys):
-    """Blank paper with tags: untagged + W (tagged - untagged), each term as the network
-    gives it; W = 1 is the plain colouring, and a drawing of lines is never guided."""
+    """Blank paper with tags, on a model without a figure prior (one trained before it):
+    untagged + W (tagged - untagged), each term as the network gives it; W = 1 is the
+    plain colouring, and a drawing of lines is never guided."""
     model = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1))
+    model.prior = None
     paper = Image.new('L', (model.size, model.size), 255)
     tagged, untagged = (np.asarray(model.colour(paper, tags, guidance=1), np.float64)
                         for tags in (['初音ミク'], []))

@@ -37,7 +37,7 @@ from conftest import TINY_TRAINING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_TIMEOUT = 120  # seconds a training subprocess may take (it takes about 8)
-MODEL_FILES = ('model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt')
+MODEL_FILES = ('model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'figure_prior.npz')
 
 
 # ---- 1. training killed, then resumed ----
@@ -305,6 +305,8 @@ BAD_INPUTS = [
      damage(write('model/tag_vectors.txt', '2 8\na 1 2 3 4 5 6 7 8\nb 8 7 6 5 4 3 2 1\n')), 1,
      'vectors of 8 values, but the model reads 16'),
     ('colorize', 'model.json with a tag_dim of 0', '', damage(settings(tag_dim=0)), 1, '"tag_dim"'),
+    ('colorize', 'truncated figure_prior.npz', '', damage(truncate('model/figure_prior.npz')), 1,
+     'figure_prior.npz cannot be read'),
     ('colorize', 'a 5000-character unknown tag', '-t ' + 'x' * 5000, None, 1, '(5000 characters)'),
     ('colorize', 'drawing missing', '-i {tmp}/none.png', None, 1, 'no such file'),
     ('colorize', 'drawing not an image', '-i {tmp}/model/model.json', None, 1, 'not a readable image'),
@@ -752,9 +754,10 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_there(command, small_data, t
     else:
         argv = ['train_facade_text.py', '-i', str(small_data), '-o', str(out), '-r', 'latest'] + \
             TINY_TRAINING + ['--iteration', '9']
-        limit = 200000
+        limit = 1000000
         said = 'error: cannot write in {} (File too large): training stopped at update 9'.format(out)
-    assert (out / 'snapshot_iter_6.npz').stat().st_size > limit > (out / 'model.json').stat().st_size
+    read = ('model.json',) if command == 'colorize' else ('model.json', 'figure_prior.npz')
+    assert (out / 'snapshot_iter_6.npz').stat().st_size > limit > max((out / n).stat().st_size for n in read)
     done = subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT, preexec_fn=limited_file_size(limit))
     assert done.returncode == 1, done.stderr

@@ -102,7 +102,8 @@ def test_both_ranks_hold_the_same_networks(two_ranks):
     assert moved > 1e-4  # 3 Adam steps at lr 2e-4 move a weight by up to 6e-4
     # Rank 0 alone writes the model, the log and the previews, and holds the folder's lock.
     files = set(os.listdir(two_ranks))
-    assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'log', 'preview', 'training.lock',
+    assert {'model.json', 'enc.npz', 'dec.npz', 'tag_vectors.txt', 'figure_prior.npz', 'log', 'preview',
+            'training.lock',
             'snapshot_iter_3.npz.0', 'snapshot_iter_3.npz.1',
             'snapshot_iter_6.npz.0', 'snapshot_iter_6.npz.1'} == \
         files - {'loss.png'}
