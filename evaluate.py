@@ -74,7 +74,9 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   than any other's; the distance reported is the mean over the characters of each
   canvas's distance to its own mean. For reference the scores also hold a white
   canvas's distance (``white_distance``) and the colour test images' own
-  (``truth_distance``, each to its character's mean).
+  (``truth_distance``, each to its character's mean). For a model with a figure prior
+  both scores are also given for the network's own canvases
+  (``text_only_palette_network``, ``text_only_layout_network``).
 * Colour suppression: on the drawings whose target is monochrome, the mean CIELAB
   chroma over the character's pixels (mask > 0), with the full tags (モノクロ / ノート
   among them) and with the same list without the monochrome tags.
@@ -562,11 +564,14 @@ def text_only_scores(model, canvases=None):
     return dict(accuracy=mean_or_none(hits), n=len(hits), nearest=nearest)
 
 
-def blank_canvases(model):
+def blank_canvases(model, use_prior=True):
     """{character tag: the model's colouring of blank paper with that tag alone}, for the
-    characters with colour test images: what both text-only scores look at."""
+    characters with colour test images: what both text-only scores look at. Without
+    ``use_prior``, the network's own colouring where the model has a figure prior."""
     tags = dict.fromkeys(image.character['tag'] for image in model.images if not image.mono)
     blank = Image.new('L', (model.size, model.size), 255)
+    if not use_prior:
+        return {tag: np.asarray(model.model.colour(blank, [tag], use_prior=False)) for tag in tags}
     return {tag: model.colour_drawing(blank, [tag]) for tag in tags}
 
 
@@ -650,6 +655,10 @@ def score_model(model, description):
             tag_swap_accuracy_character_tag=pair_accuracy(
                 model, characters, labels, lambda image: [image.character['twin']], True),
             mono_chroma_without_tag=chroma_score(model, lambda image: image.tags_no_mono))
+        if model.model.prior is not None:  # the canvases above are the prior's: the network's, for comparison
+            network = blank_canvases(model, use_prior=False)
+            scores.update(text_only_palette_network=text_only_scores(model, network),
+                          text_only_layout_network=text_only_layout_scores(model, network))
     return scores
 
 

@@ -197,6 +197,11 @@ SCORE_ROWS = (
     ('text only: own layout nearest', lambda m: counted(m.get('text_only_layout'), 'accuracy')),
     ('text only: layout distance to the own mean picture',
      lambda m: fmt(m['text_only_layout']['distance'], 2) if m.get('text_only_layout') else '–'),
+    ('… the network\'s own canvases (not the figure prior\'s): palette / layout (distance)',
+     lambda m: '{} / {} ({})'.format(fmt(m['text_only_palette_network']['accuracy']),
+                                     fmt(m['text_only_layout_network']['accuracy']),
+                                     fmt(m['text_only_layout_network']['distance'], 2))
+     if m.get('text_only_layout_network') else '–'),
     ('region ΔE00, overall', lambda m: fmt(m['region_delta_e']['overall'], 2)),
     ('REGIONS', None),  # one row per region of the scores, in their order
     ('monochrome targets: chroma, full tags', lambda m: counted(m['mono_chroma'], 'chroma')),

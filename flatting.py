@@ -94,8 +94,9 @@ def flat_colours(colouring, drawing, hints=None, spread=None, notes=None, probes
     size, see hint_picture) sets the colours of the regions it touches and of those its
     colours spread to. What a hint conflict did is appended to ``notes`` (a list)."""
     colours = np.asarray(colouring.convert('RGB'))
-    labels, count = regions(line_mask(drawing))
-    if count == 0:  # all line, or an empty drawing
+    lines = line_mask(drawing)
+    labels, count = regions(lines)
+    if count == 0 or not lines.any():  # all line, or blank paper: no region to lay flat
         return colouring.convert('RGB')
     index = np.arange(1, count + 1)
     median = np.stack([ndimage.median(colours[..., c], labels, index) for c in range(3)], axis=1)

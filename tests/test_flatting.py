@@ -64,14 +64,14 @@ def test_the_lines_lie_on_top_at_full_resolution():
 
 
 def test_a_drawing_of_no_lines_or_all_lines_keeps_the_colouring():
+    # All line: nothing to fill; blank paper: no line to keep, and its colouring (tags
+    # alone, figure_prior.py) is a figure, which one flat region would wipe out.
     _, colouring = drawing_and_colouring()
+    assert len(np.unique(np.asarray(colouring).reshape(-1, 3), axis=0)) > 1
     for value in (0, 255):
         drawing = Image.new('L', colouring.size, value)
-        flat = np.asarray(flatting.flat_colours(colouring, drawing))
-        if value == 0:  # all line: nothing to fill
-            np.testing.assert_array_equal(flat, np.asarray(colouring))
-        else:  # one region, the whole picture, touching the border and not near white
-            assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
+        flat = flatting.flat_colours(colouring, drawing)
+        np.testing.assert_array_equal(np.asarray(flat), np.asarray(colouring))
 
 
 def test_the_lines_benchmark_scores_both_ways_and_times_a_large_drawing(tiny_model, tmp_path, capsys):
