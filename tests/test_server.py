@@ -90,6 +90,18 @@ def test_colours_a_drawing_at_its_own_size(client, model):
     error_of(post(client, png((100, 60)), ['響'], lines='sharp'), 400)
 
 
+def test_blank_paper_with_tags_gives_the_figure_prior_canvas(client, model):
+    # A white page uploaded with a tag is tags alone, as colorize.py --blank colours it:
+    # the prior's figure, kept whole (no line to lay flat colours under).
+    buffer = io.BytesIO()
+    Image.new('L', (96, 64), 255).save(buffer, 'PNG')
+    image = decoded(post(client, buffer.getvalue(), ['初音ミク']))
+    expected = model.colour(Image.new('L', (96, 64), 255), ['初音ミク'])
+    assert expected.tobytes() == model.prior.canvas(['初音ミク'], 96, 1.5).crop((0, 16, 96, 80)).tobytes()
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(expected))
+    assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) >= 3  # a figure, not one flat colour
+
+
 def test_no_tag_and_any_image_mode_are_accepted(client):
     assert decoded(post(client, png((64, 64), 'RGBA'))).size == (64, 64)
     assert decoded(post(client, png((64, 64), 'RGB', 'JPEG'))).size == (64, 64)
