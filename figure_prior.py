@@ -43,9 +43,12 @@ MOST_TAGS = 64
 # there, not impossible; and the common figure's weight, in pictures, in each tag's.
 PSEUDO_COUNT = 0.5
 TAG_PRIOR = 1.0
-# The palette is fitted on this many pixels, drawn from this many pictures.
+# The palette is fitted on this many pixels, drawn from this many pictures; the counts
+# are taken over at most COUNTED_PICTURES pictures drawn at random (about a minute's
+# reading), plenty for the frequencies of any tag that many pictures carry.
 PALETTE_PIXELS = 100000
 PALETTE_PICTURES = 256
+COUNTED_PICTURES = 5000
 
 
 class PriorError(ValueError):
@@ -102,7 +105,8 @@ class FigurePrior:
             with np.load(path, allow_pickle=False) as archive:
                 palette, tags, counts = archive['palette'], archive['tags'], archive['counts']
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-            raise PriorError('{} cannot be read ({})'.format(path, str(error).splitlines()[0])) from None
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise PriorError('{} cannot be read ({})'.format(path, reason)) from None
         if palette.dtype != np.uint8 or palette.ndim != 2 or palette.shape[1] != 3 or tags.ndim != 1 or \
                 counts.dtype != np.uint16 or counts.ndim != 4 or counts.shape[0] != len(tags) + 1 or \
                 counts.shape[1] != counts.shape[2] or counts.shape[3] != len(palette):
@@ -114,15 +118,19 @@ class FigurePrior:
 def estimate(paths, tags_of, side, seed=0):
     """The prior of these pictures (each central square at ``side`` px) and their tags
     (``tags_of[i]`` for ``paths[i]``); pictures that cannot be read are left out. The
-    palette is fitted on PALETTE_PICTURES of them, drawn at random; then every picture
-    is read once more and counted, so that a large data set is never held whole."""
+    palette is fitted on PALETTE_PICTURES of them, drawn at random; then up to
+    COUNTED_PICTURES are read once more and counted, so that a large data set is never
+    held whole."""
+    random = np.random.default_rng(seed)
+    if len(paths) > COUNTED_PICTURES:
+        chosen = sorted(random.choice(len(paths), COUNTED_PICTURES, replace=False))
+        paths, tags_of = [paths[i] for i in chosen], [tags_of[i] for i in chosen]
     frequency = {}
     for tags in tags_of:
         for tag in tags:
             frequency[tag] = frequency.get(tag, 0) + 1
     counted = sorted(frequency, key=lambda tag: (-frequency[tag], tag))[:MOST_TAGS]
     row_of = {tag: i for i, tag in enumerate(counted)}
-    random = np.random.default_rng(seed)
     chosen = random.permutation(len(paths))[:PALETTE_PICTURES]
     pixels = [picture.reshape(-1, 3) for picture in (read_square(paths[i], side) for i in chosen)
               if picture is not None]

@@ -42,6 +42,18 @@ def share_of(canvas, colour):
     return float(np.all(np.asarray(canvas) == colour, axis=-1).mean())
 
 
+def test_a_large_data_set_is_counted_on_a_random_share_and_unreadable_pictures_are_left_out(
+        tmp_path, monkeypatch):
+    paths = pictures(tmp_path, 'a', 6, (0, 0, 16))
+    (tmp_path / 'broken.png').write_bytes(b'not a picture')
+    monkeypatch.setattr(figure_prior, 'COUNTED_PICTURES', 4)
+    prior = figure_prior.estimate(paths + [str(tmp_path / 'broken.png')], [['A']] * 7, 32)
+    assert prior.counts[-1, 0, 0].sum() in (3, 4)  # 4 drawn at random, of which 1 may be the broken one
+    monkeypatch.setattr(figure_prior, 'COUNTED_PICTURES', 100)
+    prior = figure_prior.estimate(paths + [str(tmp_path / 'broken.png')], [['A']] * 7, 32)
+    assert prior.counts[0, 0, 0].sum() == prior.counts[-1, 31, 31].sum() == 6
+
+
 def test_the_palette_is_the_pictures_colours_and_the_counts_are_per_place(two_tags):
     assert sorted(map(tuple, two_tags.palette.tolist())) == sorted([RED, BLUE, WHITE])
     assert two_tags.tags == ['A', 'B'] and two_tags.counts.shape == (3, 32, 32, 3)
