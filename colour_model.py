@@ -3,8 +3,8 @@
 ``load_model`` reads what train_facade_text.py writes (model.json, enc.npz, dec.npz,
 tag_vectors.txt, figure_prior.npz), with an optional stage-2 model as the refiner;
 ``ColourModel.colour`` colours one drawing with one tag set, and blank paper from the
-tags' figure prior (figure_prior.py) where the model has one. Training (the previews), colorize.py, server.py,
-evaluate.py and the benchmarks all colour through this module. A missing or damaged
+tags' figure prior (figure_prior.py) where the model has one. Training (the previews),
+colorize.py, server.py, evaluate.py and the benchmarks all colour through this module. A missing or damaged
 file is a ModelError whose message is one line naming it.
 """
 import json
