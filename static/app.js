@@ -4,6 +4,8 @@
 'use strict';
 
 const MAX_RETRIES = 5;
+// The side of the white page "Blank paper" sends: the figure is drawn at the paper's size.
+const BLANK_SIDE = 256;
 
 const state = {
   drawing: null,        // Blob of the drawing being coloured
@@ -391,6 +393,22 @@ function setupDrawingInput() {
     if (item) { setDrawing(item.getAsFile(), 'pasted.png'); showSampleTags(null); }
   });
   $('#drawing-kind').addEventListener('change', colourAll);
+  $('#blank-paper').addEventListener('click', blankPaper);
+}
+
+// White paper as the drawing: the server draws each tag set's figure from its tags alone
+// (the model's figure prior). There is no line to put a colour dot in.
+function blankPaper() {
+  const paper = document.createElement('canvas');
+  paper.width = paper.height = BLANK_SIDE;
+  const pen = paper.getContext('2d');
+  pen.fillStyle = '#ffffff';
+  pen.fillRect(0, 0, BLANK_SIDE, BLANK_SIDE);
+  paper.toBlob((blob) => {
+    setDrawing(blob, 'blank.png');
+    showSampleTags(null);
+    for (const id of ['#dots', '#hint-bar', '#hint-help']) $(id).hidden = true;
+  }, 'image/png');
 }
 
 async function loadSamples() {

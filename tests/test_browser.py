@@ -194,6 +194,23 @@ def test_page_colours_an_uploaded_drawing(tiny_model, small_data, tmp_path):
     assert (tmp_path / 'server_page.png').stat().st_size > 0
 
 
+def test_blank_paper_draws_each_tag_sets_figure(tiny_model):
+    paths, reason = find_browser()
+    if paths is None:
+        pytest.skip(reason)
+    with running_server(tiny_model) as url, chromium(paths) as driver:
+        open_page(driver, url)
+        driver.find_element('id', 'blank-paper').click()
+        type_tags(driver, 0, ['初音ミク'])
+        assert wait_for_results(driver, 1) == ['done'], cards(driver)[0].text
+        pixels = result_pixels(driver, 0)
+        # The figure prior's canvas at the paper's side, in a few palette colours (a flat
+        # fill would give one).
+        assert (pixels['width'], pixels['height']) == (256, 256)
+        assert pixels['colours'] >= 3 and pixels['std'] > 10, pixels
+        assert not driver.find_element('id', 'hint-bar').is_displayed()  # no line to put a dot in
+
+
 SHOWN_WHOLE_JS = """
 const fits = (inner, outer) => {
   const a = inner.getBoundingClientRect(), b = outer.getBoundingClientRect();
