@@ -215,6 +215,19 @@ def layer_paths(args, out, paths):
     return [layer_path(path, 'flat') for path in paths] + [layer_path(out, 'lines')] if args.layers else []
 
 
+def blank_note(prior, tags):
+    """What blank paper's canvas leaves out of a tag set: the tags the model's figure prior
+    has not counted (none of the training pictures carries them, or they are past its
+    figure_prior.MOST_TAGS most frequent); None when it has counted them all."""
+    left_out = [tag for tag in tags if tag not in prior.knows(tags)]
+    if not left_out:
+        return None
+    names = ', '.join(map(tag_vectorizer.shorten, left_out))
+    if len(left_out) == len(tags):
+        return 'the figure prior has not counted {}: the network colours the blank paper'.format(names)
+    return 'the figure prior has not counted {}: the figure is drawn from the other tags'.format(names)
+
+
 def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
     """Colours the drawing with each tag set into its path of output_paths(out) (and, with
     --layers, its flat layer and the line layer); returns whether a tag set failed, and
@@ -239,6 +252,9 @@ def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
             if note not in said:
                 said.add(note)
                 print_note(note)
+        note = blank_note(model.prior, tags) if args.blank and model.prior is not None and tags else None
+        if note:
+            print_note(note)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)

@@ -7,6 +7,7 @@ import compat
 import colorize
 import colour_model
 import dataset
+import figure_prior
 
 
 def drawing_path(small_data):
@@ -86,6 +87,18 @@ def test_blank_colours_paper_from_tags_alone(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:  # a drawing or blank paper, not both
         colorize.main(['--blank', '96', '-i', 'x.png', '--model', str(tiny_model)])
     assert exit.value.code == 2
+
+
+def test_blank_paper_names_the_tags_its_figure_leaves_out(tiny_model):
+    counted = colour_model.ColourModel.load(str(tiny_model), compat.get_device(-1)).prior
+    # A prior that has counted 初音ミク alone (as if no training picture carried 響).
+    rows = [counted.index['初音ミク'], -1]
+    prior = figure_prior.FigurePrior(counted.palette, ['初音ミク'], counted.counts[rows])
+    assert colorize.blank_note(prior, ['初音ミク']) is None
+    assert colorize.blank_note(prior, ['初音ミク', '響']) == \
+        'the figure prior has not counted 響: the figure is drawn from the other tags'
+    assert colorize.blank_note(prior, ['響']) == \
+        'the figure prior has not counted 響: the network colours the blank paper'
 
 
 def test_blank_paper_is_pushed_from_the_untagged_colouring_by_the_guidance(tiny_model, small_data, capsys):
