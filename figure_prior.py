@@ -117,10 +117,9 @@ class FigurePrior:
 
 def estimate(paths, tags_of, side, seed=0):
     """The prior of these pictures (each central square at ``side`` px) and their tags
-    (``tags_of[i]`` for ``paths[i]``); pictures that cannot be read are left out. The
-    palette is fitted on PALETTE_PICTURES of them, drawn at random; then up to
-    COUNTED_PICTURES are read once more and counted, so that a large data set is never
-    held whole."""
+    (``tags_of[i]`` for ``paths[i]``); pictures that cannot be read are left out. Up to
+    COUNTED_PICTURES of them, drawn at random, are read one at a time and counted, so
+    that a large data set is never held whole (and every count fits in 16 bits)."""
     random = np.random.default_rng(seed)
     if len(paths) > COUNTED_PICTURES:
         chosen = sorted(random.choice(len(paths), COUNTED_PICTURES, replace=False))
@@ -131,16 +130,8 @@ def estimate(paths, tags_of, side, seed=0):
             frequency[tag] = frequency.get(tag, 0) + 1
     counted = sorted(frequency, key=lambda tag: (-frequency[tag], tag))[:MOST_TAGS]
     row_of = {tag: i for i, tag in enumerate(counted)}
-    chosen = random.permutation(len(paths))[:PALETTE_PICTURES]
-    pixels = [picture.reshape(-1, 3) for picture in (read_square(paths[i], side) for i in chosen)
-              if picture is not None]
-    if not pixels:
-        raise PriorError('no readable picture to fit a palette on')
-    pixels = np.concatenate(pixels)
-    sample = srgb_to_lab(pixels[random.integers(0, len(pixels), min(len(pixels), PALETTE_PIXELS))]
-                         .astype(np.float64))
-    centres, _ = kmeans2(sample, min(PALETTE_SIZE, len(np.unique(sample, axis=0))), minit='++', seed=seed)
-    counts = np.zeros((len(counted) + 1, side * side, len(centres)), np.uint32)
+    centres = fit_palette(paths, side, random, seed)
+    counts = np.zeros((len(counted) + 1, side * side, len(centres)), np.uint16)
     palette_sums = np.zeros((len(centres), 3))
     places = np.arange(side * side)
     for path, tags in zip(paths, tags_of):
@@ -152,11 +143,25 @@ def estimate(paths, tags_of, side, seed=0):
         for row in [row_of[tag] for tag in tags if tag in row_of] + [-1]:
             counts[row, places, nearest] += 1
         np.add.at(palette_sums, nearest, flat)
-    members = counts[-1].sum(axis=0)
+    members = counts[-1].sum(axis=0, dtype=np.int64)
     palette = np.where(members[:, None] > 0, palette_sums / np.maximum(members, 1)[:, None], 255)
-    scale = max(1, -(-int(counts.max()) // np.iinfo(np.uint16).max))  # only past 65535 pictures
-    counts = (counts // scale).astype(np.uint16).reshape(len(counted) + 1, side, side, len(centres))
-    return FigurePrior(np.round(palette).astype(np.uint8), counted, counts)
+    return FigurePrior(np.round(palette).astype(np.uint8), counted,
+                       counts.reshape(len(counted) + 1, side, side, len(centres)))
+
+
+def fit_palette(paths, side, random, seed):
+    """(K, 3) CIELAB centres: k-means over PALETTE_PIXELS pixels of PALETTE_PICTURES of the
+    pictures, both drawn with ``random``."""
+    chosen = random.permutation(len(paths))[:PALETTE_PICTURES]
+    pixels = [picture.reshape(-1, 3) for picture in (read_square(paths[i], side) for i in chosen)
+              if picture is not None]
+    if not pixels:
+        raise PriorError('no readable picture to fit a palette on')
+    pixels = np.concatenate(pixels)
+    sample = srgb_to_lab(pixels[random.integers(0, len(pixels), min(len(pixels), PALETTE_PIXELS))]
+                         .astype(np.float64))
+    centres, _ = kmeans2(sample, min(PALETTE_SIZE, len(np.unique(sample, axis=0))), minit='++', seed=seed)
+    return centres
 
 
 def read_square(path, side):
