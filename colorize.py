@@ -219,7 +219,8 @@ def blank_note(prior, tags):
     """What blank paper's canvas leaves out of a tag set: the tags the model's figure prior
     has not counted (none of the training pictures carries them, or they are past its
     figure_prior.MOST_TAGS most frequent); None when it has counted them all."""
-    left_out = [tag for tag in tags if tag not in prior.knows(tags)]
+    counted = prior.knows(tags)
+    left_out = [tag for tag in tags if tag not in counted]
     if not left_out:
         return None
     names = ', '.join(map(tag_vectorizer.shorten, left_out))

@@ -207,6 +207,15 @@ def central_square(image, side):
     return resized(image.crop((left, top, left + short, top + short)), (side, side))
 
 
+def read_central_square(path, side):
+    """The picture's central square at side x side (uint8 RGB array), or None when it cannot
+    be read."""
+    try:
+        return np.asarray(central_square(load_image(path, side), side))
+    except ImageError:
+        return None
+
+
 def parse_tags(text):
     """'響, 艦これ' or '響 艦これ' -> ['響', '艦これ'] (commas win when present)."""
     parts = text.split(',') if ',' in text else text.split()
@@ -473,10 +482,9 @@ class TaggedImageDataset(chainer.dataset.DatasetMixin):
         side = PROTOTYPE_THUMBNAIL
         layouts = np.full((len(self.paths), LAYOUT_CELLS, LAYOUT_CELLS, 3), np.nan)
         for i, path in enumerate(self.paths):
-            try:
-                layouts[i] = layout_cells(np.asarray(central_square(load_image(path, side), side)))
-            except ImageError:
-                pass
+            picture = read_central_square(path, side)
+            if picture is not None:
+                layouts[i] = layout_cells(picture)
         return layouts
 
     def prototype(self, tags):

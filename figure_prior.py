@@ -22,6 +22,7 @@ real colours where its poses agree; the guidance takes the places where the char
 differs from the others' common figure. What this file writes is train_facade_text.py's
 figure_prior.npz; colour_model.py colours blank paper from it.
 """
+import collections
 import zipfile
 import zlib
 
@@ -62,6 +63,8 @@ class FigurePrior:
     def __init__(self, palette, tags, counts):
         self.palette, self.tags, self.counts = palette, list(tags), counts
         self.index = {tag: i for i, tag in enumerate(self.tags)}
+        common = counts[-1].astype(np.float32) + PSEUDO_COUNT
+        self.common = common / common.sum(axis=-1, keepdims=True)  # every tag's frequencies lean on it
 
     def knows(self, tags):
         """The tags of a set that have counts here."""
@@ -73,11 +76,9 @@ class FigurePrior:
         tag's get TAG_PRIOR pictures' worth of the common figure, so that a colour its
         pictures never show at a place is as rare there as it is everywhere, not as
         likely as any."""
-        common = self.counts[-1].astype(np.float32) + PSEUDO_COUNT
-        common /= common.sum(axis=-1, keepdims=True)
         if tag is None:
-            return common
-        counts = self.counts[self.index[tag]].astype(np.float32) + TAG_PRIOR * common
+            return self.common
+        counts = self.counts[self.index[tag]].astype(np.float32) + TAG_PRIOR * self.common
         return counts / counts.sum(axis=-1, keepdims=True)
 
     def canvas(self, tags, side, guidance=1.0):
@@ -124,10 +125,7 @@ def estimate(paths, tags_of, side, seed=0):
     if len(paths) > COUNTED_PICTURES:
         chosen = sorted(random.choice(len(paths), COUNTED_PICTURES, replace=False))
         paths, tags_of = [paths[i] for i in chosen], [tags_of[i] for i in chosen]
-    frequency = {}
-    for tags in tags_of:
-        for tag in tags:
-            frequency[tag] = frequency.get(tag, 0) + 1
+    frequency = collections.Counter(tag for tags in tags_of for tag in tags)
     counted = sorted(frequency, key=lambda tag: (-frequency[tag], tag))[:MOST_TAGS]
     row_of = {tag: i for i, tag in enumerate(counted)}
     centres = fit_palette(paths, side, random, seed)
@@ -135,7 +133,7 @@ def estimate(paths, tags_of, side, seed=0):
     palette_sums = np.zeros((len(centres), 3))
     places = np.arange(side * side)
     for path, tags in zip(paths, tags_of):
-        picture = read_square(path, side)
+        picture = dataset.read_central_square(path, side)
         if picture is None:
             continue
         flat = picture.reshape(-1, 3)
@@ -153,8 +151,8 @@ def fit_palette(paths, side, random, seed):
     """(K, 3) CIELAB centres: k-means over PALETTE_PIXELS pixels of PALETTE_PICTURES of the
     pictures, both drawn with ``random``."""
     chosen = random.permutation(len(paths))[:PALETTE_PICTURES]
-    pixels = [picture.reshape(-1, 3) for picture in (read_square(paths[i], side) for i in chosen)
-              if picture is not None]
+    pictures = (dataset.read_central_square(paths[i], side) for i in chosen)
+    pixels = [picture.reshape(-1, 3) for picture in pictures if picture is not None]
     if not pixels:
         raise PriorError('no readable picture to fit a palette on')
     pixels = np.concatenate(pixels)
@@ -162,14 +160,6 @@ def fit_palette(paths, side, random, seed):
                          .astype(np.float64))
     centres, _ = kmeans2(sample, min(PALETTE_SIZE, len(np.unique(sample, axis=0))), minit='++', seed=seed)
     return centres
-
-
-def read_square(path, side):
-    """A picture's central square at side px (uint8 RGB), or None if it cannot be read."""
-    try:
-        return np.asarray(dataset.central_square(dataset.load_image(path), side))
-    except (dataset.ImageError, OSError):
-        return None
 
 
 def nearest_centre(lab, centres):

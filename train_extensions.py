@@ -446,13 +446,13 @@ def prepare_output(out, train_set, settings):
                               ''.join('{}\t{}\n'.format(path, reason) for path, reason in skipped))
         if train_set.vectorizer:
             train_set.vectorizer.save(os.path.join(out, 'tag_vectors.txt'))
-        prior_path = os.path.join(out, settings.get('figure_prior') or '')
-        if settings.get('figure_prior') and not os.path.exists(prior_path):  # a resumed run's is its own
+        prior_name = settings.get('figure_prior')
+        if prior_name and not os.path.exists(os.path.join(out, prior_name)):  # a resumed run's is its own
             print('Counting the figure prior (tags alone, figure_prior.py) over {} pictures...'.format(
                 min(len(train_set.paths), figure_prior.COUNTED_PICTURES)), flush=True)
             prior = figure_prior.estimate(train_set.paths, train_set.tags,
                                           min(settings['size'], figure_prior.SIDE), settings['seed'])
-            atomic.write_file(prior_path, prior.save)
+            atomic.write_file(os.path.join(out, prior_name), prior.save)
         atomic.write_text(os.path.join(out, 'model.json'), json.dumps(settings, ensure_ascii=False, indent=1))
     except OSError as error:
         raise SetupError('cannot write the results to {}: {}'.format(out, error.strerror or error)) from None
