@@ -95,6 +95,9 @@ def main(argv=None):
     parser.add_argument('--refine', default=None, metavar='DIR',
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines the colouring '
                              'at up to its size')
+    parser.add_argument('--shading', default=None, metavar='DIR',
+                        help='a shading model (train_facade_text.py --stage 2 --shading) that shades the '
+                             'flat colours under the kept lines, colour hints included')
     compat.add_device_arguments(parser)
     parser.add_argument('--size', type=compat.number(int, 1, MAX_SIDE), default=None,
                         help='side in pixels the network runs at (a multiple of 128; '
@@ -132,6 +135,8 @@ def main(argv=None):
         parser.error('--lines keep needs a drawing of lines, not --blank paper')
     if args.layers and args.lines != 'keep':
         parser.error('--layers comes with --lines keep, on a drawing of lines')
+    if args.shading and args.lines != 'keep':
+        parser.error('--shading shades the flat colours of a drawing of lines: it comes with --lines keep')
     if (args.hint or args.hints) and args.lines != 'keep':
         parser.error('hints colour the regions of a drawing of lines: they come with --lines keep')
     try:
@@ -154,7 +159,7 @@ def main(argv=None):
         drawing = (Image.new('L', (args.blank, args.blank), 255) if args.blank
                    else drawing_of(args.input, args.drawing, print_note))
         hints = hints_for(drawing, args.dots, args.hints)
-        model = load_model(args.model, args.refine, compat.device_of(args))
+        model = load_model(args.model, args.refine, compat.device_of(args), args.shading)
     except (dataset.ImageError, ModelError, compat.DeviceError, flatting.HintError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
@@ -263,7 +268,7 @@ def colour_all(model, drawing, tag_sets, out, args, said, say, hints=None):
         if args.lines == 'keep':
             notes = []
             probes = model.probe_colourings(drawing, result) if hints is not None else ()
-            result, flat = flatting.compose(result, drawing, hints, notes, probes)
+            result, flat = model.compose(result, drawing, tags, hints, notes, probes)
             for note in notes:
                 print_note(note)
             if args.layers:
@@ -327,7 +332,7 @@ def colour_folder(args, tag_sets):
     for where, reason in problems:
         print('warning: {}: {}; left out'.format(where, reason), file=sys.stderr)
     try:
-        model = load_model(args.model, args.refine, compat.device_of(args))
+        model = load_model(args.model, args.refine, compat.device_of(args), args.shading)
     except (ModelError, compat.DeviceError) as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1

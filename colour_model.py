@@ -23,6 +23,7 @@ import chainer
 from colour_space import ciede2000, srgb_to_lab
 import dataset
 import figure_prior
+import flatting
 import net
 import tag_vectorizer
 
@@ -41,6 +42,8 @@ PROBE_SIDE = 32
 # model without a prior), which keeps each character's own colours from being washed
 # towards the others'; 1 turns it off.
 BLANK_GUIDANCE = 1.5
+# The weights of R, G and B in a pixel's luma (ITU-R BT.601), lit_by's lightness.
+LUMA = np.array([0.299, 0.587, 0.114])
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
 DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
@@ -159,6 +162,7 @@ class ColourModel:
         self.prior = prior  # a figure_prior.FigurePrior: blank paper's canvases
         self.device = chainer.backend.get_device_from_array(enc.c0.W.array)
         self.refiner = None  # a stage-2 ColourModel that refine()s this one's colourings
+        self.shader = None  # a stage-2 shading ColourModel that shade()s this one's flat colours
         # The last drawing's colourings under each tag of the vocabulary, which every tag
         # set's probes are chosen from: ((drawing's bytes, size), pictures).
         self._tag_colourings = (None, [])
@@ -166,6 +170,11 @@ class ColourModel:
     @property
     def stage(self):
         return self.settings.get('stage', 1)
+
+    @property
+    def shading(self):
+        """Whether this is a shading model (train_facade_text.py --stage 2 --shading)."""
+        return self.stage == 2 and bool(self.settings.get('shading'))
 
     @classmethod
     def load(cls, model_dir, device):
@@ -222,8 +231,9 @@ class ColourModel:
 
     def unknown_tags(self, tags):
         unknown = [] if self.vectorizer is None else self.vectorizer.unknown(tags)
-        if self.refiner is not None:
-            unknown += [tag for tag in self.refiner.unknown_tags(tags) if tag not in unknown]
+        for helper in (self.refiner, self.shader):
+            if helper is not None:
+                unknown += [tag for tag in helper.unknown_tags(tags) if tag not in unknown]
         return unknown
 
     def tag_problem(self, tags):
@@ -241,7 +251,7 @@ class ColourModel:
     def most_tags(self):
         """The most tags a set may hold here (a slots plane's slots), or None for any number:
         the plane has no room for more."""
-        vectorizers = [model.vectorizer for model in (self, self.refiner) if model is not None]
+        vectorizers = [model.vectorizer for model in (self, self.refiner, self.shader) if model is not None]
         limits = [v.slots for v in vectorizers if v is not None and v.layout == 'slots']
         return min(limits) if limits else None
 
@@ -306,6 +316,45 @@ class ColourModel:
         refined = Image.fromarray(dataset.to_uint8(self.generate(x_in)))
         return refined.crop(box).resize(drawing.size, Image.BICUBIC)
 
+    def compose(self, colouring, drawing, tags, hints=None, notes=None, probes=()):
+        """--lines keep: the drawing's lines over the flat colours of ``colouring``
+        (flatting.compose: ``hints``, ``notes`` and ``probes`` as it takes them), and with
+        a shading model the shading it puts on them; -> (picture, flat colours)."""
+        picture, flat = flatting.compose(colouring, drawing, hints, notes, probes)
+        if self.shader is None:
+            return picture, flat
+        if hints is None:
+            return self.shader.shade(drawing, flat, tags), flat
+        unhinted = flatting.flat_colours(colouring, drawing)
+        shaded = np.asarray(self.shader.shade(drawing, unhinted, tags))
+        recoloured = (np.asarray(flat) != np.asarray(unhinted)).any(axis=-1)
+        if recoloured.any():
+            # The shading model reads the whole picture, so a hair recoloured red tints
+            # the face's shading too: the regions no hint recoloured keep their shading
+            # without hints. And a hint's colour is what the artist asked for: on the
+            # regions it recolours only the shading's lightness is kept (docs/hires.md).
+            lit = lit_by(np.asarray(flat), np.asarray(self.shader.shade(drawing, flat, tags)))
+            shaded = np.where(recoloured[..., None], lit, shaded)
+        return Image.fromarray(shaded, 'RGB'), flat
+
+    def shade(self, drawing, flat, tags):
+        """A shading model: the drawing's lines over ``flat`` (RGB flat colours of the
+        drawing's size) with the shading this model puts on them, worked out at up to its
+        own size (refine_side) and enlarged to the drawing's."""
+        side = self.refine_side(drawing.size)
+        square, box = fitted_square(drawing, side)
+        flat_square = Image.new('RGB', (side, side), 'white')
+        flat_square.paste(flat.resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC), box[:2])
+        x_in = dataset.refinement_input(square, flat_square, self.vectorizer, tags)[None]
+        shading = self.generate(x_in)[:, box[1]:box[3], box[0]:box[2]]
+        if shading.shape[1:] != drawing.size[::-1]:
+            shading = np.stack([np.asarray(Image.fromarray(plane, 'F').resize(drawing.size, Image.BILINEAR))
+                                for plane in shading])
+        shaded = dataset.with_shading(dataset.to_unit(np.asarray(flat)), shading)
+        shaded = Image.fromarray(dataset.to_uint8(shaded), 'RGB')
+        # The model draws the lines too, but at its own size: the drawing's own go on top.
+        return flatting.with_lines(shaded, drawing)
+
     def refine_side(self, drawing_size):
         """The side stage 2 runs at: the drawing's long side rounded up to a multiple of
         128 (what the encoder needs), at most the training size."""
@@ -318,19 +367,34 @@ class ColourModel:
         return chainer.backend.CpuDevice().send(x_out.array)[0]
 
 
-def load_model(model_dir, refine_dir, device):
+def lit_by(flat, shaded):
+    """uint8 RGB ``flat`` colours scaled pixel by pixel by the shaded picture's luma against
+    theirs (Rec. 601 weights): its lightness, their hue and saturation."""
+    ratio = (shaded @ LUMA) / np.maximum(flat @ LUMA, 1.0)
+    return np.clip(np.rint(flat * ratio[..., None]), 0, 255).astype(np.uint8)
+
+
+def load_model(model_dir, refine_dir, device, shading_dir=None):
     """The stage-1 model in model_dir with, given refine_dir, the stage-2 model there as its
-    refiner (docs/hires.md); ModelError when either is of the other stage."""
+    refiner (docs/hires.md), and given shading_dir, the shading model there as its shader;
+    ModelError when one is of another kind."""
     model = ColourModel.load(model_dir, device)
     if model.stage != 1:
-        raise ModelError('{} holds a stage-2 model: give it with --refine, and a stage-1 model with '
-                         '--model'.format(model_dir))
+        raise ModelError('{} holds a stage-2 model: give it with --refine or --shading, and a stage-1 model '
+                         'with --model'.format(model_dir))
     if refine_dir:
         refiner = ColourModel.load(refine_dir, device)
-        if refiner.stage != 2:
-            raise ModelError('--refine {} holds a stage-1 model: train stage 2 with train_facade_text.py '
-                             '--stage 2'.format(refine_dir))
+        if refiner.stage != 2 or refiner.shading:
+            kind = 'shading model (give it with --shading)' if refiner.shading else 'stage-1 model'
+            raise ModelError('--refine {} holds a {}: train stage 2 with train_facade_text.py '
+                             '--stage 2'.format(refine_dir, kind))
         model.refiner = refiner
+    if shading_dir:
+        shader = ColourModel.load(shading_dir, device)
+        if not shader.shading:
+            raise ModelError('--shading {} holds no shading model: train one with train_facade_text.py '
+                             '--stage 2 --shading'.format(shading_dir))
+        model.shader = shader
     return model
 
 

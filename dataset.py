@@ -46,6 +46,7 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 import chainer
 
 from colour_space import LAYOUT_CELLS, layout_cells, layout_distance
+import flatting
 import tag_vectorizer
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp')
@@ -341,7 +342,7 @@ def examples(args, folder, vectorizer, augment, stage1=None):
     if args.stage == 2:
         return RefinementDataset(folder, vectorizer, args.size, args.coarse_size, args.crop, args.drawing,
                                  augment=augment, flip=args.flip, tag_dropout=args.tag_dropout,
-                                 jitter=args.coarse_jitter, stage1=stage1)
+                                 jitter=args.coarse_jitter, stage1=stage1, shading=args.shading)
     return TaggedImageDataset(folder, vectorizer, args.size, args.drawing, augment=augment, flip=args.flip,
                               tag_dropout=args.tag_dropout, blank_fraction=args.blank_fraction,
                               blank_tag_keep=args.blank_tag_keep, blank_truth=args.blank_truth)
@@ -625,6 +626,9 @@ COLOUR_GAIN = 0.02
 COLOUR_OFFSET = 3.0
 FIELD_OFFSET = 20.0
 FIELD_GRID = 4
+# A shading model's output (on the generator's tanh, -1..1) times this is the shading on
+# the [-1, 1] scale: the colour image less its flat picture spans -2..2.
+SHADING_SCALE = 2.0
 
 
 def input_planes(stage):
@@ -647,6 +651,18 @@ def refinement_input(drawing, coarse, vectorizer, tags):
     to_unit(np.asarray(coarse.convert('RGB')), out=x_in[3:6])
     x_in[6] = tag_vectorizer.tag_plane(vectorizer, tags, max(width, height))[:height, :width]
     return x_in
+
+
+def shading_target(colour, flat):
+    """What a shading model (--stage 2 --shading) learns to output: the colour image (C, H,
+    W on [-1, 1]) less its flat colours (on the same scale), divided by SHADING_SCALE so
+    that it fits the generator's tanh."""
+    return (colour - flat) / SHADING_SCALE
+
+
+def with_shading(flat, output):
+    """The inverse of shading_target: the flat colours with a shading model's output on them."""
+    return np.clip(flat + SHADING_SCALE * output, -1, 1)
 
 
 def coarse_colouring(colour, factor, rng=None, jitter=1.0):
@@ -692,10 +708,14 @@ class RefinementDataset(TaggedImageDataset):
     a flip with ``flip``); without: size x size and the mean degradation. ``jitter``:
     coarse_colouring's. ``stage1`` (a colour_model.ColourModel) replaces the degradation by
     that model's colouring of the drawing with the example's tags, enlarged: stage 2 then
-    learns to refine the errors that stage 1 makes."""
+    learns to refine the errors that stage 1 makes. ``shading``: the coarse colouring is
+    the colour image's flat colours (flatting.flat_colours) instead, and the target the
+    shading on them (shading_target): what colour hints recolour stays flat, and the
+    model puts back the shading."""
 
     def __init__(self, root, vectorizer=None, size=512, coarse_size=128, crop=None, drawing='line',
-                 augment=True, flip=False, tag_dropout=0.0, jitter=1.0, stage1=None):
+                 augment=True, flip=False, tag_dropout=0.0, jitter=1.0, stage1=None, shading=False):
+        self.shading = shading
         self.coarse_size = coarse_size
         self.jitter = jitter
         self.stage1 = stage1
@@ -715,12 +735,16 @@ class RefinementDataset(TaggedImageDataset):
             new_size = tuple(max(self.size, round(side * scale)) for side in colour.size)
         colour, drawing = resized(colour, new_size), resized(drawing, new_size)
         tags = self.sampled_tags(i)
-        if self.stage1 is not None:
+        if self.shading:
+            coarse = flatting.flat_colours(colour, drawing)
+        elif self.stage1 is not None:
             coarse = self.stage1.colour(drawing, tags)
         else:
             coarse = coarse_colouring(colour, self.factor, random if self.augment else None, self.jitter)
         x_in = refinement_input(drawing, coarse, self.vectorizer, tags)
         t_out = to_unit(np.asarray(colour))
+        if self.shading:
+            t_out = shading_target(t_out, x_in[3:6])
         if self.augment:
             left = random.randint(0, new_size[0] - self.crop)
             top = random.randint(0, new_size[1] - self.crop)

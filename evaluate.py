@@ -88,8 +88,10 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   colour over the line-closed region there. ``hint_obeyed``: one dot of a colour the
   character never has (of red, green, magenta and orange, the furthest from its
   colours) at the hair's centre; the share of the hair's pixels off the lines, on the
-  flat layer, within 15 ΔE00 of it. ``hint_bleed``: the mean ΔE00 change of the skin's,
-  eyes' and clothes' mean colours on the flat layer. ``..._gap_{1,2,4}px``: the same with
+  picture with the lines kept (the flat layer, shaded with ``--shading``), within 15
+  ΔE00 of it. ``hint_bleed``: the mean ΔE00 change of the skin's, eyes' and clothes'
+  mean colours on the same picture. ``shaded``: whether a shading model shaded the
+  pictures (``--shading``). ``..._gap_{1,2,4}px``: the same with
   a gap of that many pixels cut through the line between the hair and the face (the
   network's colourings of the whole drawing kept).
 * Lines kept (``lines_kept``): every test drawing at the data's own size (not the
@@ -242,9 +244,9 @@ class ScoredModel:
     so that the figures reuse what the scores coloured. With ``refine_dir`` the model is
     stage 1 with that stage-2 refiner; ``size`` scores at that size instead of the model's."""
 
-    def __init__(self, label, model_dir, device, images_at, refine_dir=None, size=None):
+    def __init__(self, label, model_dir, device, images_at, refine_dir=None, size=None, shading_dir=None):
         self.label, self.dir = label, model_dir
-        self.model = colour_model.load_model(model_dir, refine_dir, device)
+        self.model = colour_model.load_model(model_dir, refine_dir, device, shading_dir)
         self.settings = self.model.settings
         self.size = size or self.model.size
         self.tagged = self.model.vectorizer is not None
@@ -287,7 +289,7 @@ def kept_line_scores(model, images, description):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', tag_vectorizer.UnknownTagWarning)
             network = model.colour(image.drawing, tags)
-        kept, flat = flatting.compose(network, image.drawing)
+        kept, flat = model.compose(network, image.drawing, tags)
         outputs = {'network': np.asarray(network.convert('RGB')), 'kept_lines': np.asarray(kept)}
         return outputs, (network, kept, flat)
 
@@ -413,7 +415,7 @@ def hint_scores(model, images, description, per_character=HINTED_PER_CHARACTER):
             examples.append((image, network, probes, dots))
         for count in (0, 1, 3):
             hints = flatting.hint_picture(image.drawing.size, dots[:count]) if count else None
-            picture = np.asarray(flatting.compose(network, image.drawing, hints, probes=probes)[0])
+            picture = np.asarray(model.compose(network, image.drawing, image.tags, hints, probes=probes)[0])
             errors = region_errors(picture, image.target, image.mask, labels)
             rows['region_delta_e_{}_hints'.format(count)].append(mean_or_none(errors.values()))
             for part, error in errors.items():
@@ -425,12 +427,13 @@ def hint_scores(model, images, description, per_character=HINTED_PER_CHARACTER):
                                                               image.mask == labels['skin'], gap)
             if drawing is None:
                 continue
-            obeyed, bleed = hint_effect(network, probes, drawing, image.mask, labels, (x, y, strange))
+            obeyed, bleed = hint_effect(model, network, probes, drawing, image, labels, (x, y, strange))
             suffix = '' if gap == 0 else '_gap_{}px'.format(gap)
             rows['hint_obeyed' + suffix].append(obeyed)
             rows['hint_bleed' + suffix].append(bleed)
     scores = {key: mean_or_none(values) for key, values in rows.items()}
     scores['n'] = len(rows['region_delta_e_0_hints'])
+    scores['shaded'] = model.shader is not None
     return scores, examples
 
 
@@ -446,9 +449,10 @@ def truth_dots(image, centres, lines):
     return dots
 
 
-def hint_figure(examples, count=4):
+def hint_figure(model, examples, count=4):
     """One row per character: the drawing with the three dots, no hint, the three hints,
-    a dot of a colour the character never has on the hair, and the truth."""
+    a dot of a colour the character never has on the hair, and the truth (the pictures
+    as model.compose makes them)."""
     rows, row_labels = [], []
     for image, network, probes, dots in examples[:count]:
         marked = image.drawing.convert('RGB')
@@ -457,21 +461,24 @@ def hint_figure(examples, count=4):
         for x, y, colour in dots:
             pen.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour, outline=(255, 0, 0))
         size = image.drawing.size
-        pictures = [flatting.compose(network, image.drawing, flatting.hint_picture(size, chosen),
-                                     probes=probes)[0] for chosen in ([], dots, [strange])]
+        pictures = [model.compose(network, image.drawing, image.tags, flatting.hint_picture(size, chosen),
+                                  probes=probes)[0] for chosen in ([], dots, [strange])]
         rows.append([marked] + pictures + [Image.fromarray(image.target)])
         row_labels.append(image.character['tag'])
     return sheets.grid(rows, ['dots', 'no hint', 'three hints', 'a strange dot', 'truth'],
                        row_labels)
 
 
-def hint_effect(network, probes, drawing, mask, labels, dot):
-    """(obeyed, bleed) of one dot on the hair, on the flat layers: the share of the hair's
-    pixels off the lines within OBEYED_WITHIN ΔE00 of the dot's colour, and the mean ΔE00
-    between the other parts' mean colours with and without the dot."""
-    before = np.asarray(flatting.flat_colours(network, drawing))
-    after = np.asarray(flatting.flat_colours(network, drawing, flatting.hint_picture(drawing.size, [dot]),
-                                             probes=probes))
+def hint_effect(model, network, probes, drawing, image, labels, dot):
+    """(obeyed, bleed) of one dot on the hair of a test image, on the pictures with the
+    drawing's lines kept (the flat layers, shaded by the model's shading model if it has
+    one): the share of the hair's pixels off the lines within OBEYED_WITHIN ΔE00 of the
+    dot's colour, and the mean ΔE00 between the other parts' mean colours with and without
+    the dot."""
+    mask = image.mask
+    before = np.asarray(model.compose(network, drawing, image.tags)[0])
+    after = np.asarray(model.compose(network, drawing, image.tags, flatting.hint_picture(drawing.size, [dot]),
+                                     probes=probes)[0])
     hair = (mask == labels['hair']) & ~flatting.line_mask(drawing)
     obeyed = float((ciede2000(srgb_to_lab(after[hair]), srgb_to_lab(np.array(dot[2], np.float64)))
                     <= OBEYED_WITHIN).mean())
@@ -903,7 +910,7 @@ def parse_extra(text):
 def load_models(args, device, images_at):
     """The tag model, the baseline and the extras, with warnings about unfair comparisons."""
     models = collections.OrderedDict()
-    models['tag'] = ScoredModel('tag', args.model, device, images_at)
+    models['tag'] = ScoredModel('tag', args.model, device, images_at, shading_dir=args.shading)
     if not models['tag'].tagged:
         raise colour_model.ModelError('--model {} was trained with --no-tag: give a tag model'.format(
             args.model))
@@ -933,9 +940,10 @@ def load_models(args, device, images_at):
 
 def command_of(args):
     """The command line that reproduces this evaluation, for the report."""
-    return 'python evaluate.py --model {} --baseline {}{} --data {} --out {}{}'.format(
+    return 'python evaluate.py --model {} --baseline {}{} --data {} --out {}{}{}'.format(
         args.model, args.baseline, ' --post {}'.format(args.post) if args.post else '', args.data, args.out,
-        ''.join(' --extra {}={}'.format(label, path) for label, path in args.extra))
+        ''.join(' --extra {}={}'.format(label, path) for label, path in args.extra),
+        ' --shading {}'.format(args.shading) if args.shading else '')
 
 
 def evaluate(args):
@@ -979,11 +987,12 @@ def evaluate(args):
     result['lines_kept'], example = kept_line_scores(models['tag'].model, images_at(data_size), description)
     result['hints'], hint_examples = hint_scores(models['tag'].model, images_at(data_size), description)
     if hint_examples:
-        hint_figure(hint_examples).save(os.path.join(args.out, 'hints.png'))
+        hint_figure(models['tag'].model, hint_examples).save(os.path.join(args.out, 'hints.png'))
         result['figures'].append(dict(
             file='hints.png', title='Colour hints',
             caption='Dots on the drawing (flatting.py): three from the truth (hair, clothes, eyes), and '
-                    'one of a colour the character never has on the hair; at {} px.'.format(data_size)))
+                    'one of a colour the character never has on the hair; at {} px{}.'.format(
+                        data_size, ', shaded by the shading model' * result['hints']['shaded'])))
     if example is not None:
         kept_line_figure(example, description['labels']).save(os.path.join(args.out, 'lines_kept.png'))
         result['figures'].append(dict(
@@ -1012,6 +1021,9 @@ def main(argv=None):
     parser.add_argument('--refine', metavar='DIR',
                         help='a stage-2 model: score --model alone (enlarged bicubically) and refined by it, '
                              'at the size of --data (docs/hires.md)')
+    parser.add_argument('--shading', metavar='DIR',
+                        help='a shading model (train_facade_text.py --stage 2 --shading) that shades '
+                             "--model's flat colours where the lines are kept, colour hints included")
     parser.add_argument('--data', default='data/default', help='default data (make_default_data.py)')
     parser.add_argument('--out', default=os.path.join('result', 'report'), help='output folder')
     parser.add_argument('--post', default=None, metavar='DIR',

@@ -305,8 +305,9 @@ def hints_section(result):
 
     rows = [('region ΔE00 (hair, eyes, clothes)',) + errors('')]
     rows += [('… {}'.format(part),) + errors('_' + part) for part in ('hair', 'eyes', 'clothes')]
-    text = ('\n### Colour hints\n\nThe tag model on {} colour test drawings at their own size, lines kept, '
-            'with dots from the truth:\n\n'.format(hints['n'])
+    text = ('\n### Colour hints\n\nThe tag model on {} colour test drawings at their own size, lines kept{}, '
+            'with dots from the truth:\n\n'.format(hints['n'], ', shaded by the shading model (--shading)'
+                                                    * bool(hints.get('shaded')))
             + table(['', 'no hint', 'one (hair)', 'three (hair, clothes, eyes)'], rows))
     gaps = [('intact', '')] + [('a gap of {} px in the outline'.format(gap), '_gap_{}px'.format(gap))
                                for gap in (1, 2, 4)]

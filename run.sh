@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./run.sh demo    set up, make the default data, train the demo models, colour, write the figures
-#                    (--seed N: draw the data and train with seed N; default 0)
+#                    (--seed N: draw the data and train with seed N; default 0; --shading: also train
+#                    the shading model that shades the flat colours and colour hints, ~12 more minutes)
 #   ./run.sh test    set up, then run the linter (ruff) and the tests
 #   ./run.sh serve   set up and start the web page (server.py) on http://127.0.0.1:8000/
 #   ./run.sh bench   set up with PyTorch and time training and colouring against it (benchmarks/bench.py)
@@ -39,12 +40,13 @@ test_setup() {
 }
 
 demo() {
-  local seed=0
+  local seed=0 shading=0
   local args=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --seed) seed=$2; shift 2 ;;
       --seed=*) seed=${1#--seed=}; shift ;;
+      --shading) shading=1; shift ;;
       *) args+=("$1"); shift ;;
     esac
   done
@@ -67,10 +69,17 @@ demo() {
     -o result/demo
   wait "$post" || { tail -n 20 result/demo-post.log; exit 1; }
   wait "$baseline" || { tail -n 20 result/demo-notag.log; exit 1; }
+  local shaded=()
+  if [ "$shading" = 1 ]; then
+    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 "$PY" train_facade_text.py --demo --stage 2 --shading --seed "$seed" \
+      -o result/demo-shading
+    shaded=(--shading result/demo-shading)
+  fi
   "$PY" colorize.py --model result/demo -i data/default/test/line/hibiki_0000.png -t 響 -t 暁 \
     -o result/hibiki_akatsuki.png
   "$PY" colorize.py --model result/demo --blank 128 -t 初音ミク -t 響 -t 暁 -o result/text_only.png
-  "$PY" evaluate.py --model result/demo --baseline result/demo-notag --post result/demo-post --out result/report
+  "$PY" evaluate.py --model result/demo --baseline result/demo-notag --post result/demo-post --out result/report \
+    ${shaded[@]+"${shaded[@]}"}
   echo "done: the report is result/report/REPORT.md; colour your own drawings with colorize.py"
 }
 

@@ -3,6 +3,7 @@
     python server.py                       # result/demo on the CPU, http://127.0.0.1:8000
     python server.py --model result/demo -g 0 --port 8080
     python server.py --model result/demo --refine result/stage2   # two stages, up to 512 px
+    python server.py --model result/demo --shading result/demo-shading   # shaded flats, hints
     python server.py --host 0.0.0.0 --allow-host mybox.local   # reachable as http://mybox.local:8000
 
 The post's own next step, "switch any word over the web to make any image". The page
@@ -319,8 +320,8 @@ class Colouriser:
         if lines == 'network':
             return Results(colourings)
         notes = []
-        composed = [flatting.compose(colouring, drawing, hints, notes,
-                                     self._probes(drawing, tags, colouring) if hints is not None else ())
+        composed = [self.model.compose(colouring, drawing, tags, hints, notes,
+                                       self._probes(drawing, tags, colouring) if hints is not None else ())
                     for tags, colouring in zip(tag_sets, colourings)]
         return Results([flat if output == 'flat' else picture for picture, flat in composed],
                        list(dict.fromkeys(notes)))
@@ -667,6 +668,9 @@ def main(argv=None):
                         help='model folder written by training')
     parser.add_argument('--refine', default=None, metavar='DIR',
                         help='a stage-2 model (train_facade_text.py --stage 2) that refines every colouring')
+    parser.add_argument('--shading', default=None, metavar='DIR',
+                        help='a shading model (train_facade_text.py --stage 2 --shading) that shades the '
+                             'flat colours under the kept lines, colour hints included')
     compat.add_device_arguments(parser)
     parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
     parser.add_argument('--allow-host', action='append', default=[], metavar='NAME',
@@ -691,7 +695,7 @@ def main(argv=None):
     # The header check in decode_drawing comes first; this is Pillow's own backstop.
     Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
-        model = colour_model.load_model(args.model, args.refine, compat.device_of(args))
+        model = colour_model.load_model(args.model, args.refine, compat.device_of(args), args.shading)
         app = create_app(model, args.max_upload_mb, args.max_pixels, args.max_waiting, args.timeout,
                          LOOPBACK_NAMES + tuple(listening_name + args.allow_host))
         httpd = serve(app, args.host, args.port, max_connections=args.max_connections,

@@ -29,6 +29,9 @@ def add_arguments(parser):
     group.add_argument('--coarse-model', default=None, metavar='DIR',
                        help="Stage 2: train on this stage-1 model's colourings of the training drawings "
                             "instead of the degraded truth (no jitter)")
+    group.add_argument('--shading', action='store_true',
+                       help='Stage 2: learn the shading on flat colours (colorize.py --shading: shaded '
+                            "flats, colour hints included) instead of refining a coarse colouring")
 
 
 def check_args(parser, args):
@@ -36,12 +39,15 @@ def check_args(parser, args):
     if args.crop is not None and (args.stage != 2 or args.crop <= 0 or args.crop % 128
                                   or args.crop > args.size):
         parser.error('--crop is for --stage 2: a positive multiple of 128, at most --size')
-    if args.stage == 2 and not 0 < args.coarse_size < args.size:
+    if args.stage == 2 and not args.shading and not 0 < args.coarse_size < args.size:
         parser.error('--coarse-size must be positive and under --size (stage 2 refines a smaller colouring)')
     if args.coarse_jitter != 1.0 and (args.stage != 2 or args.coarse_jitter < 0 or args.coarse_model):
         parser.error('--coarse-jitter is for --stage 2 without --coarse-model: a scale of 0 or more')
     if args.coarse_model and args.stage != 2:
         parser.error('--coarse-model is for --stage 2')
+    if args.shading and (args.stage != 2 or args.coarse_model or args.coarse_jitter != 1.0):
+        parser.error('--shading is for --stage 2, without --coarse-model or --coarse-jitter (it trains '
+                     'on the flat colours of the colour images)')
     if args.stage == 2 and args.blank_fraction:
         parser.error('--blank-fraction is for stage 1 (stage 2 refines a colouring of a drawing)')
 
@@ -61,5 +67,5 @@ def load_coarse_model(args):
 def settings(args):
     """What model.json holds beyond stage 1's for a stage-2 model."""
     return dict(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size,
-                coarse_jitter=None if args.coarse_model else args.coarse_jitter,
-                coarse_model=args.coarse_model and os.path.abspath(args.coarse_model))
+                coarse_jitter=None if args.coarse_model or args.shading else args.coarse_jitter,
+                coarse_model=args.coarse_model and os.path.abspath(args.coarse_model), shading=args.shading)

@@ -361,7 +361,7 @@ def snapshot_folder(snapshot, out):
 
 # What model.json says of the network and its input: a resumed run must keep them.
 SAME_ON_RESUME = ('in_ch', 'out_ch', 'width', 'size', 'tag_vectors', 'tag_encoding', 'tag_design', 'stage',
-                  'coarse_size', 'crop')
+                  'coarse_size', 'crop', 'shading')
 
 
 def check_same_model(folder, settings):

@@ -11,6 +11,7 @@ import compat  # noqa: F401  (Chainer shims; must precede chainer)
 from chainer import training
 
 import dataset
+import flatting
 import sheets
 import tag_vectorizer
 
@@ -48,7 +49,12 @@ def preview_extension(model, preview_set, out, count=4, weights_of=None):
 
 def refinement_preview_row(model, preview_set, drawing, truth, tags):
     """Stage 2's preview of one test image: drawing | coarse input (the truth degraded, as in
-    training, without the random jitter) | output | truth."""
+    training, without the random jitter; a shading model's: the truth's flat colours) |
+    output | truth."""
     square = (model.size, model.size)
+    if model.shading:
+        drawing, truth = dataset.resized(drawing, square), dataset.resized(truth, square)
+        flat = flatting.flat_colours(truth, drawing)
+        return [drawing, flat, model.shade(drawing, flat, tags), truth]
     coarse = dataset.coarse_colouring(dataset.resized(truth, square), preview_set.factor)
     return [drawing, coarse, model.refine(dataset.resized(drawing, square), coarse, tags, model.size), truth]
