@@ -44,6 +44,11 @@ PROBE_SIDE = 32
 BLANK_GUIDANCE = 1.5
 # The weights of R, G and B in a pixel's luma (ITU-R BT.601), lit_by's lightness.
 LUMA = np.array([0.299, 0.587, 0.114])
+# On a region a colour hint recolours: 0 takes only the shading's lightness (the hint's
+# hue and chroma kept exactly), 1 the shading model's picture as it is. The shading's
+# colour is right for a hint of the truth's colours but pulls a colour the character
+# never has off the hint; half of each met both targets of the hints (docs/hires.md).
+HINT_SHADING = 0.5
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
 DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
@@ -316,26 +321,36 @@ class ColourModel:
         refined = Image.fromarray(dataset.to_uint8(self.generate(x_in)))
         return refined.crop(box).resize(drawing.size, Image.BICUBIC)
 
-    def compose(self, colouring, drawing, tags, hints=None, notes=None, probes=()):
+    def compose(self, colouring, drawing, tags, hints=None, notes=None, probes=(), unhinted=None):
         """--lines keep: the drawing's lines over the flat colours of ``colouring``
         (flatting.compose: ``hints``, ``notes`` and ``probes`` as it takes them), and with
-        a shading model the shading it puts on them; -> (picture, flat colours)."""
+        a shading model the shading it puts on them; -> (picture, flat colours).
+        ``unhinted``: what unhinted_shading gives for the same colouring, kept by the
+        caller (the server), so that a moved dot does not make it again."""
         picture, flat = flatting.compose(colouring, drawing, hints, notes, probes)
         if self.shader is None:
             return picture, flat
         if hints is None:
             return self.shader.shade(drawing, flat, tags), flat
-        unhinted = flatting.flat_colours(colouring, drawing)
-        shaded = np.asarray(self.shader.shade(drawing, unhinted, tags))
-        recoloured = (np.asarray(flat) != np.asarray(unhinted)).any(axis=-1)
+        unhinted_flat, shaded = unhinted or self.unhinted_shading(colouring, drawing, tags)
+        shaded = np.asarray(shaded)
+        recoloured = (np.asarray(flat) != np.asarray(unhinted_flat)).any(axis=-1)
         if recoloured.any():
             # The shading model reads the whole picture, so a hair recoloured red tints
             # the face's shading too: the regions no hint recoloured keep their shading
-            # without hints. And a hint's colour is what the artist asked for: on the
-            # regions it recolours only the shading's lightness is kept (docs/hires.md).
-            lit = lit_by(np.asarray(flat), np.asarray(self.shader.shade(drawing, flat, tags)))
-            shaded = np.where(recoloured[..., None], lit, shaded)
+            # without hints. On those a hint recolours, its colour is what the artist
+            # asked for, so the shading's own colour is taken only HINT_SHADING of the way.
+            hinted = np.asarray(self.shader.shade(drawing, flat, tags), np.float64)
+            lit = lit_by(np.asarray(flat), hinted)
+            mixed = np.clip(np.rint(lit + HINT_SHADING * (hinted - lit)), 0, 255).astype(np.uint8)
+            shaded = np.where(recoloured[..., None], mixed, shaded)
         return Image.fromarray(shaded, 'RGB'), flat
+
+    def unhinted_shading(self, colouring, drawing, tags):
+        """The flat colours of ``colouring`` without hints, and the shading model's picture
+        of them (compose's ``unhinted``)."""
+        flat = flatting.flat_colours(colouring, drawing)
+        return flat, self.shader.shade(drawing, flat, tags)
 
     def shade(self, drawing, flat, tags):
         """A shading model: the drawing's lines over ``flat`` (RGB flat colours of the
@@ -368,10 +383,10 @@ class ColourModel:
 
 
 def lit_by(flat, shaded):
-    """uint8 RGB ``flat`` colours scaled pixel by pixel by the shaded picture's luma against
-    theirs (Rec. 601 weights): its lightness, their hue and saturation."""
+    """RGB ``flat`` colours (0..255) scaled pixel by pixel by the shaded picture's luma
+    against theirs (Rec. 601 weights): its lightness, their hue and saturation."""
     ratio = (shaded @ LUMA) / np.maximum(flat @ LUMA, 1.0)
-    return np.clip(np.rint(flat * ratio[..., None]), 0, 255).astype(np.uint8)
+    return np.clip(flat * ratio[..., None], 0, 255)
 
 
 def load_model(model_dir, refine_dir, device, shading_dir=None):

@@ -320,8 +320,7 @@ class Colouriser:
         if lines == 'network':
             return Results(colourings)
         notes = []
-        composed = [self.model.compose(colouring, drawing, tags, hints, notes,
-                                       self._probes(drawing, tags, colouring) if hints is not None else ())
+        composed = [self._compose(drawing, tags, colouring, hints, notes)
                     for tags, colouring in zip(tag_sets, colourings)]
         return Results([flat if output == 'flat' else picture for picture, flat in composed],
                        list(dict.fromkeys(notes)))
@@ -343,6 +342,18 @@ class Colouriser:
         if model.most_tags and any(len(tags) > model.most_tags for tags in tag_sets):
             return ApiError(422, 'this model reads at most {} tags in a set'.format(model.most_tags))
         return None
+
+    def _compose(self, drawing, tags, colouring, hints, notes):
+        """model.compose, with what hints need kept like the colourings: the probes, and a
+        shading model's picture without hints."""
+        if hints is None:
+            return self.model.compose(colouring, drawing, tags)
+        unhinted = None
+        if self.model.shader is not None:
+            unhinted = self._cached('unhinted shading', drawing, tags,
+                                    lambda: self.model.unhinted_shading(colouring, drawing, tags))
+        probes = self._probes(drawing, tags, colouring)
+        return self.model.compose(colouring, drawing, tags, hints, notes, probes, unhinted)
 
     def _probes(self, drawing, tags, colouring):
         """The probe colourings hints spread by (flatting.py), kept like the colourings:
@@ -369,7 +380,7 @@ class Colouriser:
 
     def _trim_cache(self):
         def pixels(entry):
-            pictures = entry if isinstance(entry, list) else [entry]
+            pictures = entry if isinstance(entry, (list, tuple)) else [entry]
             return sum(picture.size[0] * picture.size[1] for picture in pictures)
 
         while len(self._cache) > 1 and sum(pixels(entry) for entry in self._cache.values()) > CACHE_PIXELS:

@@ -9,6 +9,7 @@ from PIL import Image
 
 import colour_space
 import evaluate
+import flatting
 import train_facade_text
 
 # Sharma, Wu and Dalal (2005), "The CIEDE2000 color-difference formula: implementation
@@ -286,6 +287,9 @@ def test_kept_lines_sharpen_a_blurred_colouring(small_data):
         def colour(self, drawing, tags):
             small = Image.fromarray(truth[drawing.tobytes()]).resize((32, 32), Image.BICUBIC)
             return small.resize(drawing.size, Image.BICUBIC)
+
+        def compose(self, colouring, drawing, tags):  # a ColourModel without a shading model's
+            return flatting.compose(colouring, drawing)
 
     scores, (image, network, kept, flat) = evaluate.kept_line_scores(Blurred(), images, description)
     assert scores['size'] == 128 and scores['n'] == len(images)

@@ -334,7 +334,7 @@ class BlockingModel:
     tags = []
     settings = {}
     device = None
-    refiner = None  # as ColourModel without --refine
+    refiner = shader = None  # as ColourModel without --refine or --shading
 
     def __init__(self):
         self.release = threading.Event()
@@ -347,6 +347,9 @@ class BlockingModel:
         self.started.set()
         self.release.wait(30)
         return drawing.convert('RGB')
+
+    def compose(self, colouring, drawing, tags, hints=None, notes=None, probes=(), unhinted=None):
+        return flatting.compose(colouring, drawing, hints, notes, probes)
 
 
 def test_full_waiting_line_and_timeout_answer_503():

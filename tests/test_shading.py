@@ -91,12 +91,21 @@ def test_a_hint_recolours_its_region_and_the_rest_keeps_its_shading(tiny_model, 
     assert recoloured[100, 100] and not recoloured[100, 200]
     hinted, shaded = np.asarray(hinted).astype(int), np.asarray(shaded).astype(int)
     np.testing.assert_array_equal(hinted[~recoloured], shaded[~recoloured])
-    # inside it the hint's own colour, made lighter or darker by the shading and no other
-    # colour: each pixel (230, 20, 20) times one factor, to the rounding
-    lit = hinted[recoloured & ~flatting.line_mask(drawing)]
-    factor = lit[:, 0] / 230
-    assert np.abs(lit - factor[:, None] * np.array([230, 20, 20])).max() <= 1.5
+    # Inside it: with HINT_SHADING 0, the hint's own colour made lighter or darker by the
+    # shading and no other colour (each pixel (230, 20, 20) times one factor, to the
+    # rounding); with 1, the shading model's picture of the hinted flats; by default
+    # halfway between the two.
+    inside = recoloured & ~flatting.line_mask(drawing)
+    pictures = {}
+    for mix in (0.0, 1.0):
+        monkeypatch.setattr(colour_model, 'HINT_SHADING', mix)
+        pictures[mix] = np.asarray(model.compose(colouring, drawing, ['響'], hints)[0]).astype(int)[inside]
+    factor = pictures[0.0][:, 0] / 230
+    assert np.abs(pictures[0.0] - factor[:, None] * np.array([230, 20, 20])).max() <= 1.5
     assert np.abs(factor - 1).max() > 0.02  # and shaded, not flat (measured: factors 0.21 to 1.10)
+    shaded_hinted = np.asarray(model.shader.shade(drawing, hinted_flat, ['響']))
+    np.testing.assert_array_equal(pictures[1.0], shaded_hinted[inside])
+    assert np.abs(hinted[inside] - (pictures[0.0] + pictures[1.0]) / 2).max() <= 1
 
 
 def test_colorize_shades_a_drawing_at_its_own_size(tiny_model, shading_model, tmp_path):
@@ -138,7 +147,7 @@ def test_shading_needs_kept_lines(tiny_model, shading_model, small_data, capsys)
     assert '--shading shades the flat colours' in capsys.readouterr().err
 
 
-def test_the_server_shades_the_picture_as_colorize_does(tiny_model, shading_model):
+def test_the_server_shades_the_picture_as_colorize_does(tiny_model, shading_model, monkeypatch):
     model = colour_model.load_model(str(tiny_model), None, compat.get_device(-1), str(shading_model))
     app = server.create_app(model, max_upload_mb=1, max_pixels=600 * 600, max_waiting=4, timeout=60)
     drawing = drawing_with_two_regions()
@@ -153,6 +162,13 @@ def test_the_server_shades_the_picture_as_colorize_does(tiny_model, shading_mode
                                 probes=model.probe_colourings(drawing, colouring))
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.data)).convert('RGB')),
                                   np.asarray(expected))
+    # A moved dot: the picture without hints is kept, one shading pass for the new flats.
+    calls = []
+    shade = model.shader.shade
+    monkeypatch.setattr(model.shader, 'shade', lambda *args: calls.append(args) or shade(*args))
+    response = app.test_client().post('/api/colorize', content_type='multipart/form-data', data={
+        'image': (io.BytesIO(buffer.getvalue()), 'd.png'), 'tags': '響', 'hint': '200,100,#e61414'})
+    assert response.status_code == 200 and len(calls) == 1
 
 
 def test_evaluate_scores_the_hints_on_the_shaded_pictures(tiny_model, shading_model, small_data):
