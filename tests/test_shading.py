@@ -91,21 +91,25 @@ def test_a_hint_recolours_its_region_and_the_rest_keeps_its_shading(tiny_model, 
     assert recoloured[100, 100] and not recoloured[100, 200]
     hinted, shaded = np.asarray(hinted).astype(int), np.asarray(shaded).astype(int)
     np.testing.assert_array_equal(hinted[~recoloured], shaded[~recoloured])
-    # Inside it: with HINT_SHADING 0, the hint's own colour made lighter or darker by the
-    # shading and no other colour (each pixel (230, 20, 20) times one factor, to the
-    # rounding); with 1, the shading model's picture of the hinted flats; by default
-    # halfway between the two.
+    # Inside it: with HINT_SHADING (1, 0), the hint's own colour made lighter or darker by
+    # the shading and no other colour (each pixel (230, 20, 20) times one factor, to the
+    # rounding); with (1, 1), the shading model's picture of the hinted flats; by default
+    # the flat picture plus those parts of the way to each.
     inside = recoloured & ~flatting.line_mask(drawing)
+    lightness, colour = colour_model.HINT_SHADING
     pictures = {}
-    for mix in (0.0, 1.0):
-        monkeypatch.setattr(colour_model, 'HINT_SHADING', mix)
-        pictures[mix] = np.asarray(model.compose(colouring, drawing, ['響'], hints)[0]).astype(int)[inside]
-    factor = pictures[0.0][:, 0] / 230
-    assert np.abs(pictures[0.0] - factor[:, None] * np.array([230, 20, 20])).max() <= 1.5
+    for kept in ((1.0, 0.0), (1.0, 1.0)):
+        monkeypatch.setattr(colour_model, 'HINT_SHADING', kept)
+        pictures[kept] = np.asarray(model.compose(colouring, drawing, ['響'], hints)[0]).astype(int)[inside]
+    lit, shaded_hinted = pictures[1.0, 0.0], pictures[1.0, 1.0]
+    factor = lit[:, 0] / 230
+    assert np.abs(lit - factor[:, None] * np.array([230, 20, 20])).max() <= 1.5
     assert np.abs(factor - 1).max() > 0.02  # and shaded, not flat (measured: factors 0.21 to 1.10)
-    shaded_hinted = np.asarray(model.shader.shade(drawing, hinted_flat, ['響']))
-    np.testing.assert_array_equal(pictures[1.0], shaded_hinted[inside])
-    assert np.abs(hinted[inside] - (pictures[0.0] + pictures[1.0]) / 2).max() <= 1
+    np.testing.assert_array_equal(shaded_hinted,
+                                  np.asarray(model.shader.shade(drawing, hinted_flat, ['響']))[inside])
+    flat_picture = np.asarray(flatting.with_lines(hinted_flat, drawing)).astype(int)[inside]
+    expected = flat_picture + lightness * (lit - flat_picture) + colour * (shaded_hinted - lit)
+    assert np.abs(hinted[inside] - expected).max() <= 1.5
 
 
 def test_colorize_shades_a_drawing_at_its_own_size(tiny_model, shading_model, tmp_path):
