@@ -2,6 +2,7 @@
 
     python benchmarks/bench_lines.py --model result/demo
     python benchmarks/bench_lines.py --model result/demo --data /tmp/d512 --side 3000 4000
+    python benchmarks/bench_lines.py --model result/demo --shading result/demo-shading
 
 Scores the test drawings of the default data drawn at 512 px (made in --data with
 make_default_data.py when that folder has none) coloured by --model, as the network
@@ -9,7 +10,9 @@ draws them (its 128-px colouring enlarged) and with the drawing's lines kept ove
 colours, as evaluate.py's ``lines_kept`` scores them (PSNR, edge sharpness, region
 ΔE00, the twins' hair, the monochrome chroma). Then times a colour hint on one 512-px
 test drawing (the probe colourings, made once per drawing and tag set, and the regions
-and the spread, what each dot on the web page costs: the median of DOT_REPEATS), and
+and the spread, what each dot on the web page costs: the median of DOT_REPEATS; with
+--shading, the shading model's pass too, its picture without the dot kept as the server
+keeps it), and
 colours one test drawing enlarged to --side and prints the time of each step and the
 process's peak resident memory.
 """
@@ -38,11 +41,13 @@ def main(argv=None):
     parser.add_argument('--model', default=colour_model.DEFAULT_MODEL, help='a stage-1 model folder')
     parser.add_argument('--data', default=os.path.join('data', 'default512-lines'),
                         help='the default data at 512 px (made here if missing)')
+    parser.add_argument('--shading', default=None, metavar='DIR',
+                        help='a shading model (colorize.py --shading)')
     parser.add_argument('--side', type=int, nargs=2, default=(3000, 4000), metavar=('W', 'H'),
                         help='the large drawing timed')
     args = parser.parse_args(argv)
     try:
-        model = colour_model.load_model(args.model, None, compat.get_device(-1))
+        model = colour_model.load_model(args.model, None, compat.get_device(-1), args.shading)
     except colour_model.ModelError as error:
         print('error: {}'.format(error), file=sys.stderr)
         return 1
@@ -66,7 +71,7 @@ def main(argv=None):
     start = time.perf_counter()
     network = model.colour(drawing, ['響'])
     coloured = time.perf_counter()
-    flatting.compose(network, drawing)
+    model.compose(network, drawing, ['響'])
     done = time.perf_counter()
     print('{}x{} drawing: network {:.2f} s, kept lines {:.2f} s, in all {:.2f} s; peak resident memory '
           '{:.0f} MB'.format(*args.side, coloured - start, done - coloured, done - start,
@@ -80,15 +85,17 @@ def time_a_dot(model, drawing):
     start = time.perf_counter()
     probes = model.probe_colourings(drawing, network)
     probed = time.perf_counter() - start
+    unhinted = model.unhinted_shading(network, drawing, ['響']) if model.shader else None
     dot = flatting.hint_picture(drawing.size, [(drawing.width // 2, drawing.height // 4, (220, 30, 40))])
     times = []
     for _ in range(DOT_REPEATS):
         start = time.perf_counter()
-        flatting.compose(network, drawing, dot, probes=probes)
+        model.compose(network, drawing, ['響'], dot, probes=probes, unhinted=unhinted)
         times.append(time.perf_counter() - start)
     print('a dot on the {}x{} drawing: {} probe colourings {:.2f} s (once per drawing and tags), then the '
-          'regions and the spread {:.3f} s (median of {})'.format(*drawing.size, len(probes), probed,
-                                                                 statistics.median(times), DOT_REPEATS))
+          'regions and the spread{} {:.3f} s (median of {})'.format(
+              *drawing.size, len(probes), probed, ' and the shading' * bool(model.shader),
+              statistics.median(times), DOT_REPEATS))
 
 
 if __name__ == '__main__':
