@@ -627,7 +627,7 @@ COLOUR_OFFSET = 3.0
 FIELD_OFFSET = 20.0
 FIELD_GRID = 4
 # A shading model's output (on the generator's tanh, -1..1) times this is the shading on
-# the [-1, 1] scale: the colour image less its flat picture spans -2..2.
+# the [-1, 1] scale: the colour image less its flat colours spans -2..2.
 SHADING_SCALE = 2.0
 
 
