@@ -42,14 +42,13 @@ PROBE_SIDE = 32
 # model without a prior), which keeps each character's own colours from being washed
 # towards the others'; 1 turns it off.
 BLANK_GUIDANCE = 1.5
-# The weights of R, G and B in a pixel's luma (ITU-R BT.601), lit_by's lightness.
+# The weights of R, G and B in a pixel's luma (ITU-R BT.601), relit's lightness.
 LUMA = np.array([0.299, 0.587, 0.114])
-# On a region a colour hint recolours, the parts of the shading model's change to the
-# flat picture that are kept: of its lightness (lit_by), and of the rest, its hue and
-# chroma. All of it suits a hint of the truth's colours but pulls a colour the character
-# never has off the hint; (1, 0) keeps the hint's hue and chroma exactly. These met the
-# hints' targets on seed 0's test drawings, where they were chosen (docs/hires.md).
-HINT_SHADING = (0.75, 0.375)
+# On a region a colour hint recolours, the part of the shading's lightness change that
+# is kept (1: all of it): deep shadows otherwise take a hint of a colour the character
+# never has too far off it. Chosen on seed 0's test drawings from 1, 0.75 and 0.5
+# (docs/hires.md).
+HINT_LIGHTNESS = 0.75
 # model.json's whole numbers and the ranges training writes them in (its flags' ranges).
 WHOLE_NUMBERS = {'in_ch': (1, 16), 'out_ch': (3, 3), 'width': (2, 1024), 'size': (128, 4096)}
 DESIGN_NUMBERS = {'dim': (1, 4096), 'slots': (1, 256), 'hidden': (1, 4096)}
@@ -337,15 +336,14 @@ class ColourModel:
         shaded = np.asarray(shaded)
         recoloured = (np.asarray(flat) != np.asarray(unhinted_flat)).any(axis=-1)
         if recoloured.any():
-            # The shading model reads the whole picture, so a hair recoloured red tints
-            # the face's shading too: the regions no hint recoloured keep their shading
-            # without hints. On those a hint recolours, its colour is what the artist
-            # asked for: the shading's change to it is taken in part (HINT_SHADING).
-            hinted = np.asarray(self.shader.shade(drawing, flat, tags), np.float64)
+            # The regions no hint recoloured keep their shading without hints. Those a
+            # hint recolours take the hint's colour, made lighter or darker by
+            # HINT_LIGHTNESS of the shading there without hints: the artist's hue and
+            # chroma kept exactly, and no pass of the shading model for a dot.
             flat_picture = np.asarray(flatting.with_lines(flat, drawing), np.float64)
-            lit = lit_by(np.asarray(flat, np.float64), hinted)
-            lightness, colour = HINT_SHADING
-            toned = flat_picture + lightness * (lit - flat_picture) + colour * (hinted - lit)
+            lit = relit(np.asarray(flat, np.float64), np.asarray(unhinted_flat, np.float64),
+                        np.asarray(shaded, np.float64))
+            toned = flat_picture + HINT_LIGHTNESS * (lit - flat_picture)
             shaded = np.where(recoloured[..., None], np.clip(np.rint(toned), 0, 255).astype(np.uint8), shaded)
         return Image.fromarray(shaded, 'RGB'), flat
 
@@ -385,11 +383,12 @@ class ColourModel:
         return chainer.backend.CpuDevice().send(x_out.array)[0]
 
 
-def lit_by(flat, shaded):
-    """RGB ``flat`` colours (0..255) scaled pixel by pixel by the shaded picture's luma
-    against theirs (Rec. 601 weights): its lightness, their hue and saturation."""
+def relit(colours, flat, shaded):
+    """RGB ``colours`` (0..255) scaled pixel by pixel by how much lighter or darker the
+    ``shaded`` picture is than the ``flat`` colours it shades (their lumas' ratio, Rec.
+    601 weights): that lightness, the colours' own hue and saturation."""
     ratio = (shaded @ LUMA) / np.maximum(flat @ LUMA, 1.0)
-    return np.clip(flat * ratio[..., None], 0, 255)
+    return np.clip(colours * ratio[..., None], 0, 255)
 
 
 def load_model(model_dir, refine_dir, device, shading_dir=None):

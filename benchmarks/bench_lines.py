@@ -11,8 +11,8 @@ colours, as evaluate.py's ``lines_kept`` scores them (PSNR, edge sharpness, regi
 ΔE00, the twins' hair, the monochrome chroma). Then times a colour hint on one 512-px
 test drawing (the probe colourings, made once per drawing and tag set, and the regions
 and the spread, what each dot on the web page costs: the median of DOT_REPEATS; with
---shading, the shading model's pass too, its picture without the dot kept as the server
-keeps it), and
+--shading, the shaded picture too, the one without the dot kept as the server keeps
+it), and
 colours one test drawing enlarged to --side and prints the time of each step and the
 process's peak resident memory.
 """

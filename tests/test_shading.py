@@ -91,25 +91,24 @@ def test_a_hint_recolours_its_region_and_the_rest_keeps_its_shading(tiny_model, 
     assert recoloured[100, 100] and not recoloured[100, 200]
     hinted, shaded = np.asarray(hinted).astype(int), np.asarray(shaded).astype(int)
     np.testing.assert_array_equal(hinted[~recoloured], shaded[~recoloured])
-    # Inside it: with HINT_SHADING (1, 0), the hint's own colour made lighter or darker by
-    # the shading and no other colour (each pixel (230, 20, 20) times one factor, to the
-    # rounding); with (1, 1), the shading model's picture of the hinted flats; by default
-    # the flat picture plus those parts of the way to each.
+    # Inside it, the hint's own colour made lighter or darker and no other colour: with
+    # HINT_LIGHTNESS 1, each pixel (230, 20, 20) times the ratio of the shading's luma
+    # there without the hint to the flat colours'; by default that part of the way from
+    # the flat picture.
     inside = recoloured & ~flatting.line_mask(drawing)
-    lightness, colour = colour_model.HINT_SHADING
-    pictures = {}
-    for kept in ((1.0, 0.0), (1.0, 1.0)):
-        monkeypatch.setattr(colour_model, 'HINT_SHADING', kept)
-        pictures[kept] = np.asarray(model.compose(colouring, drawing, ['響'], hints)[0]).astype(int)[inside]
-    lit, shaded_hinted = pictures[1.0, 0.0], pictures[1.0, 1.0]
-    factor = lit[:, 0] / 230
-    assert np.abs(lit - factor[:, None] * np.array([230, 20, 20])).max() <= 1.5
-    assert np.abs(factor - 1).max() > 0.02  # and shaded, not flat (measured: factors 0.21 to 1.10)
-    np.testing.assert_array_equal(shaded_hinted,
-                                  np.asarray(model.shader.shade(drawing, hinted_flat, ['響']))[inside])
+    lightness = colour_model.HINT_LIGHTNESS
+    unhinted_flat, unhinted_shaded = model.unhinted_shading(colouring, drawing, ['響'])
+    np.testing.assert_array_equal(np.asarray(unhinted_shaded).astype(int), shaded)
+
+    def luma(picture):
+        return (np.asarray(picture, np.float64) @ colour_model.LUMA)[inside]
+    factor = luma(unhinted_shaded) / np.maximum(luma(unhinted_flat), 1)
+    assert np.abs(factor - 1).max() > 0.02  # shaded, not flat (measured: factors 0.21 to 1.10)
+    monkeypatch.setattr(colour_model, 'HINT_LIGHTNESS', 1.0)
+    fully_lit = np.asarray(model.compose(colouring, drawing, ['響'], hints)[0]).astype(int)[inside]
+    assert np.abs(fully_lit - np.clip(factor[:, None] * np.array([230, 20, 20]), 0, 255)).max() <= 0.5
     flat_picture = np.asarray(flatting.with_lines(hinted_flat, drawing)).astype(int)[inside]
-    expected = flat_picture + lightness * (lit - flat_picture) + colour * (shaded_hinted - lit)
-    assert np.abs(hinted[inside] - expected).max() <= 1.5
+    assert np.abs(hinted[inside] - (flat_picture + lightness * (fully_lit - flat_picture))).max() <= 1
 
 
 def test_colorize_shades_a_drawing_at_its_own_size(tiny_model, shading_model, tmp_path):
@@ -166,13 +165,13 @@ def test_the_server_shades_the_picture_as_colorize_does(tiny_model, shading_mode
                                 probes=model.probe_colourings(drawing, colouring))
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.data)).convert('RGB')),
                                   np.asarray(expected))
-    # A moved dot: the picture without hints is kept, one shading pass for the new flats.
+    # A moved dot: the picture without hints is kept, and no pass of the shading model.
     calls = []
     shade = model.shader.shade
     monkeypatch.setattr(model.shader, 'shade', lambda *args: calls.append(args) or shade(*args))
     response = app.test_client().post('/api/colorize', content_type='multipart/form-data', data={
         'image': (io.BytesIO(buffer.getvalue()), 'd.png'), 'tags': '響', 'hint': '200,100,#e61414'})
-    assert response.status_code == 200 and len(calls) == 1
+    assert response.status_code == 200 and calls == []
 
 
 def test_evaluate_scores_the_hints_on_the_shaded_pictures(tiny_model, shading_model, small_data):
