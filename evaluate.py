@@ -81,19 +81,18 @@ mask/ regions 0 background, 1 skin, 2 hair, 3 eyes, 4 clothes; characters.json):
   chroma over the character's pixels (mask > 0), with the full tags (モノクロ / ノート
   among them) and with the same list without the monochrome tags.
 * L1: mean absolute difference per channel on 0..255; PSNR: per image (peak 255), averaged.
-* Hints (``hints``; the first HINTED_PER_CHARACTER colour test images of each
-  character at the data's size, lines kept): ``region_delta_e_{0,1,3}_hints``, region
-  ΔE00 with no hint, one on the hair, and three (hair, clothes, eyes), each at the
-  part's centre (the pixel furthest from its edge and from lines) in the truth's median
-  colour over the line-closed region there. ``hint_obeyed``: one dot of a colour the
-  character never has (of red, green, magenta and orange, the furthest from its
-  colours) at the hair's centre; the share of the hair's pixels off the lines, on the
-  picture with the lines kept (the flat layer, shaded with ``--shading``), within 15
-  ΔE00 of it. ``hint_bleed``: the mean ΔE00 change of the skin's, eyes' and clothes'
-  mean colours on the same picture. ``shaded``: whether a shading model shaded the
-  pictures (``--shading``). ``..._gap_{1,2,4}px``: the same with
-  a gap of that many pixels cut through the line between the hair and the face (the
-  network's colourings of the whole drawing kept).
+* Hints (``hints``; every colour test image at the data's size, lines kept):
+  ``region_delta_e_{0,1,3}_hints``, region ΔE00 with no hint, one on the hair, and three
+  (hair, clothes, eyes), each at the part's centre (the pixel furthest from its edge and
+  from lines) in the truth's median colour over the line-closed region there.
+  ``hint_obeyed``: one dot of a colour the character never has (of red, green, magenta
+  and orange, the furthest from its colours) at the hair's centre; the share of the
+  hair's pixels off the lines, on the picture with the lines kept (the flat layer,
+  shaded with ``--shading``), within 15 ΔE00 of it. ``hint_bleed``: the mean ΔE00 change
+  of the skin's, eyes' and clothes' mean colours on the same picture. ``shaded``:
+  whether a shading model shaded the pictures (``--shading``). ``..._gap_{1,2,4}px``:
+  the same with a gap of that many pixels cut through the line between the hair and the
+  face (the network's colourings of the whole drawing kept).
 * Lines kept (``lines_kept``): every test drawing at the data's own size (not the
   model's), coloured with its full tags as colorize.py colours it: the network's
   colouring enlarged to that size (``--lines network``) and the drawing's own lines over
@@ -350,9 +349,6 @@ STRANGE_COLOURS = ((220, 30, 40), (40, 200, 60), (230, 60, 220), (250, 140, 0))
 OBEYED_WITHIN = 15.0
 # Gaps (pixels) cut into the hair's outline where it meets the face: gap closing's test.
 GAPS = (1, 2, 4)
-# Hints are scored on this many colour test images of each character: each costs a
-# network pass per tag of the vocabulary (the probes).
-HINTED_PER_CHARACTER = 3
 
 
 def part_centre(part, lines):
@@ -390,16 +386,16 @@ def cut_gap(drawing, hair, skin, width):
     return Image.fromarray(pixels, 'L')
 
 
-def hint_scores(model, images, description, per_character=HINTED_PER_CHARACTER):
-    """``hints`` of METHOD for a ColourModel on the first ``per_character`` colour test
-    images of each character at the data's size."""
+def hint_scores(model, images, description, per_character=None):
+    """``hints`` of METHOD for a ColourModel on the colour test images at the data's size
+    (the first ``per_character`` of each character, if given)."""
     labels = description['labels']
     parts = {name: labels[name] for name in ('hair', 'clothes', 'eyes')}
     rows = collections.defaultdict(list)
     taken = collections.Counter()
     examples = []
     for image in images:
-        if image.mono or taken[image.character['tag']] >= per_character:
+        if image.mono or (per_character is not None and taken[image.character['tag']] >= per_character):
             continue
         taken[image.character['tag']] += 1
         with warnings.catch_warnings():
