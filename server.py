@@ -22,8 +22,8 @@ can be downloaded. The API:
                          dots or strokes), and ``output`` (picture, the default; flat:
                          the flat colour layer; lines: the line layer, transparent;
                          drawing: the drawing the network read; prepare: no picture
-                         (204), the colourings and probes a hint needs made and kept,
-                         so that the first dot shows at once).
+                         (204), the colourings, probes and unhinted shading a hint
+                         needs made and kept, so that the first dot shows at once).
                          -> image/png at the input's size, with the header X-Drawing-Read
                          (asis | line | grey); several ``tags`` fields -> one sheet (the
                          drawing read + one labelled column per tag set).
@@ -316,6 +316,7 @@ class Colouriser:
         if output == 'prepare':
             for tags, colouring in zip(tag_sets, colourings):
                 self._probes(drawing, tags, colouring)
+                self._unhinted_shading(drawing, tags, colouring)
             return Results([])
         if lines == 'network':
             return Results(colourings)
@@ -348,12 +349,17 @@ class Colouriser:
         shading model's picture without hints."""
         if hints is None:
             return self.model.compose(colouring, drawing, tags)
-        unhinted = None
-        if self.model.shader is not None:
-            unhinted = self._cached('unhinted shading', drawing, tags,
-                                    lambda: self.model.unhinted_shading(colouring, drawing, tags))
         probes = self._probes(drawing, tags, colouring)
-        return self.model.compose(colouring, drawing, tags, hints, notes, probes, unhinted)
+        return self.model.compose(colouring, drawing, tags, hints, notes, probes,
+                                  self._unhinted_shading(drawing, tags, colouring))
+
+    def _unhinted_shading(self, drawing, tags, colouring):
+        """A shading model's picture without hints (colour_model.ColourModel.compose's
+        ``unhinted``), kept like the colourings; None without a shading model."""
+        if self.model.shader is None:
+            return None
+        return self._cached('unhinted shading', drawing, tags,
+                            lambda: self.model.unhinted_shading(colouring, drawing, tags))
 
     def _probes(self, drawing, tags, colouring):
         """The probe colourings hints spread by (flatting.py), kept like the colourings:
