@@ -326,12 +326,12 @@ class ColourModel:
         (flatting.compose: ``hints``, ``notes`` and ``probes`` as it takes them), and with
         a shading model the shading it puts on them; -> (picture, flat colours).
         ``unhinted``: what unhinted_shading gives for the same colouring, kept by the
-        caller (the server), so that a moved dot does not make it again."""
+        caller (the server, the scores), so that a moved dot does not make it again."""
         picture, flat = flatting.compose(colouring, drawing, hints, notes, probes)
         if self.shader is None:
             return picture, flat
         if hints is None:
-            return self.shader.shade(drawing, flat, tags), flat
+            return (unhinted[1] if unhinted else self.shader.shade(drawing, flat, tags)), flat
         unhinted_flat, shaded = unhinted or self.unhinted_shading(colouring, drawing, tags)
         shaded = np.asarray(shaded)
         recoloured = (np.asarray(flat) != np.asarray(unhinted_flat)).any(axis=-1)
@@ -340,7 +340,7 @@ class ColourModel:
             # hint recolours take the hint's colour, made lighter or darker by
             # HINT_LIGHTNESS of the shading there without hints: the artist's hue and
             # chroma kept exactly, and no pass of the shading model for a dot.
-            flat_picture = np.asarray(flatting.with_lines(flat, drawing), np.float64)
+            flat_picture = np.asarray(picture, np.float64)  # the drawing's lines over the flats
             lit = relit(np.asarray(flat, np.float64), np.asarray(unhinted_flat, np.float64),
                         np.asarray(shaded, np.float64))
             toned = flat_picture + HINT_LIGHTNESS * (lit - flat_picture)

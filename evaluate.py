@@ -409,9 +409,11 @@ def hint_scores(model, images, description, per_character=None):
         dots = truth_dots(image, centres, lines)
         if taken[image.character['tag']] == 1:
             examples.append((image, network, probes, dots))
+        unhinted = unhinted_shading(model, network, image.drawing, image.tags)
         for count in (0, 1, 3):
             hints = flatting.hint_picture(image.drawing.size, dots[:count]) if count else None
-            picture = np.asarray(model.compose(network, image.drawing, image.tags, hints, probes=probes)[0])
+            picture = np.asarray(model.compose(network, image.drawing, image.tags, hints, probes=probes,
+                                               unhinted=unhinted)[0])
             errors = region_errors(picture, image.target, image.mask, labels)
             rows['region_delta_e_{}_hints'.format(count)].append(mean_or_none(errors.values()))
             for part, error in errors.items():
@@ -472,15 +474,22 @@ def hint_effect(model, network, probes, drawing, image, labels, dot):
     dot's colour, and the mean ΔE00 between the other parts' mean colours with and without
     the dot."""
     mask = image.mask
-    before = np.asarray(model.compose(network, drawing, image.tags)[0])
+    unhinted = unhinted_shading(model, network, drawing, image.tags)
+    before = np.asarray(model.compose(network, drawing, image.tags, unhinted=unhinted)[0])
     after = np.asarray(model.compose(network, drawing, image.tags, flatting.hint_picture(drawing.size, [dot]),
-                                     probes=probes)[0])
+                                     probes=probes, unhinted=unhinted)[0])
     hair = (mask == labels['hair']) & ~flatting.line_mask(drawing)
     obeyed = float((ciede2000(srgb_to_lab(after[hair]), srgb_to_lab(np.array(dot[2], np.float64)))
                     <= OBEYED_WITHIN).mean())
     changes = [ciede2000(region_lab(after, mask, labels[name]), region_lab(before, mask, labels[name]))
                for name in ('skin', 'eyes', 'clothes') if (mask == labels[name]).any()]
     return obeyed, float(np.mean(changes))
+
+
+def unhinted_shading(model, network, drawing, tags):
+    """ColourModel.compose's ``unhinted`` for a model with a shading model (made once for
+    the pictures of one drawing), or None."""
+    return model.unhinted_shading(network, drawing, tags) if model.shader is not None else None
 
 
 def character_tag(image):

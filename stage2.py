@@ -68,4 +68,7 @@ def settings(args):
     """What model.json holds beyond stage 1's for a stage-2 model."""
     return dict(stage=2, coarse_size=args.coarse_size, crop=args.crop or args.size,
                 coarse_jitter=None if args.coarse_model or args.shading else args.coarse_jitter,
-                coarse_model=args.coarse_model and os.path.abspath(args.coarse_model), shading=args.shading)
+                coarse_model=args.coarse_model and os.path.abspath(args.coarse_model),
+                # null, not false, for other stage-2 models: as a model.json from before the flag
+                # has it, so that such a run still resumes (SAME_ON_RESUME)
+                shading=args.shading or None)
